@@ -1,0 +1,115 @@
+/**
+ * Loads the native addon and declares its surface. The addon is found by node-gyp-build
+ * (a prebuild for this platform, else the local build); if it cannot load, the error says
+ * why and what to do, and is thrown on first use rather than at import.
+ */
+import * as path from 'path';
+
+export interface NativeValueInfo {
+  name: string;
+  kind: 'tensor' | 'sequence' | 'map' | 'optional' | 'sparse_tensor' | 'unknown';
+  type: number; // ONNX element type; 0 when not a tensor or not supported
+  shape: number[]; // -1 for dynamic dims
+  symbolic: string[];
+}
+
+export interface NativeMetadata {
+  inputs: NativeValueInfo[];
+  outputs: NativeValueInfo[];
+  providers: string[];
+  providerNotes: string[];
+}
+
+export interface NativeProvider {
+  name: 'cpu' | 'cuda' | 'tensorrt';
+  options: [string, string][];
+}
+
+export interface NativeSessionConfig {
+  providers: NativeProvider[];
+  intraOpThreads?: number;
+  interOpThreads?: number;
+  spinning?: boolean;
+  graphOptimizationLevel?: number;
+  parallelExecution?: boolean;
+  optimizedModelPath?: string;
+  profilePrefix?: string;
+  logLevel?: number;
+  configEntries?: [string, string][];
+  executorThreads: number;
+  executorSpinMicroseconds: number;
+}
+
+/** feeds: [inputIndex, data, dims, ...]; fetches: [outputIndex, data | null, dims | null, ...]. */
+export type NativeFeeds = unknown[];
+/** [data, dims, data, dims, ...] in fetch order. */
+export type NativeResults = unknown[];
+
+export interface NativeSession {
+  metadata(): NativeMetadata;
+  run(feeds: NativeFeeds, fetches: NativeFeeds, cancelId?: number): Promise<NativeResults>;
+  runSync(feeds: NativeFeeds, fetches: NativeFeeds): NativeResults;
+  cancel(cancelId: number): boolean;
+  dispose(): Promise<void>;
+  endProfiling(): string;
+}
+
+export interface NativeRuntimeInfo {
+  library: string;
+  version: string;
+  apiVersion: number;
+  providers: string[];
+  intraOpThreads: number;
+  interOpThreads: number;
+  spinning: boolean;
+}
+
+export interface NativeRuntimeConfig {
+  library: string;
+  intraOpThreads?: number;
+  interOpThreads?: number;
+  spinning?: boolean;
+  logLevel?: number;
+}
+
+export interface NativeAddon {
+  NativeSession: { load(model: string | Uint8Array, config: NativeSessionConfig): Promise<NativeSession> };
+  init(config: NativeRuntimeConfig): NativeRuntimeInfo;
+  initialized(): boolean;
+  cudaDriverProblem(): string;
+}
+
+const root = path.resolve(__dirname, '..', '..');
+let addon: NativeAddon | undefined;
+let loadError: Error | undefined;
+
+function explain(e: Error): Error {
+  const msg = e.message;
+  let why = 'the native addon could not be loaded';
+  let fix = 'reinstall kiln (npm install kiln) so that a prebuilt binary or a local build is present';
+  if (/No native build was found/.test(msg)) {
+    why = `no prebuilt binary for ${process.platform}-${process.arch} (node ${process.versions.node}, N-API ${process.versions.napi}) and no local build`;
+    fix = 'build from source: install a C++17 compiler and python3, then run `npm rebuild kiln`';
+  } else if (/GLIBC_|GLIBCXX_/.test(msg)) {
+    why = 'the C/C++ runtime of this system is older than the one the binary was built for';
+    fix = 'build from source on this system (`npm rebuild kiln --build-from-source`) or use a newer distribution';
+  } else if (/invalid ELF header|wrong ELF class|cannot open shared object/.test(msg)) {
+    why = 'the binary does not match this platform or a library it needs is missing';
+    fix = 'reinstall kiln on this machine rather than copying node_modules from another one';
+  }
+  return Object.assign(new Error(`kiln: ${why}: ${msg}\n  fix: ${fix}`), { code: 'E_PROVIDER_UNAVAILABLE' });
+}
+
+export function native(): NativeAddon {
+  if (addon) return addon;
+  if (loadError) throw loadError;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const load = require('node-gyp-build') as (dir: string) => NativeAddon;
+    addon = load(root);
+    return addon;
+  } catch (e) {
+    loadError = explain(e as Error);
+    throw loadError;
+  }
+}

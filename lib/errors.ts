@@ -1,0 +1,40 @@
+/** Stable error codes; see DESIGN.md "Errors". */
+export type KilnErrorCode =
+  | 'E_INVALID_ARGUMENT'
+  | 'E_DTYPE_MISMATCH'
+  | 'E_SHAPE_MISMATCH'
+  | 'E_MODEL_LOAD'
+  | 'E_PROVIDER_UNAVAILABLE'
+  | 'E_QUEUE_FULL'
+  | 'E_TIMEOUT'
+  | 'E_ABORTED'
+  | 'E_OVERLOADED'
+  | 'E_DISPOSED'
+  | 'E_NOT_FOUND'
+  | 'E_ORT';
+
+const CODES: ReadonlySet<string> = new Set<KilnErrorCode>([
+  'E_INVALID_ARGUMENT', 'E_DTYPE_MISMATCH', 'E_SHAPE_MISMATCH', 'E_MODEL_LOAD',
+  'E_PROVIDER_UNAVAILABLE', 'E_QUEUE_FULL', 'E_TIMEOUT', 'E_ABORTED', 'E_OVERLOADED',
+  'E_DISPOSED', 'E_NOT_FOUND', 'E_ORT',
+]);
+
+export class KilnError extends Error {
+  readonly code: KilnErrorCode;
+  constructor(code: KilnErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'KilnError';
+    this.code = code;
+  }
+}
+
+/**
+ * Turns whatever the native layer threw (an Error carrying `code`) into a KilnError created
+ * here, so that its stack points at the JS caller rather than at the addon.
+ */
+export function toKilnError(e: unknown): KilnError {
+  if (e instanceof KilnError) return e;
+  const code = (e as { code?: unknown } | null)?.code;
+  const message = e instanceof Error ? e.message : String(e);
+  return new KilnError(typeof code === 'string' && CODES.has(code) ? (code as KilnErrorCode) : 'E_ORT', message);
+}

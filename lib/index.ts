@@ -1,0 +1,12 @@
+export { Session } from './session';
+export type { Feeds, Fetches, Results, RunOptions, ValueInfo, ValueType } from './session';
+export { Tensor } from './tensor';
+export type { TensorData, TensorDataTypes, TensorLike, TensorType } from './tensor';
+export { KilnError } from './errors';
+export type { KilnErrorCode } from './errors';
+export { configure, runtime, bundledLibrary } from './runtime';
+export type { RuntimeInfo, RuntimeOptions } from './runtime';
+export type {
+  CpuProviderOptions, CudaProviderOptions, GraphOptimizationLevel, LogLevel, ProviderName, ProviderSpec,
+  SessionOptions, ShapeProfile, TensorRtProviderOptions,
+} from './options';

@@ -1,0 +1,296 @@
+/**
+ * Session: one loaded model, run asynchronously on Kiln's executor threads or synchronously
+ * on the caller's. Feeds are validated here, once, before anything is queued; tensor bytes
+ * are never copied in JS.
+ */
+import { native, type NativeFeeds, type NativeResults, type NativeSession, type NativeValueInfo } from './binding';
+import { KilnError, toKilnError } from './errors';
+import { sessionConfig, type SessionOptions } from './options';
+import { runtime } from './runtime';
+import {
+  ARRAY_TYPE, TYPE_FROM_ONNX, describeData, elementCount, formatShape, wrapTensor,
+  type Tensor, type TensorLike, type TensorType,
+} from './tensor';
+
+export type ValueType = TensorType | 'sequence' | 'map' | 'optional' | 'sparse_tensor' | 'unknown';
+
+export interface ValueInfo {
+  readonly name: string;
+  readonly type: ValueType;
+  /** Fixed dims as numbers; symbolic dims by name; unnamed dynamic dims as '?'. */
+  readonly shape: readonly (number | string)[];
+}
+
+export type Feeds = Readonly<Record<string, TensorLike>>;
+/** Output names, or output name -> preallocated tensor (ORT writes into it) or null. */
+export type Fetches = readonly string[] | Readonly<Record<string, TensorLike | null>>;
+export type Results = Record<string, Tensor>;
+
+export interface RunOptions {
+  outputs?: Fetches;
+  /** Aborting removes a queued run at once, or stops a running one (E_ABORTED). */
+  signal?: AbortSignal;
+}
+
+interface Port {
+  info: ValueInfo;
+  index: number;
+  type: TensorType | undefined;
+  ctor: Function | undefined;
+  dims: readonly number[]; // -1 where dynamic
+}
+
+const INTERNAL = Symbol('kiln.session');
+let nextCancelId = 1;
+
+function describePort(v: NativeValueInfo, index: number): Port {
+  const type = v.kind === 'tensor' ? TYPE_FROM_ONNX[v.type] : undefined;
+  const shape = v.shape.map((d, i) => (d >= 0 ? d : v.symbolic[i] || '?'));
+  const info: ValueInfo = Object.freeze({
+    name: v.name,
+    type: v.kind === 'tensor' ? (type ?? 'unknown') : v.kind,
+    shape: Object.freeze(shape),
+  });
+  const ctor = type && type !== 'string' ? ARRAY_TYPE[type] : type === 'string' ? Array : undefined;
+  return { info, index, type, ctor, dims: v.shape };
+}
+
+function expectation(p: Port): string {
+  return `${p.type ?? p.info.type} with shape ${formatShape(p.info.shape)}`;
+}
+
+function received(t: TensorLike): string {
+  const dims = Array.isArray(t.dims) ? formatShape(t.dims) : String(t.dims);
+  return `${String(t.type)} with shape ${dims}`;
+}
+
+/** Validates one tensor against a model port; `role` is "input" or "output". */
+function checkTensor(p: Port, t: TensorLike | undefined, role: string): void {
+  const name = `${role} "${p.info.name}"`;
+  if (t === null || typeof t !== 'object') {
+    throw new KilnError('E_INVALID_ARGUMENT', `${name}: expected a tensor ({ type, data, dims }), received ${describeData(t)}`);
+  }
+  if (p.type === undefined) {
+    throw new KilnError('E_INVALID_ARGUMENT', `${name}: ${p.info.type} values are not supported`);
+  }
+  if (t.type !== p.type) {
+    throw new KilnError('E_DTYPE_MISMATCH', `${name}: expected ${expectation(p)}, received ${received(t)}`);
+  }
+  if (!(t.data instanceof (p.ctor as Function))) {
+    throw new KilnError('E_DTYPE_MISMATCH', `${name}: ${p.type} data must be a ${(p.ctor as Function).name}, received ${describeData(t.data)}`);
+  }
+  const dims = t.dims;
+  if (!Array.isArray(dims)) {
+    throw new KilnError('E_INVALID_ARGUMENT', `${name}: dims must be an array of integers, received ${describeData(dims)}`);
+  }
+  const n = elementCount(dims, name);
+  if (dims.length !== p.dims.length) {
+    throw new KilnError('E_SHAPE_MISMATCH', `${name}: expected ${expectation(p)}, received ${received(t)} (rank ${dims.length}, expected ${p.dims.length})`);
+  }
+  for (let i = 0; i < dims.length; i++) {
+    if (p.dims[i] >= 0 && p.dims[i] !== dims[i]) {
+      throw new KilnError('E_SHAPE_MISMATCH', `${name}: expected ${expectation(p)}, received ${received(t)} (dims[${i}] must be ${p.dims[i]})`);
+    }
+  }
+  const length = (t.data as { length: number }).length;
+  if (length !== n) {
+    const detached = ArrayBuffer.isView(t.data) && length === 0 && n > 0;
+    throw new KilnError('E_INVALID_ARGUMENT', detached
+      ? `${name}: its ArrayBuffer is detached or empty, dims ${formatShape(dims)} need ${n} elements`
+      : `${name}: dims ${formatShape(dims)} need ${n} elements, data has ${length}`);
+  }
+}
+
+export class Session {
+  readonly #native: NativeSession;
+  readonly #inputs: Port[];
+  readonly #outputs: Port[];
+  readonly #inputByName: Map<string, Port>;
+  readonly #outputByName: Map<string, Port>;
+  readonly #allOutputs: NativeFeeds;
+  readonly #allOutputPorts: Port[];
+  readonly #providers: readonly string[];
+  readonly #providerNotes: readonly string[];
+  #disposed = false;
+  #disposing: Promise<void> | undefined;
+
+  /** Loads a model (a file path or its bytes) off the JS thread. */
+  static async create(model: string | Uint8Array | ArrayBuffer, options?: SessionOptions): Promise<Session> {
+    let source: string | Uint8Array;
+    if (typeof model === 'string') source = model;
+    else if (model instanceof Uint8Array) source = model;
+    else if (model instanceof ArrayBuffer) source = new Uint8Array(model);
+    else throw new KilnError('E_INVALID_ARGUMENT', `model must be a file path, a Uint8Array or an ArrayBuffer, received ${describeData(model)}`);
+    const config = sessionConfig(options);
+    runtime();
+    try {
+      return new Session(INTERNAL, await native().NativeSession.load(source, config));
+    } catch (e) {
+      throw toKilnError(e);
+    }
+  }
+
+  /** @internal use Session.create() */
+  constructor(token: symbol, handle: NativeSession) {
+    if (token !== INTERNAL) throw new KilnError('E_INVALID_ARGUMENT', 'use Session.create() to load a model');
+    this.#native = handle;
+    const meta = handle.metadata();
+    this.#inputs = meta.inputs.map(describePort);
+    this.#outputs = meta.outputs.map(describePort);
+    this.#inputByName = new Map(this.#inputs.map((p) => [p.info.name, p]));
+    this.#outputByName = new Map(this.#outputs.map((p) => [p.info.name, p]));
+    this.#allOutputPorts = this.#outputs.filter((p) => p.type !== undefined);
+    this.#allOutputs = this.#allOutputPorts.flatMap((p) => [p.index, null, null]);
+    this.#providers = Object.freeze(meta.providers);
+    this.#providerNotes = Object.freeze(meta.providerNotes);
+  }
+
+  get inputs(): readonly ValueInfo[] {
+    return this.#inputs.map((p) => p.info);
+  }
+
+  get outputs(): readonly ValueInfo[] {
+    return this.#outputs.map((p) => p.info);
+  }
+
+  /** ONNX Runtime's names of the providers in use, in priority order. */
+  get providers(): readonly string[] {
+    return this.#providers;
+  }
+
+  /** Why providers earlier in the requested list were skipped. */
+  get providerNotes(): readonly string[] {
+    return this.#providerNotes;
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Runs on Kiln's executor threads; the JS thread is free meanwhile. */
+  async run(feeds: Feeds, options?: RunOptions): Promise<Results> {
+    const { feedList, fetchList, ports } = this.#prepare(feeds, options?.outputs);
+    const signal = options?.signal;
+    try {
+      if (!signal) return this.#wrap(ports, await this.#native.run(feedList, fetchList));
+      if (signal.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
+      const id = nextCancelId++;
+      if (nextCancelId > 0xffffffff) nextCancelId = 1;
+      const onAbort = (): void => void this.#native.cancel(id);
+      signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        return this.#wrap(ports, await this.#native.run(feedList, fetchList, id));
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+      }
+    } catch (e) {
+      throw toKilnError(e);
+    }
+  }
+
+  /** Runs on the calling thread and blocks it until done. */
+  runSync(feeds: Feeds, options?: Pick<RunOptions, 'outputs'>): Results {
+    const { feedList, fetchList, ports } = this.#prepare(feeds, options?.outputs);
+    let raw: NativeResults;
+    try {
+      raw = this.#native.runSync(feedList, fetchList);
+    } catch (e) {
+      throw toKilnError(e);
+    }
+    return this.#wrap(ports, raw);
+  }
+
+  /**
+   * Releases the model. Runs not yet started reject with E_DISPOSED; running ones finish.
+   * Resolves once nothing of this session is running.
+   */
+  dispose(): Promise<void> {
+    if (!this.#disposing) {
+      this.#disposed = true;
+      this.#disposing = this.#native.dispose();
+    }
+    return this.#disposing;
+  }
+
+  /** Stops profiling and returns the profile file's path ('' when profiling was off). */
+  endProfiling(): string {
+    this.#checkOpen();
+    return this.#native.endProfiling();
+  }
+
+  #checkOpen(): void {
+    if (this.#disposed) throw new KilnError('E_DISPOSED', 'session is disposed');
+  }
+
+  #prepare(feeds: Feeds, fetches: Fetches | undefined): { feedList: NativeFeeds; fetchList: NativeFeeds; ports: Port[] } {
+    this.#checkOpen();
+    if (feeds === null || typeof feeds !== 'object') {
+      throw new KilnError('E_INVALID_ARGUMENT', `feeds must be an object of input name -> tensor, received ${describeData(feeds)}`);
+    }
+    const feedList: unknown[] = [];
+    let count = 0;
+    for (const name in feeds) {
+      const p = this.#inputByName.get(name);
+      if (!p) {
+        throw new KilnError('E_INVALID_ARGUMENT', `unknown input "${name}"; the model's inputs are: ${this.#inputs.map((q) => q.info.name).join(', ')}`);
+      }
+      const t = feeds[name];
+      checkTensor(p, t, 'input');
+      feedList.push(p.index, t.data, t.dims);
+      count++;
+    }
+    if (count !== this.#inputs.length) {
+      const missing = this.#inputs.filter((p) => !Object.prototype.hasOwnProperty.call(feeds, p.info.name)).map((p) => `"${p.info.name}"`);
+      throw new KilnError('E_INVALID_ARGUMENT', `missing input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
+    }
+    if (fetches === undefined) return { feedList, fetchList: this.#allOutputs, ports: this.#allOutputPorts };
+    return { feedList, ...this.#fetches(fetches) };
+  }
+
+  #fetches(fetches: Fetches): { fetchList: NativeFeeds; ports: Port[] } {
+    const fetchList: unknown[] = [];
+    const ports: Port[] = [];
+    const output = (name: unknown): Port => {
+      const p = typeof name === 'string' ? this.#outputByName.get(name) : undefined;
+      if (!p) {
+        throw new KilnError('E_INVALID_ARGUMENT', `unknown output ${JSON.stringify(name)}; the model's outputs are: ${this.#outputs.map((q) => q.info.name).join(', ')}`);
+      }
+      if (p.type === undefined) throw new KilnError('E_INVALID_ARGUMENT', `output "${p.info.name}": ${p.info.type} values are not supported`);
+      return p;
+    };
+    if (Array.isArray(fetches)) {
+      if (fetches.length === 0) throw new KilnError('E_INVALID_ARGUMENT', 'outputs: name at least one output');
+      for (const name of fetches) {
+        const p = output(name);
+        fetchList.push(p.index, null, null);
+        ports.push(p);
+      }
+    } else if (fetches !== null && typeof fetches === 'object') {
+      const entries = Object.entries(fetches as Record<string, TensorLike | null>);
+      if (entries.length === 0) throw new KilnError('E_INVALID_ARGUMENT', 'outputs: name at least one output');
+      for (const [name, t] of entries) {
+        const p = output(name);
+        if (t === null || t === undefined) {
+          fetchList.push(p.index, null, null);
+        } else {
+          checkTensor(p, t, 'output');
+          if (p.type === 'string') throw new KilnError('E_INVALID_ARGUMENT', `output "${name}": string outputs cannot be preallocated`);
+          fetchList.push(p.index, t.data, t.dims);
+        }
+        ports.push(p);
+      }
+    } else {
+      throw new KilnError('E_INVALID_ARGUMENT', `outputs must be an array of names or an object of name -> tensor | null, received ${describeData(fetches)}`);
+    }
+    return { fetchList, ports };
+  }
+
+  #wrap(ports: Port[], raw: NativeResults): Results {
+    const out: Results = {};
+    for (let i = 0; i < ports.length; i++) {
+      const p = ports[i];
+      out[p.info.name] = wrapTensor(p.type as TensorType, raw[2 * i] as Tensor['data'], raw[2 * i + 1] as number[]);
+    }
+    return out;
+  }
+}

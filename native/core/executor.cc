@@ -1,0 +1,113 @@
+#include "executor.h"
+
+#include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define KILN_CPU_RELAX() _mm_pause()
+#else
+#define KILN_CPU_RELAX() std::this_thread::yield()
+#endif
+
+namespace kiln {
+
+void CompletionQueue::push(Job* job) {
+  bool notify;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    jobs_.push_back(job);
+    notify = !signalled_;
+    signalled_ = true;
+  }
+  if (notify && notify_) notify_();
+}
+
+void CompletionQueue::drain(std::vector<Job*>& out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  out.insert(out.end(), jobs_.begin(), jobs_.end());
+  jobs_.clear();
+  signalled_ = false;
+}
+
+size_t CompletionQueue::size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return jobs_.size();
+}
+
+Executor::Executor(size_t threads, CompletionQueue& done, unsigned spin_us) : done_(done), spin_us_(spin_us) {
+  threads_.reserve(threads);
+  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+}
+
+Executor::~Executor() {
+  // Unstarted jobs belong to whoever closed the executor; by now it must have.
+  close_and_join();
+}
+
+bool Executor::submit(Job* job) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (closed_) return false;
+  queue_.push_back(job);
+  pending_.fetch_add(1, std::memory_order_release);
+  if (sleepers_) wake_.notify_one();
+  return true;
+}
+
+bool Executor::cancel(Job* job) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = std::find(queue_.begin(), queue_.end(), job);
+  if (it == queue_.end()) return false;
+  queue_.erase(it);
+  pending_.fetch_sub(1, std::memory_order_relaxed);
+  return true;
+}
+
+std::vector<Job*> Executor::close() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  closed_ = true;
+  std::vector<Job*> unstarted(queue_.begin(), queue_.end());
+  queue_.clear();
+  pending_.store(0, std::memory_order_relaxed);
+  wake_.notify_all();
+  return unstarted;
+}
+
+std::vector<Job*> Executor::close_and_join() {
+  std::vector<Job*> unstarted = close();
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  return unstarted;
+}
+
+size_t Executor::queued() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return queue_.size();
+}
+
+void Executor::work() {
+  for (;;) {
+    if (spin_us_) {
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+      while (pending_.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < until) {
+        KILN_CPU_RELAX();
+      }
+    }
+    Job* job;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      ++sleepers_;
+      wake_.wait(lock, [this] { return closed_ || !queue_.empty(); });
+      --sleepers_;
+      if (queue_.empty()) return;  // closed
+      job = queue_.front();
+      queue_.pop_front();
+      pending_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    job->execute();
+    done_.push(job);
+  }
+}
+
+}  // namespace kiln

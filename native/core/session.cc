@@ -1,0 +1,301 @@
+#include "session.h"
+
+#include <sys/stat.h>
+
+#include "providers.h"
+#include "runtime.h"
+
+namespace kiln {
+namespace {
+
+const char* kind_name(ONNXType type) {
+  switch (type) {
+    case ONNX_TYPE_TENSOR: return "tensor";
+    case ONNX_TYPE_SEQUENCE: return "sequence";
+    case ONNX_TYPE_MAP: return "map";
+    case ONNX_TYPE_OPTIONAL: return "optional";
+    case ONNX_TYPE_SPARSETENSOR: return "sparse_tensor";
+    default: return "unknown";
+  }
+}
+
+ValueInfo describe(OrtTypeInfo* info, std::string name) {
+  const OrtApi& a = ort::api();
+  ValueInfo v;
+  v.name = std::move(name);
+  ONNXType onnx_type = ONNX_TYPE_UNKNOWN;
+  ort::check(a.GetOnnxTypeFromTypeInfo(info, &onnx_type));
+  v.kind = kind_name(onnx_type);
+  if (onnx_type != ONNX_TYPE_TENSOR) return v;
+  const OrtTensorTypeAndShapeInfo* tensor = nullptr;
+  ort::check(a.CastTypeInfoToTensorInfo(info, &tensor));
+  ONNXTensorElementDataType element = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  ort::check(a.GetTensorElementType(tensor, &element));
+  v.type = dtype_from_int(static_cast<int>(element));
+  size_t rank = 0;
+  ort::check(a.GetDimensionsCount(tensor, &rank));
+  v.shape.resize(rank);
+  ort::check(a.GetDimensions(tensor, v.shape.data(), rank));
+  std::vector<const char*> symbolic(rank, nullptr);
+  ort::check(a.GetSymbolicDimensions(tensor, symbolic.data(), rank));
+  v.symbolic.resize(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    if (symbolic[i] && v.shape[i] < 0) v.symbolic[i] = symbolic[i];
+  }
+  return v;
+}
+
+void configure(OrtSessionOptions* options, const SessionConfig& config) {
+  const OrtApi& a = ort::api();
+  if (config.intra_op_threads < 0 && config.inter_op_threads < 0) {
+    ort::check(a.DisablePerSessionThreads(options));
+  } else {
+    ort::check(a.SetIntraOpNumThreads(options, config.intra_op_threads < 0 ? 0 : config.intra_op_threads));
+    ort::check(a.SetInterOpNumThreads(options, config.inter_op_threads < 0 ? 0 : config.inter_op_threads));
+    ort::check(a.AddSessionConfigEntry(options, "session.intra_op.allow_spinning", config.spinning ? "1" : "0"));
+    ort::check(a.AddSessionConfigEntry(options, "session.inter_op.allow_spinning", config.spinning ? "1" : "0"));
+  }
+  if (config.graph_optimization_level >= 0) {
+    ort::check(a.SetSessionGraphOptimizationLevel(options, static_cast<GraphOptimizationLevel>(config.graph_optimization_level)));
+  }
+  if (config.parallel_execution) ort::check(a.SetSessionExecutionMode(options, ORT_PARALLEL));
+  if (!config.optimized_model_path.empty()) {
+    ort::check(a.SetOptimizedModelFilePath(options, config.optimized_model_path.c_str()));
+  }
+  if (!config.profile_prefix.empty()) ort::check(a.EnableProfiling(options, config.profile_prefix.c_str()));
+  if (config.log_level >= 0) ort::check(a.SetSessionLogSeverityLevel(options, config.log_level));
+  for (const auto& [key, value] : config.config_entries) {
+    ort::check(a.AddSessionConfigEntry(options, key.c_str(), value.c_str()), Code::InvalidArgument);
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<Session> Session::load_file(const std::string& path, const SessionConfig& config) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) throw Error(Code::NotFound, "model file not found: " + path);
+  if (!S_ISREG(st.st_mode)) throw Error(Code::ModelLoad, "model path is not a file: " + path);
+  std::shared_ptr<Session> s(new Session());
+  s->create(&path, nullptr, 0, config);
+  return s;
+}
+
+std::shared_ptr<Session> Session::load_bytes(const void* data, size_t size, const SessionConfig& config) {
+  if (size == 0) throw Error(Code::ModelLoad, "model bytes are empty");
+  std::shared_ptr<Session> s(new Session());
+  s->create(nullptr, data, size, config);
+  return s;
+}
+
+Session::~Session() = default;
+
+void Session::create(const std::string* path, const void* data, size_t size, const SessionConfig& config) {
+  Runtime& rt = Runtime::get();
+  const OrtApi& a = ort::api();
+  OrtSessionOptions* raw_options = nullptr;
+  ort::check(a.CreateSessionOptions(&raw_options));
+  ort::SessionOptionsPtr options(raw_options);
+  configure(options.get(), config);
+  providers_ = append_providers(options.get(), config.providers, provider_notes_);
+  const std::string what = path ? "cannot load model " + *path : std::string("cannot load model from bytes");
+  OrtSession* raw = nullptr;
+  OrtStatus* status = path ? a.CreateSession(rt.env(), path->c_str(), options.get(), &raw)
+                           : a.CreateSessionFromArray(rt.env(), data, size, options.get(), &raw);
+  ort::check(status, Code::ModelLoad, what);
+  session_.reset(raw);
+  profiling_ = !config.profile_prefix.empty();
+  read_metadata();
+}
+
+void Session::read_metadata() {
+  const OrtApi& a = ort::api();
+  OrtAllocator* alloc = Runtime::get().allocator();
+  auto read = [&](bool input, std::vector<ValueInfo>& into) {
+    size_t count = 0;
+    ort::check(input ? a.SessionGetInputCount(session_.get(), &count) : a.SessionGetOutputCount(session_.get(), &count));
+    for (size_t i = 0; i < count; ++i) {
+      char* raw_name = nullptr;
+      ort::check(input ? a.SessionGetInputName(session_.get(), i, alloc, &raw_name)
+                       : a.SessionGetOutputName(session_.get(), i, alloc, &raw_name));
+      ort::AllocatedPtr<char> name(raw_name, ort::AllocatorFree{alloc});
+      OrtTypeInfo* raw_info = nullptr;
+      ort::check(input ? a.SessionGetInputTypeInfo(session_.get(), i, &raw_info)
+                       : a.SessionGetOutputTypeInfo(session_.get(), i, &raw_info));
+      ort::TypeInfoPtr info(raw_info);
+      into.push_back(describe(info.get(), name.get()));
+    }
+  };
+  read(true, inputs_);
+  read(false, outputs_);
+}
+
+int Session::input_index(const std::string& name) const {
+  for (size_t i = 0; i < inputs_.size(); ++i)
+    if (inputs_[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+int Session::output_index(const std::string& name) const {
+  for (size_t i = 0; i < outputs_.size(); ++i)
+    if (outputs_[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+ort::IoBindingPtr Session::acquire_binding() const {
+  {
+    std::lock_guard<std::mutex> lock(bindings_mutex_);
+    if (!bindings_.empty()) {
+      ort::IoBindingPtr b = std::move(bindings_.back());
+      bindings_.pop_back();
+      return b;
+    }
+  }
+  OrtIoBinding* raw = nullptr;
+  ort::check(ort::api().CreateIoBinding(session_.get(), &raw));
+  return ort::IoBindingPtr(raw);
+}
+
+void Session::release_binding(ort::IoBindingPtr binding) const {
+  const OrtApi& a = ort::api();
+  a.ClearBoundInputs(binding.get());
+  a.ClearBoundOutputs(binding.get());
+  std::lock_guard<std::mutex> lock(bindings_mutex_);
+  bindings_.push_back(std::move(binding));
+}
+
+namespace {
+
+// Wraps caller memory (never copied) or, for strings, fills an ORT string tensor.
+ort::ValuePtr make_value(const TensorView& view, const Label& what) {
+  const OrtApi& a = ort::api();
+  Runtime& rt = Runtime::get();
+  const size_t rank = view.shape.size();
+  OrtValue* raw = nullptr;
+  if (view.type == DType::String) {
+    size_t n = element_count(view.shape.data(), rank, what);
+    if (!view.strings || view.strings->size() != n) {
+      throw Error(Code::InvalidArgument, what.str() + ": dims " + format_shape(view.shape.data(), rank) + " need " +
+                                             std::to_string(n) + " strings, received " +
+                                             std::to_string(view.strings ? view.strings->size() : 0));
+    }
+    ort::check(a.CreateTensorAsOrtValue(rt.allocator(), view.shape.data(), rank, ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING, &raw));
+    ort::ValuePtr value(raw);
+    std::vector<const char*> ptrs(n);
+    for (size_t i = 0; i < n; ++i) ptrs[i] = (*view.strings)[i].c_str();
+    ort::check(a.FillStringTensor(value.get(), ptrs.data(), n));
+    return value;
+  }
+  size_t bytes = byte_size(view.type, view.shape.data(), rank, what);
+  if (bytes != view.bytes) {
+    throw Error(Code::InvalidArgument, what.str() + ": dims " + format_shape(view.shape.data(), rank) + " of " +
+                                           dtype_name(view.type) + " need " + std::to_string(bytes) +
+                                           " bytes, the buffer has " + std::to_string(view.bytes));
+  }
+  // ORT rejects a null data pointer even for an empty tensor.
+  static char empty_tensor_storage[64];
+  void* data = bytes == 0 ? empty_tensor_storage : view.data;
+  ort::check(a.CreateTensorWithDataAsOrtValue(rt.cpu_memory(), data, bytes, view.shape.data(), rank,
+                                              static_cast<ONNXTensorElementDataType>(view.type), &raw));
+  return ort::ValuePtr(raw);
+}
+
+void read_output(OrtValue* value, OwnedTensor& t) {
+  const OrtApi& a = ort::api();
+  OrtTensorTypeAndShapeInfo* raw_info = nullptr;
+  ort::check(a.GetTensorTypeAndShape(value, &raw_info));
+  ort::TensorTypeAndShapeInfoPtr info(raw_info);
+  ONNXTensorElementDataType element;
+  ort::check(a.GetTensorElementType(info.get(), &element));
+  t.type = dtype_from_int(static_cast<int>(element));
+  size_t rank = 0;
+  ort::check(a.GetDimensionsCount(info.get(), &rank));
+  t.shape.resize(rank);
+  ort::check(a.GetDimensions(info.get(), t.shape.data(), rank));
+  size_t count = 0;
+  ort::check(a.GetTensorShapeElementCount(info.get(), &count));
+  if (t.type == DType::String) {
+    size_t total = 0;
+    ort::check(a.GetStringTensorDataLength(value, &total));
+    std::string chars(total, '\0');
+    std::vector<size_t> offsets(count);
+    if (count) ort::check(a.GetStringTensorContent(value, chars.data(), total, offsets.data(), count));
+    t.strings.resize(count);
+    for (size_t i = 0; i < count; ++i) {
+      size_t end = i + 1 < count ? offsets[i + 1] : total;
+      t.strings[i].assign(chars, offsets[i], end - offsets[i]);
+    }
+    return;
+  }
+  if (t.type == DType::Undefined) {
+    throw Error(Code::Ort, "output has an element type Kiln does not support (" + std::to_string(element) + ")");
+  }
+  t.bytes = count * dtype_size(t.type);
+  ort::check(a.GetTensorMutableData(value, &t.data));
+}
+
+}  // namespace
+
+void Session::run(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
+                  std::vector<OwnedTensor>& out, OrtRunOptions* options) const {
+  const OrtApi& a = ort::api();
+  ort::IoBindingPtr binding = acquire_binding();
+  struct Return {  // the binding goes back to the pool on every path, cleared
+    const Session* s;
+    ort::IoBindingPtr* b;
+    ~Return() { s->release_binding(std::move(*b)); }
+  } give_back{this, &binding};
+
+  for (size_t i = 0; i < feed_count; ++i) {
+    const Feed& f = feeds[i];
+    const ValueInfo& info = inputs_.at(f.input);
+    const Label label{"input", info.name};
+    ort::ValuePtr value = make_value(f.view, label);
+    if (OrtStatus* s = a.BindInput(binding.get(), info.name.c_str(), value.get())) ort::check(s, Code::Ort, label.str());
+  }
+  const OrtMemoryInfo* cpu = Runtime::get().cpu_memory();
+  for (size_t i = 0; i < fetch_count; ++i) {
+    const Fetch& f = fetches[i];
+    const ValueInfo& info = outputs_.at(f.output);
+    const Label label{"output", info.name};
+    OrtStatus* s = nullptr;
+    if (f.preallocated) {
+      ort::ValuePtr value = make_value(*f.preallocated, label);
+      s = a.BindOutput(binding.get(), info.name.c_str(), value.get());
+    } else {
+      s = a.BindOutputToDevice(binding.get(), info.name.c_str(), cpu);
+    }
+    if (s) ort::check(s, Code::Ort, label.str());
+  }
+  ort::check(a.RunWithBinding(session_.get(), options, binding.get()));
+
+  OrtAllocator* alloc = Runtime::get().allocator();
+  OrtValue** raw_values = nullptr;
+  size_t count = 0;
+  ort::check(a.GetBoundOutputValues(binding.get(), alloc, &raw_values, &count));
+  ort::AllocatedPtr<OrtValue*> values(raw_values, ort::AllocatorFree{alloc});
+  // Own every value before anything can throw, so none leaks.
+  std::vector<ort::ValuePtr> owned(count);
+  for (size_t i = 0; i < count; ++i) owned[i].reset(raw_values[i]);
+  if (count != fetch_count) throw Error(Code::Ort, "ONNX Runtime returned " + std::to_string(count) + " outputs, expected " + std::to_string(fetch_count));
+  out.resize(fetch_count);
+  std::shared_ptr<const Session> self = shared_from_this();
+  for (size_t i = 0; i < count; ++i) {
+    OwnedTensor& t = out[i];
+    read_output(owned[i].get(), t);
+    t.preallocated = fetches[i].preallocated != nullptr;
+    t.value = std::move(owned[i]);
+    t.session = self;
+  }
+}
+
+std::string Session::end_profiling() {
+  if (!profiling_) return "";
+  OrtAllocator* alloc = Runtime::get().allocator();
+  char* raw = nullptr;
+  ort::check(ort::api().SessionEndProfiling(session_.get(), alloc, &raw));
+  ort::AllocatedPtr<char> path(raw, ort::AllocatorFree{alloc});
+  profiling_ = false;
+  return path.get();
+}
+
+}  // namespace kiln

@@ -1,0 +1,110 @@
+// A loaded model: metadata, providers, and runs through IoBinding.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ort/handles.h"
+#include "tensor.h"
+
+namespace kiln {
+
+struct ValueInfo {
+  std::string name;
+  std::string kind;  // "tensor", "sequence", "map", "optional", "sparse_tensor", "unknown"
+  DType type = DType::Undefined;  // element type for tensors
+  std::vector<int64_t> shape;     // -1 for a dynamic dim
+  std::vector<std::string> symbolic;  // per dim; empty when the dim is fixed or unnamed
+};
+
+struct ProviderSpec {
+  std::string name;  // "cpu", "cuda", "tensorrt"
+  std::vector<std::pair<std::string, std::string>> options;  // ORT's V2 option keys
+};
+
+struct SessionConfig {
+  std::vector<ProviderSpec> providers;  // preference order; empty means cpu
+  int intra_op_threads = -1;  // -1: the runtime's global pool; >= 0: the session's own pool
+  int inter_op_threads = -1;
+  bool spinning = false;      // for the session's own pool
+  int graph_optimization_level = -1;  // GraphOptimizationLevel; -1: ORT's default (all)
+  bool parallel_execution = false;
+  std::string optimized_model_path;
+  std::string profile_prefix;  // non-empty: profiling on
+  int log_level = -1;
+  std::vector<std::pair<std::string, std::string>> config_entries;  // AddSessionConfigEntry
+};
+
+class Session;
+
+// An output that owns its memory (an ORT-allocated OrtValue), keeping the session alive
+// because ORT's allocator belongs to it.
+struct OwnedTensor {
+  DType type = DType::Undefined;
+  std::vector<int64_t> shape;
+  void* data = nullptr;
+  size_t bytes = 0;
+  std::vector<std::string> strings;
+  bool preallocated = false;  // written into the caller's buffer
+  ort::ValuePtr value;
+  std::shared_ptr<const Session> session;
+};
+
+struct Feed {
+  size_t input = 0;  // index into Session::inputs()
+  TensorView view;
+};
+
+struct Fetch {
+  size_t output = 0;  // index into Session::outputs()
+  const TensorView* preallocated = nullptr;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  static std::shared_ptr<Session> load_file(const std::string& path, const SessionConfig& config);
+  static std::shared_ptr<Session> load_bytes(const void* data, size_t size, const SessionConfig& config);
+  ~Session();
+
+  const std::vector<ValueInfo>& inputs() const { return inputs_; }
+  const std::vector<ValueInfo>& outputs() const { return outputs_; }
+  // ORT names of the providers the session was created with, in priority order.
+  const std::vector<std::string>& providers() const { return providers_; }
+  // Why providers earlier in the preference list were skipped.
+  const std::vector<std::string>& provider_notes() const { return provider_notes_; }
+  // Index of the input/output called `name`, or -1.
+  int input_index(const std::string& name) const;
+  int output_index(const std::string& name) const;
+
+  // Runs once. `out` receives one tensor per fetch, in order. `options` may be null.
+  // Thread-safe: concurrent runs are allowed, as ORT allows them.
+  void run(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
+           std::vector<OwnedTensor>& out, OrtRunOptions* options = nullptr) const;
+
+  // Ends profiling and returns the profile file's path ("" when profiling was off).
+  std::string end_profiling();
+
+ private:
+  Session() = default;
+  void create(const std::string* path, const void* data, size_t size, const SessionConfig& config);
+  void read_metadata();
+  ort::IoBindingPtr acquire_binding() const;
+  void release_binding(ort::IoBindingPtr binding) const;
+
+  ort::SessionPtr session_;
+  std::vector<ValueInfo> inputs_;
+  std::vector<ValueInfo> outputs_;
+  std::vector<std::string> providers_;
+  std::vector<std::string> provider_notes_;
+  bool profiling_ = false;
+  // IoBindings are reused across runs: creating one per run costs more than the run of a
+  // tiny model.
+  mutable std::mutex bindings_mutex_;
+  mutable std::vector<ort::IoBindingPtr> bindings_;
+};
+
+}  // namespace kiln

@@ -1,0 +1,68 @@
+// Module entry: per-environment data, the runtime initialisation and the session class.
+#include <napi.h>
+
+#include "addon_data.h"
+#include "convert.h"
+#include "providers.h"
+#include "runtime.h"
+#include "session_wrap.h"
+
+namespace kiln::napi {
+namespace {
+
+Napi::Object runtime_info(Napi::Env env, const Runtime& rt) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("library", rt.library().path);
+  o.Set("version", rt.library().version);
+  o.Set("apiVersion", rt.library().api_version);
+  Napi::Array providers = Napi::Array::New(env, rt.available_providers().size());
+  for (size_t i = 0; i < rt.available_providers().size(); ++i) providers.Set(static_cast<uint32_t>(i), rt.available_providers()[i]);
+  o.Set("providers", providers);
+  o.Set("intraOpThreads", rt.config().intra_op_threads);
+  o.Set("interOpThreads", rt.config().inter_op_threads);
+  o.Set("spinning", rt.config().spinning);
+  return o;
+}
+
+// init({ library, intraOpThreads, interOpThreads, spinning, logLevel }) -> runtime info.
+// The first call in the process creates the runtime; later calls return it.
+Napi::Value init(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  RuntimeConfig config;
+  if (info[0].IsObject()) {
+    Napi::Object o = info[0].As<Napi::Object>();
+    if (o.Get("library").IsString()) config.library_path = o.Get("library").As<Napi::String>().Utf8Value();
+    if (o.Get("intraOpThreads").IsNumber()) config.intra_op_threads = o.Get("intraOpThreads").As<Napi::Number>().Int32Value();
+    if (o.Get("interOpThreads").IsNumber()) config.inter_op_threads = o.Get("interOpThreads").As<Napi::Number>().Int32Value();
+    config.spinning = o.Get("spinning").ToBoolean();
+    if (o.Get("logLevel").IsNumber()) config.log_level = o.Get("logLevel").As<Napi::Number>().Int32Value();
+  }
+  try {
+    return runtime_info(env, Runtime::init(config));
+  } catch (const Error& e) {
+    throw_error(env, e.code(), e.what());
+  }
+}
+
+Napi::Value initialized(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), Runtime::initialized()); }
+
+Napi::Value cuda_driver(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cuda_driver_problem()); }
+
+Napi::Object init_module(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData(env);
+  env.SetInstanceData<AddonData>(data);
+  Napi::Function ctor = SessionWrap::define(env);
+  data->session_constructor = Napi::Persistent(ctor);
+  exports.Set("NativeSession", ctor);
+  exports.Set("init", Napi::Function::New<init>(env, "init"));
+  exports.Set("initialized", Napi::Function::New<initialized>(env, "initialized"));
+  exports.Set("cudaDriverProblem", Napi::Function::New<cuda_driver>(env, "cudaDriverProblem"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace kiln::napi
+
+static Napi::Object InitKiln(Napi::Env env, Napi::Object exports) { return kiln::napi::init_module(env, exports); }
+
+NODE_API_MODULE(kiln, InitKiln)

@@ -1,0 +1,69 @@
+#include "addon_data.h"
+
+#include "session_wrap.h"
+
+namespace kiln::napi {
+
+AddonData::AddonData(Napi::Env env)
+    : env_(env), completions_([this] { napi_call_threadsafe_function(wake_, nullptr, napi_tsfn_nonblocking); }) {
+  napi_value name;
+  NAPI_THROW_IF_FAILED_VOID(env, napi_create_string_utf8(env, "kiln.completions", NAPI_AUTO_LENGTH, &name));
+  NAPI_THROW_IF_FAILED_VOID(env, napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, nullptr, nullptr,
+                                                                 this, &AddonData::drain, &wake_));
+  NAPI_THROW_IF_FAILED_VOID(env, napi_unref_threadsafe_function(env, wake_));
+  NAPI_THROW_IF_FAILED_VOID(env, napi_add_env_cleanup_hook(env, &AddonData::teardown, this));
+}
+
+AddonData::~AddonData() { napi_remove_env_cleanup_hook(env_, &AddonData::teardown, this); }
+
+Executor& AddonData::loader() {
+  if (!loader_) loader_ = std::make_unique<Executor>(2, completions_);
+  return *loader_;
+}
+
+void AddonData::job_started() {
+  if (in_flight_++ == 0) napi_ref_threadsafe_function(env_, wake_);
+}
+
+void AddonData::job_finished() {
+  if (--in_flight_ == 0) napi_unref_threadsafe_function(env_, wake_);
+}
+
+void AddonData::drain(napi_env env, napi_value, void* context, void*) {
+  if (!env) return;  // the function is being torn down
+  auto* self = static_cast<AddonData*>(context);
+  std::vector<Job*>& done = self->scratch_;
+  self->completions_.drain(done);
+  Napi::Env e(env);
+  for (Job* job : done) {
+    Napi::HandleScope scope(e);
+    auto* js = static_cast<JsJob*>(job);
+    try {
+      js->complete(e);
+    } catch (const Napi::Error& err) {
+      // A throw while delivering must not lose the other completions in this drain.
+      err.Value();
+    }
+    delete js;
+    self->job_finished();
+  }
+  done.clear();
+}
+
+// The environment is going away (worker exit, process exit): stop every executor, waiting
+// for runs in flight, and drop results nobody can receive any more.
+void AddonData::teardown(void* arg) {
+  auto* self = static_cast<AddonData*>(arg);
+  self->tearing_down_ = true;
+  std::vector<Job*> orphans;
+  for (SessionWrap* s : std::set<SessionWrap*>(self->sessions_)) s->shutdown(orphans);
+  if (self->loader_) {
+    std::vector<Job*> unstarted = self->loader_->close_and_join();
+    orphans.insert(orphans.end(), unstarted.begin(), unstarted.end());
+  }
+  self->completions_.drain(orphans);
+  for (Job* job : orphans) delete job;
+  napi_release_threadsafe_function(self->wake_, napi_tsfn_abort);
+}
+
+}  // namespace kiln::napi

@@ -1,0 +1,60 @@
+// Per-environment state (the addon is context-aware: each worker_thread has its own): the
+// completion queue that executor threads push to, the one thread-safe function that wakes
+// this environment's JS thread, and the live sessions that teardown must stop.
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "executor.h"
+
+namespace kiln::napi {
+
+class SessionWrap;
+
+// A job whose result is delivered on the JS thread.
+class JsJob : public Job {
+ public:
+  // Delivers the result (resolve/reject) on the JS thread, then the job is deleted.
+  virtual void complete(Napi::Env env) = 0;
+};
+
+class AddonData {
+ public:
+  explicit AddonData(Napi::Env env);
+  ~AddonData();
+
+  static AddonData& of(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+  CompletionQueue& completions() { return completions_; }
+  Executor& loader();  // runs model loads off the JS thread
+
+  // Every job handed to an executor is counted until delivered: the thread-safe function
+  // keeps the event loop alive only while something is in flight.
+  void job_started();
+  void job_finished();
+
+  void add_session(SessionWrap* s) { sessions_.insert(s); }
+  void remove_session(SessionWrap* s) { sessions_.erase(s); }
+
+  Napi::FunctionReference session_constructor;
+  bool tearing_down() const { return tearing_down_; }
+
+ private:
+  static void drain(napi_env env, napi_value, void* context, void*);
+  static void teardown(void* self);
+
+  napi_env env_;
+  napi_threadsafe_function wake_ = nullptr;
+  CompletionQueue completions_;
+  std::unique_ptr<Executor> loader_;
+  std::set<SessionWrap*> sessions_;
+  size_t in_flight_ = 0;
+  bool tearing_down_ = false;
+  std::vector<Job*> scratch_;
+};
+
+}  // namespace kiln::napi

@@ -1,0 +1,459 @@
+#include "session_wrap.h"
+
+#include "convert.h"
+#include "runtime.h"
+
+namespace kiln::napi {
+
+// One run's inputs and outputs as the core sees them. Vectors are sized before views are
+// taken so that the pointers into them stay valid.
+struct RunArgs {
+  std::vector<Feed> feeds;
+  std::vector<std::vector<std::string>> strings;
+  std::vector<napi_value> feed_values;  // the TypedArrays, kept alive by async runs
+  std::vector<Fetch> fetches;
+  std::vector<TensorView> prealloc;
+  std::vector<napi_value> prealloc_values;  // per fetch; null when ORT allocates
+};
+
+namespace {
+
+struct ExecutorSettings {
+  size_t threads = 1;
+  unsigned spin_us = 0;
+};
+
+// The result of a load: a core session and how to run it.
+class LoadJob : public JsJob {
+ public:
+  LoadJob(napi_env env, Napi::Promise::Deferred deferred) : env_(env), deferred_(deferred) {}
+  ~LoadJob() override {
+    if (bytes_ref_) napi_delete_reference(env_, bytes_ref_);
+  }
+
+  void execute() noexcept override {
+    try {
+      session_ = bytes_ ? Session::load_bytes(bytes_, size_, config_) : Session::load_file(path_, config_);
+    } catch (const Error& e) {
+      code_ = e.code();
+      message_ = e.what();
+    } catch (const std::exception& e) {
+      code_ = Code::ModelLoad;
+      message_ = e.what();
+    }
+  }
+
+  void complete(Napi::Env env) override {
+    if (!session_) {
+      deferred_.Reject(make_error(env, code_, message_).Value());
+      return;
+    }
+    Napi::Object wrap = AddonData::of(env).session_constructor.New({Napi::External<LoadJob>::New(env, this)});
+    deferred_.Resolve(wrap);
+  }
+
+  napi_env env_;
+  Napi::Promise::Deferred deferred_;
+  std::string path_;
+  const void* bytes_ = nullptr;
+  size_t size_ = 0;
+  napi_ref bytes_ref_ = nullptr;
+  SessionConfig config_;
+  ExecutorSettings executor_;
+  std::shared_ptr<Session> session_;
+  Code code_ = Code::ModelLoad;
+  std::string message_;
+};
+
+std::vector<std::pair<std::string, std::string>> read_pairs(const Napi::Value& v) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!v.IsArray()) return out;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Array kv = a.Get(i).As<Napi::Array>();
+    out.emplace_back(kv.Get(0u).ToString().Utf8Value(), kv.Get(1u).ToString().Utf8Value());
+  }
+  return out;
+}
+
+int read_int(const Napi::Object& o, const char* key, int fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
+}
+
+std::string read_string(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+}
+
+// The TS layer validated the options (lib/options.ts); this only reads them.
+void read_config(const Napi::Object& o, SessionConfig& c, ExecutorSettings& e) {
+  Napi::Value providers = o.Get("providers");
+  if (providers.IsArray()) {
+    Napi::Array list = providers.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Object p = list.Get(i).As<Napi::Object>();
+      c.providers.push_back({p.Get("name").ToString().Utf8Value(), read_pairs(p.Get("options"))});
+    }
+  }
+  c.intra_op_threads = read_int(o, "intraOpThreads", -1);
+  c.inter_op_threads = read_int(o, "interOpThreads", -1);
+  c.spinning = o.Get("spinning").ToBoolean();
+  c.graph_optimization_level = read_int(o, "graphOptimizationLevel", -1);
+  c.parallel_execution = o.Get("parallelExecution").ToBoolean();
+  c.optimized_model_path = read_string(o, "optimizedModelPath");
+  c.profile_prefix = read_string(o, "profilePrefix");
+  c.log_level = read_int(o, "logLevel", -1);
+  c.config_entries = read_pairs(o.Get("configEntries"));
+  e.threads = static_cast<size_t>(read_int(o, "executorThreads", 1));
+  e.spin_us = static_cast<unsigned>(read_int(o, "executorSpinMicroseconds", 0));
+}
+
+}  // namespace
+
+// One asynchronous run. Its inputs stay referenced (never copied) until it is delivered.
+class RunJob : public JsJob {
+ public:
+  RunJob(napi_env env, SessionWrap* owner, Napi::Promise::Deferred deferred)
+      : env_(env), owner_(owner), session_(owner->session_), deferred_(deferred) {}
+  ~RunJob() override {
+    for (napi_ref r : refs_)
+      if (r) napi_delete_reference(env_, r);
+  }
+
+  void execute() noexcept override {
+    try {
+      session_->run(args_.feeds.data(), args_.feeds.size(), args_.fetches.data(), args_.fetches.size(), out_,
+                    options_.get());
+    } catch (const Error& e) {
+      failed_ = true;
+      code_ = e.code();
+      message_ = e.what();
+    } catch (const std::exception& e) {
+      failed_ = true;
+      message_ = e.what();
+    }
+  }
+
+  void complete(Napi::Env env) override { owner_->deliver(this, env); }
+
+  napi_env env_;
+  SessionWrap* owner_;
+  std::shared_ptr<Session> session_;
+  Napi::Promise::Deferred deferred_;
+  RunArgs args_;
+  std::vector<napi_ref> refs_;  // feeds, then one per fetch (null when ORT allocates)
+  std::vector<OwnedTensor> out_;
+  ort::RunOptionsPtr options_;  // only for cancellable runs
+  uint32_t cancel_id_ = 0;
+  bool aborted_ = false;
+  bool failed_ = false;
+  Code code_ = Code::Ort;
+  std::string message_;
+};
+
+Napi::Function SessionWrap::define(Napi::Env env) {
+  return DefineClass(env, "NativeSession",
+                     {
+                         StaticMethod<&SessionWrap::load>("load"),
+                         InstanceMethod<&SessionWrap::metadata>("metadata"),
+                         InstanceMethod<&SessionWrap::run>("run"),
+                         InstanceMethod<&SessionWrap::run_sync>("runSync"),
+                         InstanceMethod<&SessionWrap::cancel>("cancel"),
+                         InstanceMethod<&SessionWrap::dispose>("dispose"),
+                         InstanceMethod<&SessionWrap::end_profiling>("endProfiling"),
+                     });
+}
+
+SessionWrap::SessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SessionWrap>(info), data_(&AddonData::of(info.Env())) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw_error(info.Env(), Code::InvalidArgument, "NativeSession is created by NativeSession.load()");
+  }
+  auto* job = info[0].As<Napi::External<LoadJob>>().Data();
+  session_ = std::move(job->session_);
+  executor_ = std::make_unique<Executor>(job->executor_.threads, data_->completions(), job->executor_.spin_us);
+  data_->add_session(this);
+}
+
+SessionWrap::~SessionWrap() {
+  // Unreachable while runs are pending (the wrapper is referenced), so nothing is queued.
+  if (executor_) executor_->close_and_join();
+  if (data_ && !data_->tearing_down()) data_->remove_session(this);
+}
+
+Napi::Value SessionWrap::load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonData& data = AddonData::of(env);
+  auto deferred = Napi::Promise::Deferred::New(env);
+  auto job = std::make_unique<LoadJob>(env, deferred);
+  if (info[0].IsString()) {
+    job->path_ = info[0].As<Napi::String>().Utf8Value();
+  } else if (info[0].IsTypedArray()) {
+    Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
+    job->bytes_ = bytes.Data();
+    job->size_ = bytes.ByteLength();
+    napi_create_reference(env, bytes, 1, &job->bytes_ref_);
+  } else {
+    throw_error(env, Code::InvalidArgument, "model must be a path or a Uint8Array");
+  }
+  if (info[1].IsObject()) read_config(info[1].As<Napi::Object>(), job->config_, job->executor_);
+  if (!data.loader().submit(job.get())) throw_error(env, Code::Disposed, "the environment is shutting down");
+  job.release();
+  data.job_started();
+  return deferred.Promise();
+}
+
+Napi::Value SessionWrap::metadata(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensure_open(env);
+  auto describe = [&](const std::vector<ValueInfo>& list) {
+    Napi::Array arr = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      const ValueInfo& v = list[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", v.name);
+      o.Set("kind", v.kind);
+      o.Set("type", static_cast<int>(v.type));
+      o.Set("shape", Napi::Value(env, dims_array(env, v.shape)));
+      Napi::Array sym = Napi::Array::New(env, v.symbolic.size());
+      for (size_t d = 0; d < v.symbolic.size(); ++d) sym.Set(static_cast<uint32_t>(d), v.symbolic[d]);
+      o.Set("symbolic", sym);
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    return arr;
+  };
+  Napi::Object m = Napi::Object::New(env);
+  m.Set("inputs", describe(session_->inputs()));
+  m.Set("outputs", describe(session_->outputs()));
+  Napi::Array providers = Napi::Array::New(env);
+  for (size_t i = 0; i < session_->providers().size(); ++i) providers.Set(static_cast<uint32_t>(i), session_->providers()[i]);
+  m.Set("providers", providers);
+  Napi::Array notes = Napi::Array::New(env);
+  for (size_t i = 0; i < session_->provider_notes().size(); ++i) notes.Set(static_cast<uint32_t>(i), session_->provider_notes()[i]);
+  m.Set("providerNotes", notes);
+  return m;
+}
+
+void SessionWrap::ensure_open(Napi::Env env) const {
+  if (disposed_ || !session_) throw_error(env, Code::Disposed, "session is disposed");
+}
+
+// feeds: [inputIndex, data, dims, ...]; fetches: [outputIndex, preallocatedData | null, dims | null, ...].
+void SessionWrap::parse(Napi::Env env, const Napi::Value& feeds, const Napi::Value& fetches, RunArgs& args) const {
+  napi_value f = feeds;
+  uint32_t n = 0;
+  napi_get_array_length(env, f, &n);
+  const size_t feed_count = n / 3;
+  args.feeds.resize(feed_count);
+  args.strings.resize(feed_count);
+  args.feed_values.resize(feed_count);
+  const auto& inputs = session_->inputs();
+  for (size_t i = 0; i < feed_count; ++i) {
+    napi_value idx, data, dims;
+    napi_get_element(env, f, static_cast<uint32_t>(3 * i), &idx);
+    napi_get_element(env, f, static_cast<uint32_t>(3 * i + 1), &data);
+    napi_get_element(env, f, static_cast<uint32_t>(3 * i + 2), &dims);
+    uint32_t index = 0;
+    napi_get_value_uint32(env, idx, &index);
+    if (index >= inputs.size() || inputs[index].kind != "tensor") throw_error(env, Code::InvalidArgument, "invalid input index");
+    Feed& feed = args.feeds[i];
+    feed.input = index;
+    const Label label{"input", inputs[index].name};
+    read_dims(env, dims, feed.view.shape, label);
+    read_tensor(env, data, inputs[index].type, feed.view, args.strings[i], label);
+    args.feed_values[i] = data;
+  }
+  napi_value g = fetches;
+  napi_get_array_length(env, g, &n);
+  const size_t fetch_count = n / 3;
+  args.fetches.resize(fetch_count);
+  args.prealloc.resize(fetch_count);
+  args.prealloc_values.assign(fetch_count, nullptr);
+  std::vector<std::string> unused;
+  const auto& outputs = session_->outputs();
+  for (size_t i = 0; i < fetch_count; ++i) {
+    napi_value idx, data, dims;
+    napi_get_element(env, g, static_cast<uint32_t>(3 * i), &idx);
+    napi_get_element(env, g, static_cast<uint32_t>(3 * i + 1), &data);
+    napi_get_element(env, g, static_cast<uint32_t>(3 * i + 2), &dims);
+    uint32_t index = 0;
+    napi_get_value_uint32(env, idx, &index);
+    if (index >= outputs.size() || outputs[index].kind != "tensor") throw_error(env, Code::InvalidArgument, "invalid output index");
+    args.fetches[i].output = index;
+    napi_valuetype t;
+    napi_typeof(env, data, &t);
+    if (t == napi_null || t == napi_undefined) continue;
+    const Label label{"output", outputs[index].name};
+    if (outputs[index].type == DType::String) {
+      throw_error(env, Code::InvalidArgument, label.str() + ": string outputs cannot be preallocated");
+    }
+    read_dims(env, dims, args.prealloc[i].shape, label);
+    read_tensor(env, data, outputs[index].type, args.prealloc[i], unused, label);
+    args.fetches[i].preallocated = &args.prealloc[i];
+    args.prealloc_values[i] = data;
+  }
+}
+
+Napi::Value SessionWrap::results(Napi::Env env, RunArgs& args, std::vector<OwnedTensor>& out,
+                                 const std::vector<napi_value>& prealloc) const {
+  napi_value arr;
+  napi_create_array_with_length(env, 2 * out.size(), &arr);
+  for (size_t i = 0; i < out.size(); ++i) {
+    napi_value dims = dims_array(env, out[i].shape);
+    napi_value data = out[i].preallocated ? prealloc[i] : output_data(env, std::move(out[i]));
+    napi_set_element(env, arr, static_cast<uint32_t>(2 * i), data);
+    napi_set_element(env, arr, static_cast<uint32_t>(2 * i + 1), dims);
+  }
+  (void)args;
+  return Napi::Value(env, arr);
+}
+
+Napi::Value SessionWrap::run_sync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensure_open(env);
+  RunArgs args;
+  parse(env, info[0], info[1], args);
+  std::vector<OwnedTensor> out;
+  try {
+    session_->run(args.feeds.data(), args.feeds.size(), args.fetches.data(), args.fetches.size(), out);
+  } catch (const Error& e) {
+    throw_error(env, e.code(), e.what());
+  }
+  return results(env, args, out, args.prealloc_values);
+}
+
+// (feeds, fetches, cancelId?) -> Promise<flat results>
+Napi::Value SessionWrap::run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensure_open(env);
+  auto deferred = Napi::Promise::Deferred::New(env);
+  auto job = std::make_unique<RunJob>(env, this, deferred);
+  parse(env, info[0], info[1], job->args_);
+  RunArgs& a = job->args_;
+  job->refs_.assign(a.feed_values.size() + a.prealloc_values.size(), nullptr);
+  for (size_t i = 0; i < a.feed_values.size(); ++i) napi_create_reference(env, a.feed_values[i], 1, &job->refs_[i]);
+  for (size_t i = 0; i < a.prealloc_values.size(); ++i) {
+    if (a.prealloc_values[i]) napi_create_reference(env, a.prealloc_values[i], 1, &job->refs_[a.feed_values.size() + i]);
+  }
+  if (info.Length() > 2 && info[2].IsNumber()) {
+    OrtRunOptions* ro = nullptr;
+    ort::check(ort::api().CreateRunOptions(&ro));
+    job->options_.reset(ro);
+    job->cancel_id_ = info[2].As<Napi::Number>().Uint32Value();
+  }
+  RunJob* raw = job.get();
+  if (!executor_->submit(raw)) throw_error(env, Code::Disposed, "session is disposed");
+  job.release();
+  if (raw->options_) cancellable_[raw->cancel_id_] = raw;
+  if (pending_++ == 0) Ref();
+  data_->job_started();
+  return deferred.Promise();
+}
+
+void SessionWrap::deliver(RunJob* job, Napi::Env env) {
+  if (job->options_) cancellable_.erase(job->cancel_id_);
+  if (job->aborted_) {
+    job->deferred_.Reject(make_error(env, Code::Aborted, "run was aborted").Value());
+  } else if (job->failed_) {
+    job->deferred_.Reject(make_error(env, job->code_, job->message_).Value());
+  } else {
+    std::vector<napi_value> prealloc(job->args_.prealloc_values.size(), nullptr);
+    const size_t base = job->args_.feed_values.size();
+    for (size_t i = 0; i < prealloc.size(); ++i) {
+      if (job->refs_[base + i]) napi_get_reference_value(env, job->refs_[base + i], &prealloc[i]);
+    }
+    try {
+      job->deferred_.Resolve(results(env, job->args_, job->out_, prealloc));
+    } catch (const Napi::Error& e) {
+      job->deferred_.Reject(e.Value());
+    }
+  }
+  finished(env);
+}
+
+void SessionWrap::finished(Napi::Env env) {
+  if (--pending_ == 0) {
+    if (disposed_) {
+      release();
+      for (auto& d : dispose_waiters_) d.Resolve(env.Undefined());
+      dispose_waiters_.clear();
+    }
+    Unref();
+  }
+}
+
+Napi::Value SessionWrap::cancel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto it = cancellable_.find(info[0].As<Napi::Number>().Uint32Value());
+  if (it == cancellable_.end()) return Napi::Boolean::New(env, false);
+  RunJob* job = it->second;
+  job->aborted_ = true;
+  if (executor_ && executor_->cancel(job)) {
+    // Never started: answer now; its slot is never executed.
+    cancellable_.erase(it);
+    job->deferred_.Reject(make_error(env, Code::Aborted, "run was aborted before it started").Value());
+    delete job;
+    data_->job_finished();
+    finished(env);
+    return Napi::Boolean::New(env, true);
+  }
+  ort::check(ort::api().RunOptionsSetTerminate(job->options_.get()));
+  return Napi::Boolean::New(env, true);
+}
+
+Napi::Value SessionWrap::dispose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto deferred = Napi::Promise::Deferred::New(env);
+  if (!disposed_) {
+    disposed_ = true;
+    std::vector<Job*> unstarted = executor_ ? executor_->close() : std::vector<Job*>{};
+    for (Job* j : unstarted) {
+      auto* job = static_cast<RunJob*>(j);
+      if (job->options_) cancellable_.erase(job->cancel_id_);
+      job->deferred_.Reject(make_error(env, Code::Disposed, "session was disposed before this run started").Value());
+      delete job;
+      data_->job_finished();
+      --pending_;
+    }
+    if (pending_ == 0) {
+      if (!unstarted.empty()) Unref();
+      release();
+    }
+  }
+  if (pending_ == 0) {
+    deferred.Resolve(env.Undefined());
+  } else {
+    dispose_waiters_.push_back(deferred);
+  }
+  return deferred.Promise();
+}
+
+void SessionWrap::release() {
+  if (executor_) executor_->close_and_join();
+  executor_.reset();
+  session_.reset();
+  if (data_) data_->remove_session(this);
+  data_ = nullptr;
+}
+
+void SessionWrap::shutdown(std::vector<Job*>& orphans) {
+  if (executor_) {
+    std::vector<Job*> unstarted = executor_->close_and_join();
+    orphans.insert(orphans.end(), unstarted.begin(), unstarted.end());
+  }
+  executor_.reset();
+  session_.reset();
+  data_ = nullptr;
+}
+
+Napi::Value SessionWrap::end_profiling(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ensure_open(env);
+  try {
+    return Napi::String::New(env, session_->end_profiling());
+  } catch (const Error& e) {
+    throw_error(env, e.code(), e.what());
+  }
+}
+
+}  // namespace kiln::napi
