@@ -1,5 +1,5 @@
 import { KilnError } from '../errors';
-import { ONNX_TYPE, type TensorDataTypes, type TensorType } from '../tensor';
+import { ONNX_TYPE, isTensorType, type TensorDataTypes, type TensorType } from '../tensor';
 import { encodeModel } from './proto';
 import { tensorProto } from './tensor-proto';
 import {
@@ -65,18 +65,19 @@ class Scope {
   readonly values = new Set<string>();
   readonly nodes = new Set<string>();
   readonly domains = new Set<string>();
-  private counter = 0;
+  private readonly counters = new Map<string, number>();
 
-  claim(name: string, what: string): string {
+  assertFree(name: string, what: string): void {
     if (name === '') throw new KilnError('E_INVALID_ARGUMENT', `${what} name must not be empty`);
     if (this.values.has(name)) throw new KilnError('E_INVALID_ARGUMENT', `${what} '${name}': the name is already used in this model`);
-    this.values.add(name);
-    return name;
   }
 
+  /** `${base}_${k}` with the lowest k, per base, that names neither a value nor a node. */
   fresh(base: string): string {
+    let k = this.counters.get(base) ?? 0;
     let name: string;
-    do name = `${base}_${this.counter++}`; while (this.values.has(name) || this.nodes.has(name));
+    do name = `${base}_${k++}`; while (this.values.has(name) || this.nodes.has(name));
+    this.counters.set(base, k);
     return name;
   }
 }
@@ -106,8 +107,9 @@ export class GraphBuilder {
 
   /** Declares a graph input; omitting `dims` leaves the rank unknown. Returns its name. */
   input(name: string, type: TensorType, dims?: readonly Dim[]): string {
-    this.#scope.claim(name, 'input');
+    this.#scope.assertFree(name, 'input');
     this.#inputs.push(valueInfo(name, type, dims));
+    this.#scope.values.add(name);
     return name;
   }
 
@@ -120,8 +122,9 @@ export class GraphBuilder {
 
   /** Adds a constant tensor (see tensorProto for the data layout of each type). Returns its name. */
   initializer<T extends TensorType>(name: string, type: T, dims: readonly number[], data: TensorDataTypes[T]): string {
-    this.#scope.claim(name, 'initializer');
+    this.#scope.assertFree(name, 'initializer');
     this.#initializers.push(tensorProto(type, dims, data, name));
+    this.#scope.values.add(name);
     return name;
   }
 
@@ -137,20 +140,24 @@ export class GraphBuilder {
     const scope = this.#scope;
     const nodeName = options.name ?? scope.fresh(opType);
     if (scope.nodes.has(nodeName)) throw new KilnError('E_INVALID_ARGUMENT', `node name '${nodeName}' is already used in this model`);
-    scope.nodes.add(nodeName);
     const spec = options.outputs;
     const outputs = typeof spec === 'number' ? Array.from({ length: spec }, (_, i) => `${nodeName}_out${i}`)
       : typeof spec === 'string' ? [spec]
         : spec === undefined ? [nodeName] : [...spec];
     if (outputs.length === 0) throw new KilnError('E_INVALID_ARGUMENT', `${opType} node '${nodeName}' needs at least one output`);
-    for (const o of outputs) if (o !== '') scope.claim(o, `${opType} output`);
+    const named = outputs.filter((o) => o !== '');
+    named.forEach((o, i) => {
+      scope.assertFree(o, `${opType} output`);
+      if (named.indexOf(o) !== i) throw new KilnError('E_INVALID_ARGUMENT', `${opType} output '${o}' is listed twice`);
+    });
     const node: NodeProto = { input: [...inputs], output: outputs, name: nodeName, opType };
-    if (options.domain !== undefined && options.domain !== '') {
-      node.domain = options.domain;
-      scope.domains.add(options.domain);
-    }
     const attrs = Object.entries(options.attrs ?? {});
     if (attrs.length > 0) node.attribute = attrs.map(([name, value]) => ({ name, ...attributeOf(value, `${opType}.${name}`) }));
+    if (options.domain !== undefined && options.domain !== '') node.domain = options.domain;
+    // Everything is checked: only now does the model change.
+    if (node.domain !== undefined) scope.domains.add(node.domain);
+    scope.nodes.add(nodeName);
+    for (const o of named) scope.values.add(o);
     this.#nodes.push(node);
     return spec === undefined || typeof spec === 'string' ? outputs[0] : outputs;
   }
@@ -212,8 +219,8 @@ export function irVersionFor(opset: number): number {
 }
 
 function valueInfo(name: string, type: TensorType, dims: readonly Dim[] | undefined): ValueInfoProto {
+  if (!isTensorType(type)) throw new KilnError('E_INVALID_ARGUMENT', `'${name}': unknown element type ${String(type)}`);
   const tensorType: NonNullable<TypeProto['tensorType']> = { elemType: ONNX_TYPE[type] };
-  if (tensorType.elemType === undefined) throw new KilnError('E_INVALID_ARGUMENT', `'${name}': unknown element type ${String(type)}`);
   if (dims !== undefined) {
     tensorType.shape = {
       dim: dims.map((d) => {

@@ -23,8 +23,14 @@ export function encodeModel(model: ModelProto): Uint8Array {
   } catch (e) {
     throw new KilnError('E_INVALID_ARGUMENT', `cannot encode ONNX model: ${(e as Error).message}`, { cause: e });
   }
-  // protobufjs hands back a Buffer under Node; callers get the plain Uint8Array they were promised.
-  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  // protobufjs hands back a Buffer, small ones carved from Node's shared pool. Callers get a
+  // plain Uint8Array that owns its whole ArrayBuffer, so passing `.buffer` on is safe.
+  if (out.byteOffset === 0 && out.byteLength === out.buffer.byteLength) {
+    return new Uint8Array(out.buffer, 0, out.byteLength);
+  }
+  const copy = new Uint8Array(out.byteLength);
+  copy.set(out);
+  return copy;
 }
 
 /**

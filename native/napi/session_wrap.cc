@@ -339,6 +339,9 @@ Napi::Value SessionWrap::run(const Napi::CallbackInfo& info) {
     OrtRunOptions* ro = nullptr;
     ort::check(ort::api().CreateRunOptions(&ro));
     job->options_.reset(ro);
+    // An abort ends the run with an error status that ORT would log; the caller gets
+    // E_ABORTED, so the log line is noise.
+    ort::check(ort::api().RunOptionsSetRunLogSeverityLevel(ro, ORT_LOGGING_LEVEL_FATAL));
     job->cancel_id_ = info[2].As<Napi::Number>().Uint32Value();
   }
   RunJob* raw = job.get();
