@@ -40,15 +40,21 @@ export interface NativeSessionConfig {
   executorSpinMicroseconds: number;
 }
 
-/** feeds: [inputIndex, data, dims, ...]; fetches: [outputIndex, data | null, dims | null, ...]. */
-export type NativeFeeds = unknown[];
+/** [outputIndex, preallocated data | null, dims | null, ...]; null fetches every output. */
+export type NativeFetches = unknown[] | null;
+/**
+ * The arguments of run and runSync: (fetches, cancelId | undefined, data0, dims0, data1,
+ * dims1, ...) with one (data, dims) pair per model input in the model's order. Positional
+ * arguments cost the addon far less than reading nested arrays.
+ */
+export type NativeRunArgs = [NativeFetches, number | undefined, ...unknown[]];
 /** [data, dims, data, dims, ...] in fetch order. */
 export type NativeResults = unknown[];
 
 export interface NativeSession {
   metadata(): NativeMetadata;
-  run(feeds: NativeFeeds, fetches: NativeFeeds, cancelId?: number): Promise<NativeResults>;
-  runSync(feeds: NativeFeeds, fetches: NativeFeeds): NativeResults;
+  run(...args: NativeRunArgs): Promise<NativeResults>;
+  runSync(...args: NativeRunArgs): NativeResults;
   cancel(cancelId: number): boolean;
   dispose(): Promise<void>;
   endProfiling(): string;

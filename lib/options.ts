@@ -138,8 +138,13 @@ export interface SessionOptions {
   configEntries?: Record<string, string>;
   /** Kiln executor threads running this session's asynchronous runs (default 1). */
   executorThreads?: number;
-  /** How long an idle executor thread polls for work before sleeping (default 0). */
+  /** How long an idle executor thread polls for work before it sleeps (default 50). */
   executorSpinMicroseconds?: number;
+  /**
+   * How long after a submission the JS thread keeps polling for completions instead of
+   * parking (default 50; 0 turns it off). Short models answer microseconds sooner.
+   */
+  completionPollMicroseconds?: number;
 }
 
 export const LOG_LEVELS: Readonly<Record<LogLevel, number>> = { verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 };
@@ -148,6 +153,7 @@ const GRAPH_LEVELS: Readonly<Record<GraphOptimizationLevel, number>> = { disable
 const SESSION_KEYS = [
   'providers', 'intraOpThreads', 'interOpThreads', 'spinning', 'executionMode', 'graphOptimizationLevel',
   'optimizedModelPath', 'profiling', 'logLevel', 'configEntries', 'executorThreads', 'executorSpinMicroseconds',
+  'completionPollMicroseconds',
 ] as const;
 
 function shapeProfile(r: OptionReader, key: string): string | undefined {
@@ -241,12 +247,13 @@ export function providerList(value: unknown, field = 'providers'): NativeProvide
   });
 }
 
-export function sessionConfig(options: unknown): NativeSessionConfig {
+export function sessionConfig(options: unknown): NativeSessionConfig & { completionPollMicroseconds: number } {
   const r = OptionReader.of(options, '', SESSION_KEYS);
-  const config: NativeSessionConfig = {
+  const config: NativeSessionConfig & { completionPollMicroseconds: number } = {
     providers: providerList(r.raw('providers')),
     executorThreads: r.int('executorThreads', 1, 256) ?? 1,
-    executorSpinMicroseconds: r.int('executorSpinMicroseconds', 0, 1_000_000) ?? 0,
+    executorSpinMicroseconds: r.int('executorSpinMicroseconds', 0, 1_000_000) ?? 50,
+    completionPollMicroseconds: r.int('completionPollMicroseconds', 0, 1_000_000) ?? 50,
   };
   config.intraOpThreads = r.int('intraOpThreads', 0, 1024);
   config.interOpThreads = r.int('interOpThreads', 0, 1024);

@@ -3,7 +3,7 @@
  * on the caller's. Feeds are validated here, once, before anything is queued; tensor bytes
  * are never copied in JS.
  */
-import { native, type NativeFeeds, type NativeResults, type NativeSession, type NativeValueInfo } from './binding';
+import { native, type NativeFetches, type NativeResults, type NativeRunArgs, type NativeSession, type NativeValueInfo } from './binding';
 import { KilnError, toKilnError } from './errors';
 import { sessionConfig, type SessionOptions } from './options';
 import { runtime } from './runtime';
@@ -34,6 +34,8 @@ export interface RunOptions {
 
 interface Port {
   info: ValueInfo;
+  /** `input "x"`: names the port in error messages. */
+  label: string;
   index: number;
   type: TensorType | undefined;
   ctor: Function | undefined;
@@ -43,7 +45,37 @@ interface Port {
 const INTERNAL = Symbol('kiln.session');
 let nextCancelId = 1;
 
-function describePort(v: NativeValueInfo, index: number): Port {
+/**
+ * Completion polling. A finished run wakes the JS thread through a uv_async; when the
+ * thread is parked in epoll on an idle core, waking it costs tens of microseconds on a VM,
+ * more than a small model's whole run. For a short while after each submission the event
+ * loop is kept from parking (a chain of setImmediate), so the completion is seen within a
+ * microsecond or two. Bounded per session by `completionPollMicroseconds`.
+ */
+let inFlight = 0;
+let pollUntil = 0;
+let polling = false;
+
+function pollCompletions(): void {
+  if (inFlight > 0 && performance.now() < pollUntil) {
+    setImmediate(pollCompletions);
+  } else {
+    polling = false;
+  }
+}
+
+function submitted(budgetMs: number): void {
+  inFlight++;
+  if (budgetMs <= 0) return;
+  const until = performance.now() + budgetMs;
+  if (until > pollUntil) pollUntil = until;
+  if (!polling) {
+    polling = true;
+    setImmediate(pollCompletions);
+  }
+}
+
+function describePort(role: 'input' | 'output', v: NativeValueInfo, index: number): Port {
   const type = v.kind === 'tensor' ? TYPE_FROM_ONNX[v.type] : undefined;
   const shape = v.shape.map((d, i) => (d >= 0 ? d : v.symbolic[i] || '?'));
   const info: ValueInfo = Object.freeze({
@@ -52,7 +84,7 @@ function describePort(v: NativeValueInfo, index: number): Port {
     shape: Object.freeze(shape),
   });
   const ctor = type && type !== 'string' ? ARRAY_TYPE[type] : type === 'string' ? Array : undefined;
-  return { info, index, type, ctor, dims: v.shape };
+  return { info, label: `${role} "${v.name}"`, index, type, ctor, dims: v.shape };
 }
 
 function expectation(p: Port): string {
@@ -64,9 +96,9 @@ function received(t: TensorLike): string {
   return `${String(t.type)} with shape ${dims}`;
 }
 
-/** Validates one tensor against a model port; `role` is "input" or "output". */
-function checkTensor(p: Port, t: TensorLike | undefined, role: string): void {
-  const name = `${role} "${p.info.name}"`;
+/** Validates one tensor against a model port. */
+function checkTensor(p: Port, t: TensorLike | undefined): void {
+  const name = p.label;
   if (t === null || typeof t !== 'object') {
     throw new KilnError('E_INVALID_ARGUMENT', `${name}: expected a tensor ({ type, data, dims }), received ${describeData(t)}`);
   }
@@ -84,7 +116,8 @@ function checkTensor(p: Port, t: TensorLike | undefined, role: string): void {
     throw new KilnError('E_INVALID_ARGUMENT', `${name}: dims must be an array of integers, received ${describeData(dims)}`);
   }
   const n = elementCount(dims, name);
-  if (dims.length !== p.dims.length) {
+  // Rank 0 in the metadata is a scalar or a shape the model does not declare: ORT checks those.
+  if (p.dims.length !== 0 && dims.length !== p.dims.length) {
     throw new KilnError('E_SHAPE_MISMATCH', `${name}: expected ${expectation(p)}, received ${received(t)} (rank ${dims.length}, expected ${p.dims.length})`);
   }
   for (let i = 0; i < dims.length; i++) {
@@ -107,10 +140,10 @@ export class Session {
   readonly #outputs: Port[];
   readonly #inputByName: Map<string, Port>;
   readonly #outputByName: Map<string, Port>;
-  readonly #allOutputs: NativeFeeds;
   readonly #allOutputPorts: Port[];
   readonly #providers: readonly string[];
   readonly #providerNotes: readonly string[];
+  readonly #pollMs: number;
   #disposed = false;
   #disposing: Promise<void> | undefined;
 
@@ -124,23 +157,23 @@ export class Session {
     const config = sessionConfig(options);
     runtime();
     try {
-      return new Session(INTERNAL, await native().NativeSession.load(source, config));
+      return new Session(INTERNAL, await native().NativeSession.load(source, config), config.completionPollMicroseconds);
     } catch (e) {
       throw toKilnError(e);
     }
   }
 
   /** @internal use Session.create() */
-  constructor(token: symbol, handle: NativeSession) {
+  constructor(token: symbol, handle: NativeSession, pollMicroseconds: number) {
     if (token !== INTERNAL) throw new KilnError('E_INVALID_ARGUMENT', 'use Session.create() to load a model');
     this.#native = handle;
+    this.#pollMs = pollMicroseconds / 1000;
     const meta = handle.metadata();
-    this.#inputs = meta.inputs.map(describePort);
-    this.#outputs = meta.outputs.map(describePort);
+    this.#inputs = meta.inputs.map((v, i) => describePort('input', v, i));
+    this.#outputs = meta.outputs.map((v, i) => describePort('output', v, i));
     this.#inputByName = new Map(this.#inputs.map((p) => [p.info.name, p]));
     this.#outputByName = new Map(this.#outputs.map((p) => [p.info.name, p]));
     this.#allOutputPorts = this.#outputs.filter((p) => p.type !== undefined);
-    this.#allOutputs = this.#allOutputPorts.flatMap((p) => [p.index, null, null]);
     this.#providers = Object.freeze(meta.providers);
     this.#providerNotes = Object.freeze(meta.providerNotes);
   }
@@ -169,31 +202,50 @@ export class Session {
 
   /** Runs on Kiln's executor threads; the JS thread is free meanwhile. */
   async run(feeds: Feeds, options?: RunOptions): Promise<Results> {
-    const { feedList, fetchList, ports } = this.#prepare(feeds, options?.outputs);
+    const { args, ports } = this.#prepare(feeds, options?.outputs);
     const signal = options?.signal;
+    if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
+    let raw: NativeResults;
     try {
-      if (!signal) return this.#wrap(ports, await this.#native.run(feedList, fetchList));
-      if (signal.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
-      const id = nextCancelId++;
-      if (nextCancelId > 0xffffffff) nextCancelId = 1;
-      const onAbort = (): void => void this.#native.cancel(id);
-      signal.addEventListener('abort', onAbort, { once: true });
-      try {
-        return this.#wrap(ports, await this.#native.run(feedList, fetchList, id));
-      } finally {
-        signal.removeEventListener('abort', onAbort);
+      if (!signal) {
+        const pending = this.#native.run(...args);
+        submitted(this.#pollMs);
+        try {
+          raw = await pending;
+        } finally {
+          inFlight--;
+        }
+      } else {
+        raw = await this.#runCancellable(args, signal);
       }
     } catch (e) {
       throw toKilnError(e);
+    }
+    return this.#wrap(ports, raw);
+  }
+
+  async #runCancellable(args: NativeRunArgs, signal: AbortSignal): Promise<NativeResults> {
+    const id = nextCancelId++;
+    if (nextCancelId > 0xffffffff) nextCancelId = 1;
+    args[1] = id;
+    const pending = this.#native.run(...args);
+    submitted(this.#pollMs);
+    const onAbort = (): void => void this.#native.cancel(id);
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await pending;
+    } finally {
+      inFlight--;
+      signal.removeEventListener('abort', onAbort);
     }
   }
 
   /** Runs on the calling thread and blocks it until done. */
   runSync(feeds: Feeds, options?: Pick<RunOptions, 'outputs'>): Results {
-    const { feedList, fetchList, ports } = this.#prepare(feeds, options?.outputs);
+    const { args, ports } = this.#prepare(feeds, options?.outputs);
     let raw: NativeResults;
     try {
-      raw = this.#native.runSync(feedList, fetchList);
+      raw = this.#native.runSync(...args);
     } catch (e) {
       throw toKilnError(e);
     }
@@ -222,32 +274,40 @@ export class Session {
     if (this.#disposed) throw new KilnError('E_DISPOSED', 'session is disposed');
   }
 
-  #prepare(feeds: Feeds, fetches: Fetches | undefined): { feedList: NativeFeeds; fetchList: NativeFeeds; ports: Port[] } {
+  #prepare(feeds: Feeds, fetches: Fetches | undefined): { args: NativeRunArgs; ports: Port[] } {
     this.#checkOpen();
     if (feeds === null || typeof feeds !== 'object') {
       throw new KilnError('E_INVALID_ARGUMENT', `feeds must be an object of input name -> tensor, received ${describeData(feeds)}`);
     }
-    const feedList: unknown[] = [];
+    const args: NativeRunArgs = [null, undefined];
+    const inputs = this.#inputs;
+    for (let i = 0; i < inputs.length; i++) {
+      const p = inputs[i];
+      const t = feeds[p.info.name];
+      if (t === undefined) this.#missingOrUnknown(feeds);
+      checkTensor(p, t);
+      args.push(t.data, t.dims);
+    }
     let count = 0;
-    for (const name in feeds) {
-      const p = this.#inputByName.get(name);
-      if (!p) {
-        throw new KilnError('E_INVALID_ARGUMENT', `unknown input "${name}"; the model's inputs are: ${this.#inputs.map((q) => q.info.name).join(', ')}`);
-      }
-      const t = feeds[name];
-      checkTensor(p, t, 'input');
-      feedList.push(p.index, t.data, t.dims);
-      count++;
-    }
-    if (count !== this.#inputs.length) {
-      const missing = this.#inputs.filter((p) => !Object.prototype.hasOwnProperty.call(feeds, p.info.name)).map((p) => `"${p.info.name}"`);
-      throw new KilnError('E_INVALID_ARGUMENT', `missing input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
-    }
-    if (fetches === undefined) return { feedList, fetchList: this.#allOutputs, ports: this.#allOutputPorts };
-    return { feedList, ...this.#fetches(fetches) };
+    for (const name in feeds) if (feeds[name] !== undefined) count++;
+    if (count !== inputs.length) this.#missingOrUnknown(feeds);
+    if (fetches === undefined) return { args, ports: this.#allOutputPorts };
+    const f = this.#fetches(fetches);
+    args[0] = f.fetchList;
+    return { args, ports: f.ports };
   }
 
-  #fetches(fetches: Fetches): { fetchList: NativeFeeds; ports: Port[] } {
+  #missingOrUnknown(feeds: Feeds): never {
+    for (const name of Object.keys(feeds)) {
+      if (feeds[name] !== undefined && !this.#inputByName.has(name)) {
+        throw new KilnError('E_INVALID_ARGUMENT', `unknown input "${name}"; the model's inputs are: ${this.#inputs.map((q) => q.info.name).join(', ')}`);
+      }
+    }
+    const missing = this.#inputs.filter((p) => feeds[p.info.name] === undefined).map((p) => `"${p.info.name}"`);
+    throw new KilnError('E_INVALID_ARGUMENT', `missing input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
+  }
+
+  #fetches(fetches: Fetches): { fetchList: NativeFetches; ports: Port[] } {
     const fetchList: unknown[] = [];
     const ports: Port[] = [];
     const output = (name: unknown): Port => {
@@ -273,7 +333,7 @@ export class Session {
         if (t === null || t === undefined) {
           fetchList.push(p.index, null, null);
         } else {
-          checkTensor(p, t, 'output');
+          checkTensor(p, t);
           if (p.type === 'string') throw new KilnError('E_INVALID_ARGUMENT', `output "${name}": string outputs cannot be preallocated`);
           fetchList.push(p.index, t.data, t.dims);
         }

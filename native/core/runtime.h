@@ -2,6 +2,7 @@
 // pools that every session shares unless it asks for its own threads.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,10 @@ class Runtime {
   const RuntimeConfig& config() const { return config_; }
   const std::vector<std::string>& available_providers() const { return providers_; }
   bool has_provider(const std::string& ort_name) const;
+  // Whether sessions can share the global pools: false when the process's OrtEnv was
+  // created by someone else without them (ORT keeps one env per process).
+  bool global_pools() const { return global_pools_.load(); }
+  void global_pools_unavailable() { global_pools_.store(false); }
 
  private:
   explicit Runtime(const RuntimeConfig& config);
@@ -43,6 +48,7 @@ class Runtime {
   OrtAllocator* allocator_ = nullptr;  // ORT's default CPU allocator, owned by ORT
   ort::MemoryInfoPtr cpu_memory_;
   std::vector<std::string> providers_;
+  std::atomic<bool> global_pools_{true};
 };
 
 }  // namespace kiln

@@ -2,6 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "providers.h"
 #include "runtime.h"
 
@@ -45,13 +48,16 @@ ValueInfo describe(OrtTypeInfo* info, std::string name) {
   return v;
 }
 
-void configure(OrtSessionOptions* options, const SessionConfig& config) {
+void configure(OrtSessionOptions* options, const SessionConfig& config, bool global_pools) {
   const OrtApi& a = ort::api();
-  if (config.intra_op_threads < 0 && config.inter_op_threads < 0) {
+  if (global_pools) {
     ort::check(a.DisablePerSessionThreads(options));
   } else {
-    ort::check(a.SetIntraOpNumThreads(options, config.intra_op_threads < 0 ? 0 : config.intra_op_threads));
-    ort::check(a.SetInterOpNumThreads(options, config.inter_op_threads < 0 ? 0 : config.inter_op_threads));
+    const RuntimeConfig& rc = Runtime::get().config();
+    const int intra = config.intra_op_threads >= 0 ? config.intra_op_threads : rc.intra_op_threads;
+    const int inter = config.inter_op_threads >= 0 ? config.inter_op_threads : rc.inter_op_threads;
+    ort::check(a.SetIntraOpNumThreads(options, intra));
+    ort::check(a.SetInterOpNumThreads(options, inter));
     ort::check(a.AddSessionConfigEntry(options, "session.intra_op.allow_spinning", config.spinning ? "1" : "0"));
     ort::check(a.AddSessionConfigEntry(options, "session.inter_op.allow_spinning", config.spinning ? "1" : "0"));
   }
@@ -92,17 +98,30 @@ Session::~Session() = default;
 void Session::create(const std::string* path, const void* data, size_t size, const SessionConfig& config) {
   Runtime& rt = Runtime::get();
   const OrtApi& a = ort::api();
-  OrtSessionOptions* raw_options = nullptr;
-  ort::check(a.CreateSessionOptions(&raw_options));
-  ort::SessionOptionsPtr options(raw_options);
-  configure(options.get(), config);
-  providers_ = append_providers(options.get(), config.providers, provider_notes_);
-  const std::string what = path ? "cannot load model " + *path : std::string("cannot load model from bytes");
-  OrtSession* raw = nullptr;
-  OrtStatus* status = path ? a.CreateSession(rt.env(), path->c_str(), options.get(), &raw)
-                           : a.CreateSessionFromArray(rt.env(), data, size, options.get(), &raw);
-  ort::check(status, Code::ModelLoad, what);
-  session_.reset(raw);
+  const bool wants_global = config.intra_op_threads < 0 && config.inter_op_threads < 0;
+  auto attempt = [&](bool global_pools) -> OrtStatus* {
+    OrtSessionOptions* raw_options = nullptr;
+    ort::check(a.CreateSessionOptions(&raw_options));
+    ort::SessionOptionsPtr options(raw_options);
+    configure(options.get(), config, global_pools);
+    provider_notes_.clear();
+    providers_ = append_providers(options.get(), config.providers, provider_notes_);
+    OrtSession* raw = nullptr;
+    OrtStatus* status = path ? a.CreateSession(rt.env(), path->c_str(), options.get(), &raw)
+                             : a.CreateSessionFromArray(rt.env(), data, size, options.get(), &raw);
+    session_.reset(raw);
+    return status;
+  };
+  OrtStatus* status = attempt(wants_global && rt.global_pools());
+  if (status && wants_global && rt.global_pools() &&
+      std::string(a.GetErrorMessage(status)).find("EnvCreatedWithGlobalThreadPools") != std::string::npos) {
+    // Another user of this ORT library (onnxruntime-node in the same process) created the
+    // process's one OrtEnv first, without global pools: sessions get their own pools.
+    a.ReleaseStatus(status);
+    rt.global_pools_unavailable();
+    status = attempt(false);
+  }
+  ort::check(status, Code::ModelLoad, path ? "cannot load model " + *path : std::string("cannot load model from bytes"));
   profiling_ = !config.profile_prefix.empty();
   read_metadata();
 }
@@ -127,6 +146,8 @@ void Session::read_metadata() {
   };
   read(true, inputs_);
   read(false, outputs_);
+  last_output_shapes_.resize(outputs_.size());
+  data_dependent_.assign(outputs_.size(), false);
 }
 
 int Session::input_index(const std::string& name) const {
@@ -180,9 +201,13 @@ ort::ValuePtr make_value(const TensorView& view, const Label& what) {
     }
     ort::check(a.CreateTensorAsOrtValue(rt.allocator(), view.shape.data(), rank, ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING, &raw));
     ort::ValuePtr value(raw);
-    std::vector<const char*> ptrs(n);
-    for (size_t i = 0; i < n; ++i) ptrs[i] = (*view.strings)[i].c_str();
-    ort::check(a.FillStringTensor(value.get(), ptrs.data(), n));
+    // Element by element with explicit lengths: FillStringTensor would stop at an embedded NUL.
+    for (size_t i = 0; i < n; ++i) {
+      const std::string& str = (*view.strings)[i];
+      char* dst = nullptr;
+      ort::check(a.GetResizedStringTensorElementBuffer(value.get(), i, str.size(), &dst));
+      if (!str.empty()) std::memcpy(dst, str.data(), str.size());
+    }
     return value;
   }
   size_t bytes = byte_size(view.type, view.shape.data(), rank, what);
@@ -235,8 +260,63 @@ void read_output(OrtValue* value, OwnedTensor& t) {
 
 }  // namespace
 
+bool Session::expected_shape(size_t output, const Feed* feeds, size_t feed_count, std::vector<int64_t>& shape) const {
+  const ValueInfo& info = outputs_.at(output);
+  if (info.kind != "tensor") return false;
+  std::lock_guard<std::mutex> lock(shapes_mutex_);
+  if (data_dependent_[output]) return false;
+  if (std::all_of(info.shape.begin(), info.shape.end(), [](int64_t d) { return d >= 0; })) {
+    shape = info.shape;
+    return true;
+  }
+  if (last_output_shapes_[output].empty()) return false;
+  if (feed_count != last_input_shapes_.size()) return false;
+  for (size_t i = 0; i < feed_count; ++i) {
+    if (feeds[i].view.shape != last_input_shapes_[feeds[i].input]) return false;
+  }
+  shape = last_output_shapes_[output];
+  return true;
+}
+
+void Session::remember_shapes(const Feed* feeds, size_t feed_count, const Fetch* fetches,
+                              const std::vector<OwnedTensor>& out) const {
+  std::lock_guard<std::mutex> lock(shapes_mutex_);
+  bool same = last_input_shapes_.size() == inputs_.size();
+  for (size_t i = 0; same && i < feed_count; ++i) same = feeds[i].view.shape == last_input_shapes_[feeds[i].input];
+  if (!same) {
+    last_input_shapes_.assign(inputs_.size(), {});
+    for (size_t i = 0; i < feed_count; ++i) last_input_shapes_[feeds[i].input] = feeds[i].view.shape;
+    for (auto& s : last_output_shapes_) s.clear();
+  }
+  for (size_t i = 0; i < out.size(); ++i) last_output_shapes_[fetches[i].output] = out[i].shape;
+}
+
 void Session::run(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
                   std::vector<OwnedTensor>& out, OrtRunOptions* options) const {
+  try {
+    run_once(feeds, feed_count, fetches, fetch_count, out, options);
+  } catch (const Error&) {
+    if (std::none_of(fetches, fetches + fetch_count, [](const Fetch& f) { return f.expected; })) throw;
+    // A buffer sized from an expected shape may have been wrong: run again with ORT
+    // allocating those outputs. Any other failure fails again, and is reported then.
+    std::vector<Fetch> plain(fetches, fetches + fetch_count);
+    for (Fetch& f : plain) {
+      if (f.expected) f = Fetch{f.output, nullptr, false};
+    }
+    out.clear();
+    run_once(feeds, feed_count, plain.data(), plain.size(), out, options);
+    // It was the expected shapes: those outputs' shapes depend on the data, never expect them again.
+    std::lock_guard<std::mutex> lock(shapes_mutex_);
+    for (size_t i = 0; i < fetch_count; ++i) {
+      if (fetches[i].expected) data_dependent_[fetches[i].output] = true;
+    }
+    return;
+  }
+  remember_shapes(feeds, feed_count, fetches, out);
+}
+
+void Session::run_once(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
+                       std::vector<OwnedTensor>& out, OrtRunOptions* options) const {
   const OrtApi& a = ort::api();
   ort::IoBindingPtr binding = acquire_binding();
   struct Return {  // the binding goes back to the pool on every path, cleared
@@ -266,7 +346,19 @@ void Session::run(const Feed* feeds, size_t feed_count, const Fetch* fetches, si
     }
     if (s) ort::check(s, Code::Ort, label.str());
   }
-  ort::check(a.RunWithBinding(session_.get(), options, binding.get()));
+  if (OrtStatus* status = a.RunWithBinding(session_.get(), options, binding.get())) {
+    // ORT validates shapes and types the metadata cannot express (an input declared without
+    // a shape reads as rank 0): keep Kiln's codes for those.
+    const std::string message = a.GetErrorMessage(status);
+    Code code = Code::Ort;
+    if (message.find("Invalid rank for input") != std::string::npos ||
+        message.find("Got invalid dimensions for input") != std::string::npos) {
+      code = Code::ShapeMismatch;
+    } else if (message.find("Unexpected input data type") != std::string::npos) {
+      code = Code::DtypeMismatch;
+    }
+    ort::check(status, code);
+  }
 
   OrtAllocator* alloc = Runtime::get().allocator();
   OrtValue** raw_values = nullptr;

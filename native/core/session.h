@@ -62,6 +62,9 @@ struct Feed {
 struct Fetch {
   size_t output = 0;  // index into Session::outputs()
   const TensorView* preallocated = nullptr;
+  // The buffer was sized from expected_shape(), not given by the caller: if the run fails,
+  // it is retried with ORT allocating this output (its shape may depend on the data).
+  bool expected = false;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -85,6 +88,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void run(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
            std::vector<OwnedTensor>& out, OrtRunOptions* options = nullptr) const;
 
+  // The shape output `output` will have for these feeds, when it can be known before the
+  // run: fixed in the model, or what the last run with the same input shapes produced.
+  // Lets callers hand ORT a buffer of their own to write into.
+  bool expected_shape(size_t output, const Feed* feeds, size_t feed_count, std::vector<int64_t>& shape) const;
+
   // Ends profiling and returns the profile file's path ("" when profiling was off).
   std::string end_profiling();
 
@@ -105,6 +113,17 @@ class Session : public std::enable_shared_from_this<Session> {
   // tiny model.
   mutable std::mutex bindings_mutex_;
   mutable std::vector<ort::IoBindingPtr> bindings_;
+
+  void run_once(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
+                std::vector<OwnedTensor>& out, OrtRunOptions* options) const;
+  void remember_shapes(const Feed* feeds, size_t feed_count, const Fetch* fetches,
+                       const std::vector<OwnedTensor>& out) const;
+
+  // Input shapes of the last run and the output shapes they produced (empty: unknown).
+  mutable std::mutex shapes_mutex_;
+  mutable std::vector<std::vector<int64_t>> last_input_shapes_;
+  mutable std::vector<std::vector<int64_t>> last_output_shapes_;
+  mutable std::vector<bool> data_dependent_;  // outputs whose shape a prediction got wrong
 };
 
 }  // namespace kiln

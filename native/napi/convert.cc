@@ -3,9 +3,7 @@
 #include <memory>
 
 namespace kiln::napi {
-namespace {
-
-napi_typedarray_type array_type(DType type) {
+napi_typedarray_type typed_array_for(DType type) {
   switch (type) {
     case DType::Float32: return napi_float32_array;
     case DType::Float64: return napi_float64_array;
@@ -19,6 +17,8 @@ napi_typedarray_type array_type(DType type) {
     default: return napi_uint8_array;  // uint8, bool
   }
 }
+
+namespace {
 
 size_t array_element_size(napi_typedarray_type t) {
   switch (t) {
@@ -129,7 +129,7 @@ napi_value output_data(Napi::Env env, OwnedTensor&& t) {
     return result;
   }
   const size_t count = t.bytes / dtype_size(t.type);
-  const napi_typedarray_type array = array_type(t.type);
+  const napi_typedarray_type array = typed_array_for(t.type);
   napi_value buffer;
   if (t.bytes == 0) {
     check(env, napi_create_arraybuffer(env, 0, nullptr, &buffer));

@@ -23,6 +23,9 @@ void read_dims(Napi::Env env, napi_value dims, std::vector<int64_t>& shape, cons
 void read_tensor(Napi::Env env, napi_value data, DType type, TensorView& view, std::vector<std::string>& strings,
                  const Label& what);
 
+// The TypedArray kind that carries `type` (float16 and bfloat16 as Uint16Array, bool as Uint8Array).
+napi_typedarray_type typed_array_for(DType type);
+
 // The JS data for an output: a TypedArray over an external ArrayBuffer that owns `t`'s
 // memory (no copy), or a string[].
 napi_value output_data(Napi::Env env, OwnedTensor&& t);

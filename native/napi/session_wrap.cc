@@ -13,8 +13,20 @@ struct RunArgs {
   std::vector<napi_value> feed_values;  // the TypedArrays, kept alive by async runs
   std::vector<Fetch> fetches;
   std::vector<TensorView> prealloc;
-  std::vector<napi_value> prealloc_values;  // per fetch; null when ORT allocates
+  // Per fetch: the caller's TypedArray, or an ArrayBuffer Kiln allocated for an output whose
+  // shape is known before the run (ORT writes straight into JS memory: no copy, and none of
+  // the cost of an external buffer), or null when ORT allocates.
+  std::vector<napi_value> prealloc_values;
+  std::vector<bool> caller_owned;
 };
+
+namespace {
+
+// Above this, an output ORT allocates from its arena (external ArrayBuffer) is cheaper than
+// fresh JS memory, whose pages fault in as ORT writes them.
+constexpr size_t kMaxExpectedOutputBytes = 64 * 1024;
+
+}  // namespace
 
 namespace {
 
@@ -33,7 +45,7 @@ class LoadJob : public JsJob {
 
   void execute() noexcept override {
     try {
-      session_ = bytes_ ? Session::load_bytes(bytes_, size_, config_) : Session::load_file(path_, config_);
+      session_ = from_bytes_ ? Session::load_bytes(bytes_, size_, config_) : Session::load_file(path_, config_);
     } catch (const Error& e) {
       code_ = e.code();
       message_ = e.what();
@@ -55,6 +67,7 @@ class LoadJob : public JsJob {
   napi_env env_;
   Napi::Promise::Deferred deferred_;
   std::string path_;
+  bool from_bytes_ = false;
   const void* bytes_ = nullptr;
   size_t size_ = 0;
   napi_ref bytes_ref_ = nullptr;
@@ -137,6 +150,21 @@ class RunJob : public JsJob {
 
   void complete(Napi::Env env) override { owner_->deliver(this, env); }
 
+  // The first input whose ArrayBuffer is detached now, if any.
+  const ValueInfo* detached_input(napi_env env) const {
+    for (size_t i = 0; i < args_.feeds.size(); ++i) {
+      napi_value data;
+      bool is_typed = false;
+      if (napi_get_reference_value(env, refs_[i], &data) != napi_ok || napi_is_typedarray(env, data, &is_typed) != napi_ok || !is_typed) continue;
+      napi_value buffer;
+      bool detached = false;
+      napi_get_typedarray_info(env, data, nullptr, nullptr, nullptr, &buffer, nullptr);
+      napi_is_detached_arraybuffer(env, buffer, &detached);
+      if (detached) return &session_->inputs()[args_.feeds[i].input];
+    }
+    return nullptr;
+  }
+
   napi_env env_;
   SessionWrap* owner_;
   std::shared_ptr<Session> session_;
@@ -165,7 +193,8 @@ Napi::Function SessionWrap::define(Napi::Env env) {
                      });
 }
 
-SessionWrap::SessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SessionWrap>(info), data_(&AddonData::of(info.Env())) {
+SessionWrap::SessionWrap(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<SessionWrap>(info), data_(&AddonData::of(info.Env())), sync_args_(std::make_unique<RunArgs>()) {
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw_error(info.Env(), Code::InvalidArgument, "NativeSession is created by NativeSession.load()");
   }
@@ -190,6 +219,7 @@ Napi::Value SessionWrap::load(const Napi::CallbackInfo& info) {
     job->path_ = info[0].As<Napi::String>().Utf8Value();
   } else if (info[0].IsTypedArray()) {
     Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
+    job->from_bytes_ = true;
     job->bytes_ = bytes.Data();
     job->size_ = bytes.ByteLength();
     napi_create_reference(env, bytes, 1, &job->bytes_ref_);
@@ -238,59 +268,88 @@ void SessionWrap::ensure_open(Napi::Env env) const {
   if (disposed_ || !session_) throw_error(env, Code::Disposed, "session is disposed");
 }
 
-// feeds: [inputIndex, data, dims, ...]; fetches: [outputIndex, preallocatedData | null, dims | null, ...].
-void SessionWrap::parse(Napi::Env env, const Napi::Value& feeds, const Napi::Value& fetches, RunArgs& args) const {
-  napi_value f = feeds;
-  uint32_t n = 0;
-  napi_get_array_length(env, f, &n);
-  const size_t feed_count = n / 3;
+// Arguments of run and runSync: (fetches, cancelId, data0, dims0, data1, dims1, ...) with
+// one (data, dims) pair per model input, in the model's order; fetches is null for every
+// output, else [outputIndex, preallocatedData | null, dims | null, ...].
+void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args) const {
+  Napi::Env env = info.Env();
+  const auto& inputs = session_->inputs();
+  if (info.Length() != 2 + 2 * inputs.size()) throw_error(env, Code::InvalidArgument, "wrong number of feeds");
+  const size_t feed_count = inputs.size();
   args.feeds.resize(feed_count);
   args.strings.resize(feed_count);
   args.feed_values.resize(feed_count);
-  const auto& inputs = session_->inputs();
   for (size_t i = 0; i < feed_count; ++i) {
-    napi_value idx, data, dims;
-    napi_get_element(env, f, static_cast<uint32_t>(3 * i), &idx);
-    napi_get_element(env, f, static_cast<uint32_t>(3 * i + 1), &data);
-    napi_get_element(env, f, static_cast<uint32_t>(3 * i + 2), &dims);
-    uint32_t index = 0;
-    napi_get_value_uint32(env, idx, &index);
-    if (index >= inputs.size() || inputs[index].kind != "tensor") throw_error(env, Code::InvalidArgument, "invalid input index");
+    if (inputs[i].kind != "tensor") throw_error(env, Code::InvalidArgument, "input \"" + inputs[i].name + "\" is not a tensor");
     Feed& feed = args.feeds[i];
-    feed.input = index;
-    const Label label{"input", inputs[index].name};
-    read_dims(env, dims, feed.view.shape, label);
-    read_tensor(env, data, inputs[index].type, feed.view, args.strings[i], label);
+    feed.input = i;
+    const Label label{"input", inputs[i].name};
+    napi_value data = info[2 + 2 * i];
+    read_dims(env, info[3 + 2 * i], feed.view.shape, label);
+    read_tensor(env, data, inputs[i].type, feed.view, args.strings[i], label);
     args.feed_values[i] = data;
   }
-  napi_value g = fetches;
-  napi_get_array_length(env, g, &n);
-  const size_t fetch_count = n / 3;
+  const auto& outputs = session_->outputs();
+  napi_value g = info[0];
+  napi_valuetype gt;
+  napi_typeof(env, g, &gt);
+  const bool all = gt == napi_null || gt == napi_undefined;
+  size_t fetch_count = 0;
+  if (all) {
+    for (const ValueInfo& o : outputs) fetch_count += o.kind == "tensor" && o.type != DType::Undefined;
+  } else {
+    uint32_t n = 0;
+    napi_get_array_length(env, g, &n);
+    fetch_count = n / 3;
+  }
   args.fetches.resize(fetch_count);
   args.prealloc.resize(fetch_count);
   args.prealloc_values.assign(fetch_count, nullptr);
-  std::vector<std::string> unused;
-  const auto& outputs = session_->outputs();
+  args.caller_owned.assign(fetch_count, false);
+  size_t next_output = 0;
   for (size_t i = 0; i < fetch_count; ++i) {
-    napi_value idx, data, dims;
-    napi_get_element(env, g, static_cast<uint32_t>(3 * i), &idx);
-    napi_get_element(env, g, static_cast<uint32_t>(3 * i + 1), &data);
-    napi_get_element(env, g, static_cast<uint32_t>(3 * i + 2), &dims);
-    uint32_t index = 0;
-    napi_get_value_uint32(env, idx, &index);
-    if (index >= outputs.size() || outputs[index].kind != "tensor") throw_error(env, Code::InvalidArgument, "invalid output index");
-    args.fetches[i].output = index;
-    napi_valuetype t;
-    napi_typeof(env, data, &t);
-    if (t == napi_null || t == napi_undefined) continue;
+    napi_value data = nullptr, dims = nullptr;
+    size_t index;
+    if (all) {
+      while (outputs[next_output].kind != "tensor" || outputs[next_output].type == DType::Undefined) ++next_output;
+      index = next_output++;
+    } else {
+      napi_value idx;
+      napi_get_element(env, g, static_cast<uint32_t>(3 * i), &idx);
+      napi_get_element(env, g, static_cast<uint32_t>(3 * i + 1), &data);
+      napi_get_element(env, g, static_cast<uint32_t>(3 * i + 2), &dims);
+      uint32_t raw = 0;
+      napi_get_value_uint32(env, idx, &raw);
+      index = raw;
+      if (index >= outputs.size() || outputs[index].kind != "tensor") throw_error(env, Code::InvalidArgument, "invalid output index");
+    }
+    args.fetches[i] = Fetch{index, nullptr, false};
+    napi_valuetype t = napi_null;
+    if (data) napi_typeof(env, data, &t);
+    if (t == napi_null || t == napi_undefined) {
+      TensorView& view = args.prealloc[i];
+      const DType type = outputs[index].type;
+      if (type == DType::String || !session_->expected_shape(index, args.feeds.data(), args.feeds.size(), view.shape)) continue;
+      const size_t bytes = byte_size(type, view.shape.data(), view.shape.size(), Label{"output", outputs[index].name});
+      if (bytes == 0 || bytes > kMaxExpectedOutputBytes) continue;
+      view.type = type;
+      view.bytes = bytes;
+      view.strings = nullptr;
+      napi_create_arraybuffer(env, bytes, &view.data, &args.prealloc_values[i]);
+      args.fetches[i].preallocated = &view;
+      args.fetches[i].expected = true;
+      continue;
+    }
     const Label label{"output", outputs[index].name};
     if (outputs[index].type == DType::String) {
       throw_error(env, Code::InvalidArgument, label.str() + ": string outputs cannot be preallocated");
     }
+    std::vector<std::string> unused;
     read_dims(env, dims, args.prealloc[i].shape, label);
     read_tensor(env, data, outputs[index].type, args.prealloc[i], unused, label);
     args.fetches[i].preallocated = &args.prealloc[i];
     args.prealloc_values[i] = data;
+    args.caller_owned[i] = true;
   }
 }
 
@@ -300,20 +359,27 @@ Napi::Value SessionWrap::results(Napi::Env env, RunArgs& args, std::vector<Owned
   napi_create_array_with_length(env, 2 * out.size(), &arr);
   for (size_t i = 0; i < out.size(); ++i) {
     napi_value dims = dims_array(env, out[i].shape);
-    napi_value data = out[i].preallocated ? prealloc[i] : output_data(env, std::move(out[i]));
+    napi_value data;
+    if (!out[i].preallocated) {
+      data = output_data(env, std::move(out[i]));
+    } else if (args.caller_owned[i]) {
+      data = prealloc[i];
+    } else {
+      napi_create_typedarray(env, typed_array_for(out[i].type), out[i].bytes / dtype_size(out[i].type), prealloc[i], 0, &data);
+    }
     napi_set_element(env, arr, static_cast<uint32_t>(2 * i), data);
     napi_set_element(env, arr, static_cast<uint32_t>(2 * i + 1), dims);
   }
-  (void)args;
   return Napi::Value(env, arr);
 }
 
 Napi::Value SessionWrap::run_sync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ensure_open(env);
-  RunArgs args;
-  parse(env, info[0], info[1], args);
-  std::vector<OwnedTensor> out;
+  RunArgs& args = *sync_args_;
+  parse(info, args);
+  std::vector<OwnedTensor>& out = sync_out_;
+  out.clear();
   try {
     session_->run(args.feeds.data(), args.feeds.size(), args.fetches.data(), args.fetches.size(), out);
   } catch (const Error& e) {
@@ -322,27 +388,27 @@ Napi::Value SessionWrap::run_sync(const Napi::CallbackInfo& info) {
   return results(env, args, out, args.prealloc_values);
 }
 
-// (feeds, fetches, cancelId?) -> Promise<flat results>
+// (fetches, cancelId | undefined, ...feeds) -> Promise<flat results>
 Napi::Value SessionWrap::run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ensure_open(env);
   auto deferred = Napi::Promise::Deferred::New(env);
   auto job = std::make_unique<RunJob>(env, this, deferred);
-  parse(env, info[0], info[1], job->args_);
+  parse(info, job->args_);
   RunArgs& a = job->args_;
   job->refs_.assign(a.feed_values.size() + a.prealloc_values.size(), nullptr);
   for (size_t i = 0; i < a.feed_values.size(); ++i) napi_create_reference(env, a.feed_values[i], 1, &job->refs_[i]);
   for (size_t i = 0; i < a.prealloc_values.size(); ++i) {
     if (a.prealloc_values[i]) napi_create_reference(env, a.prealloc_values[i], 1, &job->refs_[a.feed_values.size() + i]);
   }
-  if (info.Length() > 2 && info[2].IsNumber()) {
+  if (info[1].IsNumber()) {
     OrtRunOptions* ro = nullptr;
     ort::check(ort::api().CreateRunOptions(&ro));
     job->options_.reset(ro);
     // An abort ends the run with an error status that ORT would log; the caller gets
     // E_ABORTED, so the log line is noise.
     ort::check(ort::api().RunOptionsSetRunLogSeverityLevel(ro, ORT_LOGGING_LEVEL_FATAL));
-    job->cancel_id_ = info[2].As<Napi::Number>().Uint32Value();
+    job->cancel_id_ = info[1].As<Napi::Number>().Uint32Value();
   }
   RunJob* raw = job.get();
   if (!executor_->submit(raw)) throw_error(env, Code::Disposed, "session is disposed");
@@ -359,6 +425,12 @@ void SessionWrap::deliver(RunJob* job, Napi::Env env) {
     job->deferred_.Reject(make_error(env, Code::Aborted, "run was aborted").Value());
   } else if (job->failed_) {
     job->deferred_.Reject(make_error(env, job->code_, job->message_).Value());
+  } else if (const ValueInfo* moved = job->detached_input(env)) {
+    // The input's memory was transferred away while the run was in flight: whatever the run
+    // computed from it cannot be trusted.
+    job->deferred_.Reject(make_error(env, Code::InvalidArgument, "input \"" + moved->name +
+                                          "\": its ArrayBuffer was detached while the run was in flight; the result is discarded")
+                              .Value());
   } else {
     std::vector<napi_value> prealloc(job->args_.prealloc_values.size(), nullptr);
     const size_t base = job->args_.feed_values.size();

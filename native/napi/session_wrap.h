@@ -37,7 +37,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value end_profiling(const Napi::CallbackInfo& info);
 
-  void parse(Napi::Env env, const Napi::Value& feeds, const Napi::Value& fetches, RunArgs& args) const;
+  void parse(const Napi::CallbackInfo& info, RunArgs& args) const;
   Napi::Value results(Napi::Env env, RunArgs& args, std::vector<OwnedTensor>& out, const std::vector<napi_value>& prealloc) const;
   void ensure_open(Napi::Env env) const;
   void finished(Napi::Env env);
@@ -50,6 +50,8 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   bool disposed_ = false;
   std::vector<Napi::Promise::Deferred> dispose_waiters_;
   std::unordered_map<uint32_t, RunJob*> cancellable_;
+  std::unique_ptr<RunArgs> sync_args_;  // runSync's, reused so its vectors keep their capacity
+  std::vector<OwnedTensor> sync_out_;
 
   friend class RunJob;
   friend class AddonData;
