@@ -82,6 +82,8 @@ export interface NativeAddon {
   NativeSession: { load(model: string | Uint8Array, config: NativeSessionConfig): Promise<NativeSession> };
   init(config: NativeRuntimeConfig): NativeRuntimeInfo;
   initialized(): boolean;
+  /** Delivers finished runs now; `keepPolling` says whether another call follows soon. */
+  poll(keepPolling: boolean): void;
   cudaDriverProblem(): string;
 }
 

@@ -48,16 +48,19 @@ let nextCancelId = 1;
 /**
  * Completion polling. A finished run wakes the JS thread through a uv_async; when the
  * thread is parked in epoll on an idle core, waking it costs tens of microseconds on a VM,
- * more than a small model's whole run. For a short while after each submission the event
- * loop is kept from parking (a chain of setImmediate), so the completion is seen within a
- * microsecond or two. Bounded per session by `completionPollMicroseconds`.
+ * more than a small model's whole run. For a short while after each submission the JS
+ * thread instead collects finished runs itself from a chain of setImmediate (the executor
+ * threads then skip the wake-up), so a completion is seen within a microsecond or two.
+ * Bounded per session by `completionPollMicroseconds`.
  */
 let inFlight = 0;
 let pollUntil = 0;
 let polling = false;
 
 function pollCompletions(): void {
-  if (inFlight > 0 && performance.now() < pollUntil) {
+  const keep = inFlight > 0 && performance.now() < pollUntil;
+  native().poll(keep);
+  if (keep) {
     setImmediate(pollCompletions);
   } else {
     polling = false;

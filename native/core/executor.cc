@@ -17,8 +17,8 @@ void CompletionQueue::push(Job* job) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     jobs_.push_back(job);
-    notify = !signalled_;
-    signalled_ = true;
+    notify = !signalled_ && !polled_;
+    signalled_ = signalled_ || notify;
   }
   if (notify && notify_) notify_();
 }
@@ -28,6 +28,11 @@ void CompletionQueue::drain(std::vector<Job*>& out) {
   out.insert(out.end(), jobs_.begin(), jobs_.end());
   jobs_.clear();
   signalled_ = false;
+}
+
+void CompletionQueue::set_polled(bool polled) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  polled_ = polled;
 }
 
 size_t CompletionQueue::size() const {

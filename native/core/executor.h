@@ -28,6 +28,10 @@ class CompletionQueue {
   void push(Job* job);
   // Moves every finished job into `out` (appending) and re-arms the signal.
   void drain(std::vector<Job*>& out);
+  // While the consumer polls (drains on its own schedule), pushes do not notify. Switching
+  // polling off re-arms the signal for jobs that arrive later; the caller drains after it,
+  // so none is left behind.
+  void set_polled(bool polled);
   size_t size() const;
 
  private:
@@ -35,6 +39,7 @@ class CompletionQueue {
   mutable std::mutex mutex_;
   std::vector<Job*> jobs_;
   bool signalled_ = false;
+  bool polled_ = false;
 };
 
 class Executor {

@@ -46,6 +46,12 @@ Napi::Value init(const Napi::CallbackInfo& info) {
 
 Napi::Value initialized(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), Runtime::initialized()); }
 
+// poll(keepPolling): delivers finished runs now (see AddonData::poll).
+Napi::Value poll(const Napi::CallbackInfo& info) {
+  AddonData::of(info.Env()).poll(info.Env(), info[0].ToBoolean());
+  return info.Env().Undefined();
+}
+
 Napi::Value cuda_driver(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cuda_driver_problem()); }
 
 Napi::Object init_module(Napi::Env env, Napi::Object exports) {
@@ -55,6 +61,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   data->session_constructor = Napi::Persistent(ctor);
   exports.Set("NativeSession", ctor);
   exports.Set("init", Napi::Function::New<init>(env, "init"));
+  exports.Set("poll", Napi::Function::New<poll>(env, "poll"));
   exports.Set("initialized", Napi::Function::New<initialized>(env, "initialized"));
   exports.Set("cudaDriverProblem", Napi::Function::New<cuda_driver>(env, "cudaDriverProblem"));
   return exports;

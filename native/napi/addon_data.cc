@@ -31,10 +31,17 @@ void AddonData::job_finished() {
 
 void AddonData::drain(napi_env env, napi_value, void* context, void*) {
   if (!env) return;  // the function is being torn down
-  auto* self = static_cast<AddonData*>(context);
-  std::vector<Job*>& done = self->scratch_;
-  self->completions_.drain(done);
-  Napi::Env e(env);
+  static_cast<AddonData*>(context)->deliver(Napi::Env(env));
+}
+
+void AddonData::poll(Napi::Env env, bool keep_polling) {
+  completions_.set_polled(keep_polling);
+  deliver(env);
+}
+
+void AddonData::deliver(Napi::Env e) {
+  std::vector<Job*>& done = scratch_;
+  completions_.drain(done);
   for (Job* job : done) {
     auto* js = static_cast<JsJob*>(job);
     try {
@@ -45,7 +52,7 @@ void AddonData::drain(napi_env env, napi_value, void* context, void*) {
       // is left to receive the result, and the other completions must still be released.
     }
     delete js;
-    self->job_finished();
+    job_finished();
   }
   done.clear();
 }

@@ -37,6 +37,10 @@ class AddonData {
   void job_started();
   void job_finished();
 
+  // Delivers every finished job now, on the JS thread; `keep_polling` says whether the JS
+  // thread will call again soon (workers then skip the wake-up signal).
+  void poll(Napi::Env env, bool keep_polling);
+
   void add_session(SessionWrap* s) { sessions_.insert(s); }
   void remove_session(SessionWrap* s) { sessions_.erase(s); }
 
@@ -45,6 +49,7 @@ class AddonData {
 
  private:
   static void drain(napi_env env, napi_value, void* context, void*);
+  void deliver(Napi::Env env);
   static void teardown(void* self);
 
   napi_env env_;
