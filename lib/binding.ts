@@ -48,7 +48,7 @@ export type NativeFetches = unknown[] | null;
  * arguments cost the addon far less than reading nested arrays.
  */
 export type NativeRunArgs = [NativeFetches, number | undefined, ...unknown[]];
-/** [data, dims, data, dims, ...] in fetch order. */
+/** [data, dims, data, dims, ...] in fetch order; run() appends the run's time in ORT (µs). */
 export type NativeResults = unknown[];
 
 export interface NativeSession {

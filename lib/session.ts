@@ -51,7 +51,9 @@ let nextCancelId = 1;
  * more than a small model's whole run. For a short while after each submission the JS
  * thread instead collects finished runs itself from a chain of setImmediate (the executor
  * threads then skip the wake-up), so a completion is seen within a microsecond or two.
- * Bounded per session by `completionPollMicroseconds`.
+ * Only sessions whose runs recently computed within `completionPollMicroseconds`, with
+ * nothing queued ahead, poll: for longer waits the wake-up is cheap next to the wait, and a
+ * polling JS thread would take a core from the computation.
  */
 let inFlight = 0;
 let pollUntil = 0;
@@ -147,6 +149,10 @@ export class Session {
   readonly #providers: readonly string[];
   readonly #providerNotes: readonly string[];
   readonly #pollMs: number;
+  /** Moving average of a run's time in ORT, in ms: decides whether polling pays. */
+  #computeMs = 0;
+  #inFlight = 0;
+  readonly #executors: number;
   #disposed = false;
   #disposing: Promise<void> | undefined;
 
@@ -160,17 +166,19 @@ export class Session {
     const config = sessionConfig(options);
     runtime();
     try {
-      return new Session(INTERNAL, await native().NativeSession.load(source, config), config.completionPollMicroseconds);
+      const handle = await native().NativeSession.load(source, config);
+      return new Session(INTERNAL, handle, config.completionPollMicroseconds, config.executorThreads);
     } catch (e) {
       throw toKilnError(e);
     }
   }
 
   /** @internal use Session.create() */
-  constructor(token: symbol, handle: NativeSession, pollMicroseconds: number) {
+  constructor(token: symbol, handle: NativeSession, pollMicroseconds: number, executors: number) {
     if (token !== INTERNAL) throw new KilnError('E_INVALID_ARGUMENT', 'use Session.create() to load a model');
     this.#native = handle;
     this.#pollMs = pollMicroseconds / 1000;
+    this.#executors = executors;
     const meta = handle.metadata();
     this.#inputs = meta.inputs.map((v, i) => describePort('input', v, i));
     this.#outputs = meta.outputs.map((v, i) => describePort('output', v, i));
@@ -212,12 +220,13 @@ export class Session {
     try {
       if (!signal) {
         const pending = this.#native.run(...args);
-        submitted(this.#pollMs);
+        this.#submitted();
         try {
           raw = await pending;
         } finally {
-          inFlight--;
+          this.#answered();
         }
+        this.#computed(raw);
       } else {
         raw = await this.#runCancellable(args, signal);
       }
@@ -232,15 +241,31 @@ export class Session {
     if (nextCancelId > 0xffffffff) nextCancelId = 1;
     args[1] = id;
     const pending = this.#native.run(...args);
-    submitted(this.#pollMs);
+    this.#submitted();
     const onAbort = (): void => void this.#native.cancel(id);
     signal.addEventListener('abort', onAbort, { once: true });
     try {
-      return await pending;
+      const raw = await pending;
+      this.#computed(raw);
+      return raw;
     } finally {
-      inFlight--;
+      this.#answered();
       signal.removeEventListener('abort', onAbort);
     }
+  }
+
+  #submitted(): void {
+    const queued = ++this.#inFlight > this.#executors;
+    submitted(queued || this.#computeMs > this.#pollMs ? 0 : this.#pollMs);
+  }
+
+  #answered(): void {
+    this.#inFlight--;
+    inFlight--;
+  }
+
+  #computed(raw: NativeResults): void {
+    this.#computeMs += ((raw[raw.length - 1] as number) / 1000 - this.#computeMs) * 0.125;
   }
 
   /** Runs on the calling thread and blocks it until done. */

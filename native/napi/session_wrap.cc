@@ -1,5 +1,7 @@
 #include "session_wrap.h"
 
+#include <chrono>
+
 #include "convert.h"
 #include "runtime.h"
 
@@ -135,9 +137,11 @@ class RunJob : public JsJob {
   }
 
   void execute() noexcept override {
+    const auto start = std::chrono::steady_clock::now();
     try {
       session_->run(args_.feeds.data(), args_.feeds.size(), args_.fetches.data(), args_.fetches.size(), out_,
                     options_.get());
+      compute_us_ = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
     } catch (const Error& e) {
       failed_ = true;
       code_ = e.code();
@@ -174,6 +178,7 @@ class RunJob : public JsJob {
   std::vector<OwnedTensor> out_;
   ort::RunOptionsPtr options_;  // only for cancellable runs
   uint32_t cancel_id_ = 0;
+  double compute_us_ = 0;  // time in ORT, reported with the results
   bool aborted_ = false;
   bool failed_ = false;
   Code code_ = Code::Ort;
@@ -438,7 +443,9 @@ void SessionWrap::deliver(RunJob* job, Napi::Env env) {
       if (job->refs_[base + i]) napi_get_reference_value(env, job->refs_[base + i], &prealloc[i]);
     }
     try {
-      job->deferred_.Resolve(results(env, job->args_, job->out_, prealloc));
+      Napi::Value r = results(env, job->args_, job->out_, prealloc);
+      napi_set_element(env, r, static_cast<uint32_t>(2 * job->out_.size()), Napi::Number::New(env, job->compute_us_));
+      job->deferred_.Resolve(r);
     } catch (const Napi::Error& e) {
       job->deferred_.Reject(e.Value());
     }
