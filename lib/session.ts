@@ -3,6 +3,7 @@
  * on the caller's. Feeds are validated here, once, before anything is queued; tensor bytes
  * are never copied in JS.
  */
+import { markAsUntransferable } from 'worker_threads';
 import { native, type NativeFetches, type NativeResults, type NativeRunArgs, type NativeSession, type NativeValueInfo } from './binding';
 import { KilnError, toKilnError } from './errors';
 import { sessionConfig, type SessionOptions } from './options';
@@ -99,6 +100,21 @@ function expectation(p: Port): string {
 function received(t: TensorLike): string {
   const dims = Array.isArray(t.dims) ? formatShape(t.dims) : String(t.dims);
   return `${String(t.type)} with shape ${dims}`;
+}
+
+/**
+ * An asynchronous run borrows the caller's buffers until it ends. A transfer (postMessage,
+ * structuredClone) would free memory the run still reads or writes, so, as Node does for its
+ * own pooled Buffers, borrowed buffers are marked untransferable (a transfer then copies).
+ * A resizable buffer could shrink under the run: those are for runSync only.
+ */
+function borrow(p: Port, data: TensorLike['data']): void {
+  if (!ArrayBuffer.isView(data)) return;
+  const buffer = data.buffer as ArrayBuffer & { resizable?: boolean };
+  if (buffer.resizable) {
+    throw new KilnError('E_INVALID_ARGUMENT', `${p.label}: a resizable ArrayBuffer cannot be borrowed by an asynchronous run (use runSync, or a fixed-length buffer)`);
+  }
+  if (!(buffer instanceof SharedArrayBuffer)) markAsUntransferable(buffer);
 }
 
 /** Validates one tensor against a model port. */
@@ -213,7 +229,7 @@ export class Session {
 
   /** Runs on Kiln's executor threads; the JS thread is free meanwhile. */
   async run(feeds: Feeds, options?: RunOptions): Promise<Results> {
-    const { args, ports } = this.#prepare(feeds, options?.outputs);
+    const { args, ports } = this.#prepare(feeds, options?.outputs, true);
     const signal = options?.signal;
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
     let raw: NativeResults;
@@ -270,7 +286,7 @@ export class Session {
 
   /** Runs on the calling thread and blocks it until done. */
   runSync(feeds: Feeds, options?: Pick<RunOptions, 'outputs'>): Results {
-    const { args, ports } = this.#prepare(feeds, options?.outputs);
+    const { args, ports } = this.#prepare(feeds, options?.outputs, false);
     let raw: NativeResults;
     try {
       raw = this.#native.runSync(...args);
@@ -302,7 +318,8 @@ export class Session {
     if (this.#disposed) throw new KilnError('E_DISPOSED', 'session is disposed');
   }
 
-  #prepare(feeds: Feeds, fetches: Fetches | undefined): { args: NativeRunArgs; ports: Port[] } {
+  /** Validates and flattens a run's arguments; `async` runs borrow the buffers (see borrow()). */
+  #prepare(feeds: Feeds, fetches: Fetches | undefined, async: boolean): { args: NativeRunArgs; ports: Port[] } {
     this.#checkOpen();
     if (feeds === null || typeof feeds !== 'object') {
       throw new KilnError('E_INVALID_ARGUMENT', `feeds must be an object of input name -> tensor, received ${describeData(feeds)}`);
@@ -314,13 +331,14 @@ export class Session {
       const t = feeds[p.info.name];
       if (t === undefined) this.#missingOrUnknown(feeds);
       checkTensor(p, t);
+      if (async) borrow(p, t.data);
       args.push(t.data, t.dims);
     }
     let count = 0;
     for (const name in feeds) if (feeds[name] !== undefined) count++;
     if (count !== inputs.length) this.#missingOrUnknown(feeds);
     if (fetches === undefined) return { args, ports: this.#allOutputPorts };
-    const f = this.#fetches(fetches);
+    const f = this.#fetches(fetches, async);
     args[0] = f.fetchList;
     return { args, ports: f.ports };
   }
@@ -335,7 +353,7 @@ export class Session {
     throw new KilnError('E_INVALID_ARGUMENT', `missing input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
   }
 
-  #fetches(fetches: Fetches): { fetchList: NativeFetches; ports: Port[] } {
+  #fetches(fetches: Fetches, async: boolean): { fetchList: NativeFetches; ports: Port[] } {
     const fetchList: unknown[] = [];
     const ports: Port[] = [];
     const output = (name: unknown): Port => {
@@ -362,6 +380,7 @@ export class Session {
           fetchList.push(p.index, null, null);
         } else {
           checkTensor(p, t);
+          if (async) borrow(p, t.data);
           if (p.type === 'string') throw new KilnError('E_INVALID_ARGUMENT', `output "${name}": string outputs cannot be preallocated`);
           fetchList.push(p.index, t.data, t.dims);
         }
