@@ -90,12 +90,12 @@ function kilnError(code: KilnErrorCode): (e: unknown) => boolean {
 
 type IdentityType = Exclude<TensorType, 'bfloat16'>; // onnxruntime-node cannot describe bfloat16
 
-/** One value per type for identityModel, as a scalar feed. */
+/** Two values per type for identityModel, whose input has no declared shape. */
 const IDENTITY_FEEDS: Readonly<Record<IdentityType, unknown>> = {
-  float32: Float32Array.of(-1.25), float64: Float64Array.of(Math.PI), float16: Uint16Array.of(0x3e00), // 1.5
-  int8: Int8Array.of(-7), int16: Int16Array.of(-300), int32: Int32Array.of(-70000), int64: BigInt64Array.of(-42n),
-  uint8: Uint8Array.of(200), uint16: Uint16Array.of(60000), uint32: Uint32Array.of(4e9), uint64: BigUint64Array.of(2n ** 63n),
-  bool: Uint8Array.of(1), string: ['héllo'],
+  float32: Float32Array.of(-1.25, 3), float64: Float64Array.of(Math.PI, -0), float16: Uint16Array.of(0x3e00, 0xc000), // 1.5, -2
+  int8: Int8Array.of(-7, 100), int16: Int16Array.of(-300, 2), int32: Int32Array.of(-70000, 1), int64: BigInt64Array.of(-42n, 2n ** 40n),
+  uint8: Uint8Array.of(200, 1), uint16: Uint16Array.of(60000, 1), uint32: Uint32Array.of(4e9, 1), uint64: BigUint64Array.of(2n ** 63n, 1n),
+  bool: Uint8Array.of(1, 0), string: ['héllo', ''],
 };
 
 /** A model, the feeds of one run (built per runtime) and a label. */
@@ -119,7 +119,7 @@ const CASES: readonly Case[] = [
   },
   ...(Object.keys(IDENTITY_FEEDS) as IdentityType[]).map((type): Case => ({
     label: `identity ${type}`, model: () => identityModel(type),
-    feeds: (rt) => ({ x: rt.tensor(type, IDENTITY_FEEDS[type], []) }),
+    feeds: (rt) => ({ x: rt.tensor(type, IDENTITY_FEEDS[type], [2, 1]) }),
   })),
   { label: 'PP-OCR cls', model: () => OCR_MODELS.cls, feeds: (rt) => ({ x: rt.tensor('float32', floats(3 * 48 * 192, 8), [1, 3, 48, 192]) }) },
   { label: 'PP-OCR det', model: () => OCR_MODELS.det, feeds: (rt) => ({ x: rt.tensor('float32', floats(3 * 64 * 96, 9), [1, 3, 64, 96]) }) },

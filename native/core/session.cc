@@ -262,10 +262,11 @@ void read_output(OrtValue* value, OwnedTensor& t) {
 
 bool Session::expected_shape(size_t output, const Feed* feeds, size_t feed_count, std::vector<int64_t>& shape) const {
   const ValueInfo& info = outputs_.at(output);
+  // Rank 0 in ORT's metadata is a scalar or an undeclared shape: only a run tells.
   if (info.kind != "tensor") return false;
   std::lock_guard<std::mutex> lock(shapes_mutex_);
   if (data_dependent_[output]) return false;
-  if (std::all_of(info.shape.begin(), info.shape.end(), [](int64_t d) { return d >= 0; })) {
+  if (!info.shape.empty() && std::all_of(info.shape.begin(), info.shape.end(), [](int64_t d) { return d >= 0; })) {
     shape = info.shape;
     return true;
   }
