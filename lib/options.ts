@@ -116,7 +116,7 @@ export interface CpuProviderOptions {
 
 export type ProviderSpec = ProviderName | CpuProviderOptions | CudaProviderOptions | TensorRtProviderOptions;
 
-export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all';
+export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'layout' | 'all';
 export type LogLevel = 'verbose' | 'info' | 'warning' | 'error' | 'fatal';
 
 export interface SessionOptions {
@@ -148,7 +148,7 @@ export interface SessionOptions {
 }
 
 export const LOG_LEVELS: Readonly<Record<LogLevel, number>> = { verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 };
-const GRAPH_LEVELS: Readonly<Record<GraphOptimizationLevel, number>> = { disabled: 0, basic: 1, extended: 2, all: 99 };
+const GRAPH_LEVELS: Readonly<Record<GraphOptimizationLevel, number>> = { disabled: 0, basic: 1, extended: 2, layout: 3, all: 99 };
 
 const SESSION_KEYS = [
   'providers', 'intraOpThreads', 'interOpThreads', 'spinning', 'executionMode', 'graphOptimizationLevel',

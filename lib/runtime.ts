@@ -61,7 +61,8 @@ function resolveLibrary(explicit?: string): string {
 
 /**
  * Creates the runtime with these settings. Call it before the first session; once the
- * runtime exists, only a call with no changes is accepted.
+ * runtime exists, a call that changes the library or the thread pools is an error, and
+ * `logLevel` (the environment's default) no longer applies.
  */
 export function configure(options: RuntimeOptions = {}): RuntimeInfo {
   const r = OptionReader.of(options, '', ['library', 'intraOpThreads', 'interOpThreads', 'spinning', 'logLevel']);

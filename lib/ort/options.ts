@@ -23,7 +23,7 @@ export interface SessionOptions {
   interOpNumThreads?: number;
   /** Accepted and ignored: Kiln keeps the model's symbolic dims. */
   freeDimensionOverrides?: { readonly [dimensionName: string]: number };
-  graphOptimizationLevel?: GraphOptimizationLevel | 'layout';
+  graphOptimizationLevel?: GraphOptimizationLevel;
   /** Accepted and ignored, as are enableMemPattern, logId and logVerbosityLevel. */
   enableCpuMemArena?: boolean;
   enableMemPattern?: boolean;
@@ -144,9 +144,7 @@ export function sessionOptions(options: unknown): KilnSessionOptions {
     executionMode: r.oneOf('executionMode', ['sequential', 'parallel'] as const),
     optimizedModelPath: r.string('optimizedModelFilePath'),
   };
-  // Kiln has no layout level; 'extended' is the nearest that applies nothing beyond what was asked.
-  const level = r.oneOf('graphOptimizationLevel', ['disabled', 'basic', 'extended', 'layout', 'all'] as const);
-  out.graphOptimizationLevel = level === 'layout' ? 'extended' : level;
+  out.graphOptimizationLevel = r.oneOf('graphOptimizationLevel', ['disabled', 'basic', 'extended', 'layout', 'all'] as const);
   const prefix = r.string('profileFilePrefix');
   if (r.bool('enableProfiling')) out.profiling = prefix ?? 'onnxruntime_profile_';
   const severity = r.int('logSeverityLevel', 0, 4);
