@@ -6,7 +6,8 @@
  *   kiln run       on Kiln's executor thread, awaited
  *   C++ floor      native/bench/harness.cc through Kiln's core, no Node in the process
  * Each row: >= `rounds * calls` timed calls per contender after warm-up; median, p99 and
- * the spread of the per-round medians.
+ * the spread of the per-round medians. Rows with two intra-op threads let the pool spin in
+ * all three, as onnxruntime-node does by default.
  *
  *   node dist/bench/overhead.js [--rounds 10] [--calls 300] [--only tiny,mlp] [--json out.json]
  */
@@ -86,9 +87,12 @@ async function measureRow(c: Case, batch: number, intra: number, rounds: number,
   const kilnFeeds = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, new Tensor('float32', v.data, v.dims)]));
   const ortFeeds = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, new ort.Tensor('float32', v.data, v.dims)]));
 
-  const kiln = await Session.create(file, { intraOpThreads: intra, interOpThreads: 1 });
+  // The same ORT configuration for all three: onnxruntime-node's default lets a pool of two
+  // or more threads spin, so Kiln and the floor do too here (Kiln's own default is off).
+  const spin = intra > 1;
+  const kiln = await Session.create(file, { intraOpThreads: intra, interOpThreads: 1, spinning: spin });
   const ortSession = await ort.InferenceSession.create(file, { intraOpNumThreads: intra, interOpNumThreads: 1, executionMode: 'sequential' });
-  const floor = await Harness.start({ model: file, batch, intra });
+  const floor = await Harness.start({ model: file, batch, intra, spin });
   const measure: Record<Contender, (n: number) => Promise<number[]>> = {
     'ort-node run': (n) => timeAsync(n, () => ortSession.run(ortFeeds)),
     'kiln runSync': async (n) => timeSync(n, () => kiln.runSync(kilnFeeds)),

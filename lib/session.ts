@@ -3,10 +3,11 @@
  * on the caller's. Feeds are validated here, once, before anything is queued; tensor bytes
  * are never copied in JS.
  */
+import { availableParallelism } from 'os';
 import { markAsUntransferable } from 'worker_threads';
 import { native, type NativeFetches, type NativeResults, type NativeRunArgs, type NativeSession, type NativeValueInfo } from './binding';
 import { KilnError, toKilnError } from './errors';
-import { sessionConfig, type SessionOptions } from './options';
+import { pollingDefaults, sessionConfig, type SessionOptions } from './options';
 import { runtime } from './runtime';
 import {
   ARRAY_TYPE, TYPE_FROM_ONNX, describeData, elementCount, formatShape, wrapTensor,
@@ -180,10 +181,15 @@ export class Session {
     else if (model instanceof ArrayBuffer) source = new Uint8Array(model);
     else throw new KilnError('E_INVALID_ARGUMENT', `model must be a file path, a Uint8Array or an ArrayBuffer, received ${describeData(model)}`);
     const config = sessionConfig(options);
-    runtime();
+    const rt = runtime();
+    const cores = availableParallelism();
+    const intra = config.intraOpThreads ?? (config.interOpThreads === undefined ? rt.intraOpThreads : 0);
+    const defaults = pollingDefaults(intra > 0 ? intra : cores, cores, config.spinning ?? (config.intraOpThreads === undefined ? rt.spinning : false));
+    config.executorSpinMicroseconds ??= defaults.executorSpin;
+    const poll = config.completionPollMicroseconds ?? defaults.completionPoll;
     try {
       const handle = await native().NativeSession.load(source, config);
-      return new Session(INTERNAL, handle, config.completionPollMicroseconds, config.executorThreads);
+      return new Session(INTERNAL, handle, poll, config.executorThreads);
     } catch (e) {
       throw toKilnError(e);
     }

@@ -1,6 +1,6 @@
 // The native floor: runs a model through Kiln's core with no Node in the process.
 //
-//   kiln-harness --model m.onnx [--batch B] [--dim name=V] [--intra T] [--library L]
+//   kiln-harness --model m.onnx [--batch B] [--dim name=V] [--intra T] [--spin] [--library L]
 //                [--iters N] [--warmup W]          one measurement, a JSON line on stdout
 //   kiln-harness ... --serve                        reads "run N" / "throughput N" lines on
 //                                                   stdin, answers one JSON line each, so a
@@ -31,12 +31,13 @@ struct Options {
   int iters = 3000;
   int warmup = 200;
   bool serve = false;
+  bool spin = false;
   std::map<std::string, int64_t> dims;
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr, "kiln-harness: %s\nusage: kiln-harness --model m.onnx [--batch B] [--dim name=V] [--intra T] "
-               "[--library L] [--iters N] [--warmup W] [--serve]\n", why.c_str());
+               "[--spin] [--library L] [--iters N] [--warmup W] [--serve]\n", why.c_str());
   std::exit(2);
 }
 
@@ -57,6 +58,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--iters") o.iters = std::stoi(next());
     else if (a == "--warmup") o.warmup = std::stoi(next());
     else if (a == "--serve") o.serve = true;
+    else if (a == "--spin") o.spin = true;
     else if (a == "--dim") {
       std::string kv = next();
       size_t eq = kv.find('=');
@@ -176,6 +178,7 @@ int main(int argc, char** argv) {
     SessionConfig sc;
     sc.intra_op_threads = o.intra;
     sc.inter_op_threads = 1;
+    sc.spinning = o.spin;
     Runner r;
     r.session = Session::load_file(o.model, sc);
     r.inputs = make_inputs(*r.session, o);

@@ -24,9 +24,28 @@ struct RunArgs {
 
 namespace {
 
-// Above this, an output ORT allocates from its arena (external ArrayBuffer) is cheaper than
-// fresh JS memory, whose pages fault in as ORT writes them.
-constexpr size_t kMaxExpectedOutputBytes = 64 * 1024;
+// Outputs up to this size get a zero-filled ArrayBuffer (cheapest for small sizes); larger
+// ones an uninitialized Node Buffer's memory, which ORT overwrites completely and which the
+// allocator recycles without faulting pages in again.
+constexpr size_t kSmallOutputBytes = 64 * 1024;
+
+// JS memory for an output of `bytes`: V8 owns and accounts it, so a caller that drops
+// results in a tight loop lets GC reclaim them at once (an external buffer's finalizer
+// waits for the event loop, and ORT's arena would grow meanwhile).
+napi_value output_buffer(napi_env env, size_t bytes, void** data) {
+  napi_value buffer;
+  if (bytes <= kSmallOutputBytes) {
+    if (napi_create_arraybuffer(env, bytes, data, &buffer) != napi_ok) return nullptr;
+    return buffer;
+  }
+  napi_value node_buffer;
+  size_t offset = 0;
+  if (napi_create_buffer(env, bytes, data, &node_buffer) != napi_ok ||
+      napi_get_typedarray_info(env, node_buffer, nullptr, nullptr, nullptr, &buffer, &offset) != napi_ok || offset != 0) {
+    return nullptr;
+  }
+  return buffer;
+}
 
 }  // namespace
 
@@ -336,11 +355,12 @@ void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args) const {
       const DType type = outputs[index].type;
       if (type == DType::String || !session_->expected_shape(index, args.feeds.data(), args.feeds.size(), view.shape)) continue;
       const size_t bytes = byte_size(type, view.shape.data(), view.shape.size(), Label{"output", outputs[index].name});
-      if (bytes == 0 || bytes > kMaxExpectedOutputBytes) continue;
+      if (bytes == 0) continue;
+      args.prealloc_values[i] = output_buffer(env, bytes, &view.data);
+      if (!args.prealloc_values[i]) continue;
       view.type = type;
       view.bytes = bytes;
       view.strings = nullptr;
-      napi_create_arraybuffer(env, bytes, &view.data, &args.prealloc_values[i]);
       args.fetches[i].preallocated = &view;
       args.fetches[i].expected = true;
       continue;
