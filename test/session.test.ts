@@ -467,7 +467,7 @@ describe('Session', function () {
       }
     });
 
-    it('16 MiB outputs live in native memory: external grows by 16 MiB each, JS ArrayBuffers do not, and it is freed with the views', async function () {
+    it('16 MiB outputs are not copied: memory grows by 16 MiB per held result (a copy would double it) and is freed with the views', async function () {
       const gc = getGc();
       if (!gc) this.skip();
       const collect = async (): Promise<void> => {
@@ -490,10 +490,11 @@ describe('Session', function () {
         held = undefined;
         await collect();
         const after = process.memoryUsage();
+        // ORT writes each output straight into the memory the result's ArrayBuffer owns
+        // (JS-owned for outputs whose shape is known ahead, else ORT's own as an external
+        // buffer): `external` counts both, once.
         const grew = (during.external - before.external) / MiB;
         assert.ok(grew >= 63 && grew <= 66, `external grew by ${grew.toFixed(1)} MiB for 4 x 16 MiB results`);
-        const copied = (during.arrayBuffers - before.arrayBuffers) / MiB;
-        assert.ok(copied < 1, `JS-allocated ArrayBuffers grew by ${copied.toFixed(1)} MiB`);
         const freed = (during.external - after.external) / MiB;
         assert.ok(freed >= 63, `external dropped by only ${freed.toFixed(1)} MiB once the results were released`);
       } finally {

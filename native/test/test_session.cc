@@ -108,13 +108,45 @@ TEST(buffer_size_must_match_dims) {
   CHECK_THROWS(s->run(feeds, 2, &fetch, 1, out), Code::InvalidArgument, "input \"a\": dims [1,4] of float32 need 16 bytes, the buffer has 12");
 }
 
-TEST(ort_errors_keep_their_message) {
+TEST(ort_shape_errors_keep_their_message_under_kilns_code) {
   auto s = add_session();
   std::vector<float> a{1, 2, 3, 4, 5, 6, 7, 8}, b{1, 2, 3, 4, 5, 6, 7, 8};
   Feed feeds[] = {feed(0, a, {1, 8}), feed(1, b, {1, 8})};  // second dim must be 4
   Fetch fetch;
   std::vector<OwnedTensor> out;
-  CHECK_THROWS(s->run(feeds, 2, &fetch, 1, out), Code::Ort, "");
+  CHECK_THROWS(s->run(feeds, 2, &fetch, 1, out), Code::ShapeMismatch, "Got invalid dimensions for input: a");
+}
+
+TEST(an_output_buffer_sized_from_a_wrong_expectation_is_retried) {
+  auto s = add_session();
+  std::vector<float> a{1, 2, 3, 4}, b{1, 1, 1, 1}, wrong(8, 0.0f);
+  Feed feeds[] = {feed(0, a, {1, 4}), feed(1, b, {1, 4})};
+  TensorView pre;
+  pre.type = DType::Float32;
+  pre.shape = {2, 4};  // as if a data-dependent output had changed shape
+  pre.data = wrong.data();
+  pre.bytes = 32;
+  Fetch fetch{0, &pre, true};
+  std::vector<OwnedTensor> out;
+  s->run(feeds, 2, &fetch, 1, out);
+  CHECK(!out[0].preallocated && out[0].shape == (std::vector<int64_t>{1, 4}));
+  CHECK(static_cast<const float*>(out[0].data)[3] == 5.0f);
+  std::vector<int64_t> shape;
+  CHECK(!s->expected_shape(0, feeds, 2, shape));  // never expected again
+}
+
+TEST(output_shapes_are_expected_after_a_run_with_the_same_input_shapes) {
+  auto s = add_session();
+  std::vector<float> a(12, 1.0f), b(12, 2.0f);
+  Feed feeds[] = {feed(0, a, {3, 4}), feed(1, b, {3, 4})};
+  std::vector<int64_t> shape;
+  CHECK(!s->expected_shape(0, feeds, 2, shape));
+  Fetch fetch;
+  std::vector<OwnedTensor> out;
+  s->run(feeds, 2, &fetch, 1, out);
+  CHECK(s->expected_shape(0, feeds, 2, shape) && shape == (std::vector<int64_t>{3, 4}));
+  Feed other[] = {feed(0, a, {2, 4}), feed(1, b, {2, 4})};
+  CHECK(!s->expected_shape(0, other, 2, shape));
 }
 
 TEST(missing_corrupt_and_truncated_models) {
