@@ -6,8 +6,8 @@
  *   kiln run       on Kiln's executor thread, awaited
  *   C++ floor      native/bench/harness.cc through Kiln's core, no Node in the process
  * Each row: >= `rounds * calls` timed calls per contender after warm-up; median, p99 and
- * the spread of the per-round medians. Rows with two intra-op threads let the pool spin in
- * all three, as onnxruntime-node does by default.
+ * the spread of the per-round medians. All three run ORT with the same settings: the given
+ * intra-op threads, one inter-op thread, pools that do not spin.
  *
  *   node dist/bench/overhead.js [--rounds 10] [--calls 300] [--only tiny,mlp] [--json out.json]
  */
@@ -87,12 +87,15 @@ async function measureRow(c: Case, batch: number, intra: number, rounds: number,
   const kilnFeeds = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, new Tensor('float32', v.data, v.dims)]));
   const ortFeeds = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, new ort.Tensor('float32', v.data, v.dims)]));
 
-  // The same ORT configuration for all three: onnxruntime-node's default lets a pool of two
-  // or more threads spin, so Kiln and the floor do too here (Kiln's own default is off).
-  const spin = intra > 1;
-  const kiln = await Session.create(file, { intraOpThreads: intra, interOpThreads: 1, spinning: spin });
-  const ortSession = await ort.InferenceSession.create(file, { intraOpNumThreads: intra, interOpNumThreads: 1, executionMode: 'sequential' });
-  const floor = await Harness.start({ model: file, batch, intra, spin });
+  // The same ORT configuration for all three: Kiln's default of pools that do not spin
+  // (onnxruntime-node's default spins; a spinning pool as large as the machine leaves no core
+  // for the event loop, which hurts any asynchronous API).
+  const kiln = await Session.create(file, { intraOpThreads: intra, interOpThreads: 1 });
+  const ortSession = await ort.InferenceSession.create(file, {
+    intraOpNumThreads: intra, interOpNumThreads: 1, executionMode: 'sequential',
+    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+  });
+  const floor = await Harness.start({ model: file, batch, intra });
   const measure: Record<Contender, (n: number) => Promise<number[]>> = {
     'ort-node run': (n) => timeAsync(n, () => ortSession.run(ortFeeds)),
     'kiln runSync': async (n) => timeSync(n, () => kiln.runSync(kilnFeeds)),

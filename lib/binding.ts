@@ -37,7 +37,7 @@ export interface NativeSessionConfig {
   logLevel?: number;
   configEntries?: [string, string][];
   executorThreads: number;
-  executorSpinMicroseconds?: number;
+  executorSpinMicroseconds: number;
 }
 
 /** [outputIndex, preallocated data | null, dims | null, ...]; null fetches every output. */

@@ -139,27 +139,22 @@ export interface SessionOptions {
   /** Kiln executor threads running this session's asynchronous runs (default 1). */
   executorThreads?: number;
   /**
-   * How long an idle executor thread polls for work before it sleeps. Default 50, or 0 when
-   * the session's spinning pool already takes every core.
+   * How long an idle executor thread polls for work before it sleeps (default 50): a busy
+   * caller's next run then starts without a futex wake-up.
    */
   executorSpinMicroseconds?: number;
   /**
    * Runs whose compute time is up to this many microseconds are awaited by polling instead
    * of parking the JS thread, which saves the wake-up (tens of µs on a VM). Default 1000
-   * when a core is left over by the session's intra-op threads, else 50 (0 when a spinning
-   * pool takes every core: a polling JS thread would then slow the computation).
+   * when a core is left over by the session's intra-op threads, else 50: with every core
+   * computing, a polling JS thread would slow longer runs down.
    */
   completionPollMicroseconds?: number;
 }
 
-/**
- * Defaults of the two options above for a session whose runs occupy `intraThreads` threads
- * on a machine of `cores`.
- */
-export function pollingDefaults(intraThreads: number, cores: number, spinning: boolean): { executorSpin: number; completionPoll: number } {
-  const freeCore = cores > intraThreads;
-  if (freeCore) return { executorSpin: 50, completionPoll: 1000 };
-  return spinning ? { executorSpin: 0, completionPoll: 0 } : { executorSpin: 50, completionPoll: 50 };
+/** Default completion polling for a session whose runs occupy `intraThreads` of `cores`. */
+export function completionPollDefault(intraThreads: number, cores: number): number {
+  return cores > intraThreads ? 1000 : 50;
 }
 
 export const LOG_LEVELS: Readonly<Record<LogLevel, number>> = { verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 };
@@ -264,13 +259,13 @@ export function providerList(value: unknown, field = 'providers'): NativeProvide
 
 export type SessionConfig = NativeSessionConfig & { completionPollMicroseconds?: number };
 
-/** Validated native configuration; unset polling options are filled by pollingDefaults(). */
+/** Validated native configuration; an unset completion poll is filled by completionPollDefault(). */
 export function sessionConfig(options: unknown): SessionConfig {
   const r = OptionReader.of(options, '', SESSION_KEYS);
   const config: SessionConfig = {
     providers: providerList(r.raw('providers')),
     executorThreads: r.int('executorThreads', 1, 256) ?? 1,
-    executorSpinMicroseconds: r.int('executorSpinMicroseconds', 0, 1_000_000),
+    executorSpinMicroseconds: r.int('executorSpinMicroseconds', 0, 1_000_000) ?? 50,
     completionPollMicroseconds: r.int('completionPollMicroseconds', 0, 1_000_000),
   };
   config.intraOpThreads = r.int('intraOpThreads', 0, 1024);

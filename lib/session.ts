@@ -7,7 +7,7 @@ import { availableParallelism } from 'os';
 import { markAsUntransferable } from 'worker_threads';
 import { native, type NativeFetches, type NativeResults, type NativeRunArgs, type NativeSession, type NativeValueInfo } from './binding';
 import { KilnError, toKilnError } from './errors';
-import { pollingDefaults, sessionConfig, type SessionOptions } from './options';
+import { completionPollDefault, sessionConfig, type SessionOptions } from './options';
 import { runtime } from './runtime';
 import {
   ARRAY_TYPE, TYPE_FROM_ONNX, describeData, elementCount, formatShape, wrapTensor,
@@ -183,10 +183,9 @@ export class Session {
     const config = sessionConfig(options);
     const rt = runtime();
     const cores = availableParallelism();
+    // Threads a run computes on: the session's own pool, else the global one (0: a thread per core).
     const intra = config.intraOpThreads ?? (config.interOpThreads === undefined ? rt.intraOpThreads : 0);
-    const defaults = pollingDefaults(intra > 0 ? intra : cores, cores, config.spinning ?? (config.intraOpThreads === undefined ? rt.spinning : false));
-    config.executorSpinMicroseconds ??= defaults.executorSpin;
-    const poll = config.completionPollMicroseconds ?? defaults.completionPoll;
+    const poll = config.completionPollMicroseconds ?? completionPollDefault(intra > 0 ? intra : cores, cores);
     try {
       const handle = await native().NativeSession.load(source, config);
       return new Session(INTERNAL, handle, poll, config.executorThreads);

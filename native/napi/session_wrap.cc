@@ -47,10 +47,6 @@ napi_value output_buffer(napi_env env, size_t bytes, void** data) {
   return buffer;
 }
 
-}  // namespace
-
-namespace {
-
 struct ExecutorSettings {
   size_t threads = 1;
   unsigned spin_us = 0;
