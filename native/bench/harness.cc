@@ -1,7 +1,8 @@
 // The native floor: runs a model through Kiln's core with no Node in the process.
 //
 //   kiln-harness --model m.onnx [--batch B] [--dim name=V] [--intra T] [--spin] [--library L]
-//                [--iters N] [--warmup W]          one measurement, a JSON line on stdout
+//                [--iters N] [--warmup W] [--rotate-outputs N]
+//                                                   one measurement, a JSON line on stdout
 //   kiln-harness ... --serve                        reads "run N" / "throughput N" lines on
 //                                                   stdin, answers one JSON line each, so a
 //                                                   Node benchmark can interleave rounds
@@ -32,12 +33,13 @@ struct Options {
   int warmup = 200;
   bool serve = false;
   bool spin = false;
+  size_t rotate = 0;
   std::map<std::string, int64_t> dims;
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr, "kiln-harness: %s\nusage: kiln-harness --model m.onnx [--batch B] [--dim name=V] [--intra T] "
-               "[--spin] [--library L] [--iters N] [--warmup W] [--serve]\n", why.c_str());
+               "[--spin] [--library L] [--iters N] [--warmup W] [--rotate-outputs N] [--serve]\n", why.c_str());
   std::exit(2);
 }
 
@@ -59,6 +61,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--warmup") o.warmup = std::stoi(next());
     else if (a == "--serve") o.serve = true;
     else if (a == "--spin") o.spin = true;
+    else if (a == "--rotate-outputs") o.rotate = std::stoul(next());
     else if (a == "--dim") {
       std::string kv = next();
       size_t eq = kv.find('=');
@@ -124,11 +127,39 @@ struct Runner {
   Inputs inputs;
   std::vector<Fetch> fetches;
   std::vector<OwnedTensor> out;
+  // --rotate-outputs N: outputs go to N preallocated buffer sets in turn, as when every
+  // caller keeps its own output for a while, instead of one arena block that stays cached.
+  std::vector<std::vector<std::vector<char>>> ring;
+  std::vector<std::vector<TensorView>> ring_views;
+  size_t next = 0;
 
   void once() {
+    if (!ring.empty()) {
+      std::vector<TensorView>& views = ring_views[next++ % ring.size()];
+      for (size_t i = 0; i < fetches.size(); ++i) fetches[i].preallocated = &views[i];
+    }
     session->run(inputs.feeds.data(), inputs.feeds.size(), fetches.data(), fetches.size(), out);
+    if (out_shapes.empty()) {
+      for (const OwnedTensor& t : out) out_shapes.push_back(TensorView{t.type, t.shape, nullptr, t.bytes, nullptr});
+    }
     out.clear();  // a caller that is done with its outputs releases them
   }
+
+  void rotate(size_t sets) {
+    once();  // learn the output shapes
+    for (size_t r = 0; r < sets; ++r) {
+      ring.emplace_back();
+      ring_views.emplace_back();
+      for (size_t i = 0; i < fetches.size(); ++i) {
+        ring.back().emplace_back(out_shapes[i].bytes, 0);
+        TensorView v = out_shapes[i];
+        v.data = ring.back().back().data();
+        ring_views.back().push_back(v);
+      }
+    }
+  }
+
+  std::vector<TensorView> out_shapes;
 };
 
 double percentile(std::vector<double>& v, double p) {
@@ -183,6 +214,7 @@ int main(int argc, char** argv) {
     r.session = Session::load_file(o.model, sc);
     r.inputs = make_inputs(*r.session, o);
     for (size_t i = 0; i < r.session->outputs().size(); ++i) r.fetches.push_back({i, nullptr});
+    if (o.rotate) r.rotate(o.rotate);
     for (int i = 0; i < o.warmup; ++i) r.once();
     if (!o.serve) {
       measure(r, o.iters);
