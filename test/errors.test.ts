@@ -3,11 +3,10 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as v8 from 'v8';
-import * as vm from 'vm';
 import { KilnError, Session, Tensor, runtime, type Feeds, type KilnErrorCode, type RunOptions, type SessionOptions, type TensorLike, type TensorType } from '../lib';
 import { native } from '../lib/binding';
 import { addModel, identityModel, slowModel } from './fixtures/models';
+import { getGc } from './helpers/gc';
 
 // --- helpers -----------------------------------------------------------------------------------
 
@@ -80,16 +79,6 @@ function detached(n: number): Float32Array {
   return data;
 }
 
-function getGc(): (() => void) | undefined {
-  const g = (globalThis as { gc?: () => void }).gc;
-  if (g) return g;
-  try {
-    v8.setFlagsFromString('--expose-gc');
-    return vm.runInNewContext('gc') as () => void;
-  } catch {
-    return undefined;
-  }
-}
 
 // --- tests -------------------------------------------------------------------------------------
 

@@ -1,7 +1,6 @@
 import { strict as assert } from 'assert';
-import * as v8 from 'v8';
-import * as vm from 'vm';
 import { Session, Tensor, type Feeds, type Results, type TensorData, type TensorLike, type TensorType } from '../lib';
+import { getGc } from './helpers/gc';
 import {
   ALL_TYPES, BIG_OUTPUT_DIMS, IDENTITY_COMPUTE, addModel, bigOutputModel, convModel, convReference, identityModel,
   mlpModel, mlpReference, multiIOModel, prng, slowModel, slowReference, symbolicDimsModel,
@@ -121,17 +120,6 @@ function tensorOf(type: TensorType, data: TensorData, dims: readonly number[]): 
   return { type, data, dims } as TensorLike;
 }
 
-/** global.gc, obtained even when node was started without --expose-gc. */
-function getGc(): (() => void) | undefined {
-  const g = (globalThis as { gc?: () => void }).gc;
-  if (g) return g;
-  try {
-    v8.setFlagsFromString('--expose-gc');
-    return vm.runInNewContext('gc') as () => void;
-  } catch {
-    return undefined;
-  }
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
