@@ -48,6 +48,8 @@ export type NativeFetches = unknown[] | null;
  * arguments cost the addon far less than reading nested arrays.
  */
 export type NativeRunArgs = [NativeFetches, number | undefined, ...unknown[]];
+/** runBatch: (fetches, cancelId, requests, then each request's (data, dims) pairs in turn). */
+export type NativeBatchArgs = [NativeFetches, number | undefined, number, ...unknown[]];
 /** [data, dims, data, dims, ...] in fetch order; run() appends the run's time in ORT (µs). */
 export type NativeResults = unknown[];
 
@@ -55,6 +57,7 @@ export interface NativeSession {
   metadata(): NativeMetadata;
   run(...args: NativeRunArgs): Promise<NativeResults>;
   runSync(...args: NativeRunArgs): NativeResults;
+  runBatch(...args: NativeBatchArgs): Promise<NativeResults>;
   cancel(cancelId: number): boolean;
   dispose(): Promise<void>;
   endProfiling(): string;

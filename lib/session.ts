@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'os';
 import { markAsUntransferable } from 'worker_threads';
-import { native, type NativeFetches, type NativeResults, type NativeRunArgs, type NativeSession, type NativeValueInfo } from './binding';
+import { native, type NativeFetches, type NativeResults, type NativeBatchArgs, type NativeRunArgs, type NativeSession, type NativeValueInfo } from './binding';
 import { KilnError, toKilnError } from './errors';
 import { completionPollDefault, sessionConfig, type SessionOptions } from './options';
 import { runtime } from './runtime';
@@ -326,10 +326,19 @@ export class Session {
   /** Validates and flattens a run's arguments; `async` runs borrow the buffers (see borrow()). */
   #prepare(feeds: Feeds, fetches: Fetches | undefined, async: boolean): { args: NativeRunArgs; ports: Port[] } {
     this.#checkOpen();
+    const args: NativeRunArgs = [null, undefined];
+    this.#pushFeeds(feeds, async, args);
+    if (fetches === undefined) return { args, ports: this.#allOutputPorts };
+    const f = this.#fetches(fetches, async);
+    args[0] = f.fetchList;
+    return { args, ports: f.ports };
+  }
+
+  /** Validates `feeds` and appends (data, dims) per model input, in the model's order. */
+  #pushFeeds(feeds: Feeds, async: boolean, into: unknown[]): void {
     if (feeds === null || typeof feeds !== 'object') {
       throw new KilnError('E_INVALID_ARGUMENT', `feeds must be an object of input name -> tensor, received ${describeData(feeds)}`);
     }
-    const args: NativeRunArgs = [null, undefined];
     const inputs = this.#inputs;
     for (let i = 0; i < inputs.length; i++) {
       const p = inputs[i];
@@ -337,15 +346,40 @@ export class Session {
       if (t === undefined) this.#missingOrUnknown(feeds);
       checkTensor(p, t);
       if (async) borrow(p, t.data);
-      args.push(t.data, t.dims);
+      into.push(t.data, t.dims);
     }
     let count = 0;
     for (const name in feeds) if (feeds[name] !== undefined) count++;
     if (count !== inputs.length) this.#missingOrUnknown(feeds);
-    if (fetches === undefined) return { args, ports: this.#allOutputPorts };
-    const f = this.#fetches(fetches, async);
-    args[0] = f.fetchList;
-    return { args, ports: f.ports };
+  }
+
+  /**
+   * @internal For the batcher: validates one request's feeds (borrowing its buffers) and
+   * returns them as (data, dims) pairs in the model's input order.
+   */
+  _requestFeeds(feeds: Feeds): unknown[] {
+    this.#checkOpen();
+    const out: unknown[] = [];
+    this.#pushFeeds(feeds, true, out);
+    return out;
+  }
+
+  /**
+   * @internal For the batcher: runs requests (from _requestFeeds) as one batch: the core
+   * gathers each input into one pooled buffer. Resolves with the whole batch's outputs and
+   * the run's time in ORT (µs).
+   */
+  async _runBatch(requests: readonly unknown[][]): Promise<{ outputs: Results; computeUs: number }> {
+    this.#checkOpen();
+    const args: unknown[] = [null, undefined, requests.length];
+    for (const r of requests) for (let i = 0; i < r.length; i++) args.push(r[i]);
+    let raw: NativeResults;
+    try {
+      raw = await this.#native.runBatch(...(args as NativeBatchArgs));
+    } catch (e) {
+      throw toKilnError(e);
+    }
+    return { outputs: this.#wrap(this.#allOutputPorts, raw), computeUs: raw[raw.length - 1] as number };
   }
 
   #missingOrUnknown(feeds: Feeds): never {

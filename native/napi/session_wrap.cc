@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "batch.h"
 #include "convert.h"
 #include "runtime.h"
 
@@ -20,6 +21,11 @@ struct RunArgs {
   // the cost of an external buffer), or null when ORT allocates.
   std::vector<napi_value> prealloc_values;
   std::vector<bool> caller_owned;
+  // A batch (runBatch): per input, each request's tensor, gathered on the executor thread
+  // into one pooled buffer per input.
+  std::vector<std::vector<TensorView>> parts;
+  std::vector<HostBuffer> storage;
+  std::vector<std::vector<std::string>> gathered;
 };
 
 namespace {
@@ -145,7 +151,7 @@ void read_config(const Napi::Object& o, SessionConfig& c, ExecutorSettings& e) {
 class RunJob : public JsJob {
  public:
   RunJob(napi_env env, SessionWrap* owner, Napi::Promise::Deferred deferred)
-      : env_(env), owner_(owner), session_(owner->session_), deferred_(deferred) {}
+      : env_(env), owner_(owner), session_(owner->session_), pool_(owner->pool_), deferred_(deferred) {}
   ~RunJob() override {
     for (napi_ref r : refs_)
       if (r) napi_delete_reference(env_, r);
@@ -154,9 +160,15 @@ class RunJob : public JsJob {
   void execute() noexcept override {
     const auto start = std::chrono::steady_clock::now();
     try {
+      for (size_t i = 0; i < args_.parts.size(); ++i) {
+        std::vector<const TensorView*> parts;
+        for (const TensorView& v : args_.parts[i]) parts.push_back(&v);
+        gather(parts, session_->inputs()[i].name, *pool_, args_.storage[i], args_.gathered[i], args_.feeds[i].view);
+      }
       session_->run(args_.feeds.data(), args_.feeds.size(), args_.fetches.data(), args_.fetches.size(), out_,
                     options_.get());
       compute_us_ = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+      for (HostBuffer& b : args_.storage) b.reset();  // the batch's inputs are no longer needed
     } catch (const Error& e) {
       failed_ = true;
       code_ = e.code();
@@ -171,15 +183,15 @@ class RunJob : public JsJob {
 
   // The first input whose ArrayBuffer is detached now, if any.
   const ValueInfo* detached_input(napi_env env) const {
-    for (size_t i = 0; i < args_.feeds.size(); ++i) {
+    for (size_t k = 0; k < args_.feed_values.size(); ++k) {
       napi_value data;
       bool is_typed = false;
-      if (napi_get_reference_value(env, refs_[i], &data) != napi_ok || napi_is_typedarray(env, data, &is_typed) != napi_ok || !is_typed) continue;
+      if (napi_get_reference_value(env, refs_[k], &data) != napi_ok || napi_is_typedarray(env, data, &is_typed) != napi_ok || !is_typed) continue;
       napi_value buffer;
       bool detached = false;
       napi_get_typedarray_info(env, data, nullptr, nullptr, nullptr, &buffer, nullptr);
       napi_is_detached_arraybuffer(env, buffer, &detached);
-      if (detached) return &session_->inputs()[args_.feeds[i].input];
+      if (detached) return &session_->inputs()[k % args_.feeds.size()];
     }
     return nullptr;
   }
@@ -187,6 +199,7 @@ class RunJob : public JsJob {
   napi_env env_;
   SessionWrap* owner_;
   std::shared_ptr<Session> session_;
+  std::shared_ptr<HostBufferPool> pool_;
   Napi::Promise::Deferred deferred_;
   RunArgs args_;
   std::vector<napi_ref> refs_;  // feeds, then one per fetch (null when ORT allocates)
@@ -206,6 +219,7 @@ Napi::Function SessionWrap::define(Napi::Env env) {
                          StaticMethod<&SessionWrap::load>("load"),
                          InstanceMethod<&SessionWrap::metadata>("metadata"),
                          InstanceMethod<&SessionWrap::run>("run"),
+                         InstanceMethod<&SessionWrap::run_batch>("runBatch"),
                          InstanceMethod<&SessionWrap::run_sync>("runSync"),
                          InstanceMethod<&SessionWrap::cancel>("cancel"),
                          InstanceMethod<&SessionWrap::dispose>("dispose"),
@@ -214,7 +228,10 @@ Napi::Function SessionWrap::define(Napi::Env env) {
 }
 
 SessionWrap::SessionWrap(const Napi::CallbackInfo& info)
-    : Napi::ObjectWrap<SessionWrap>(info), data_(&AddonData::of(info.Env())), sync_args_(std::make_unique<RunArgs>()) {
+    : Napi::ObjectWrap<SessionWrap>(info),
+      data_(&AddonData::of(info.Env())),
+      pool_(HostBufferPool::create()),
+      sync_args_(std::make_unique<RunArgs>()) {
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw_error(info.Env(), Code::InvalidArgument, "NativeSession is created by NativeSession.load()");
   }
@@ -290,24 +307,51 @@ void SessionWrap::ensure_open(Napi::Env env) const {
 
 // Arguments of run and runSync: (fetches, cancelId, data0, dims0, data1, dims1, ...) with
 // one (data, dims) pair per model input, in the model's order; fetches is null for every
-// output, else [outputIndex, preallocatedData | null, dims | null, ...].
-void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args) const {
+// output, else [outputIndex, preallocatedData | null, dims | null, ...]. runBatch takes the
+// number of requests after cancelId, then each request's pairs in turn.
+void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args, bool batch) const {
   Napi::Env env = info.Env();
   const auto& inputs = session_->inputs();
-  if (info.Length() != 2 + 2 * inputs.size()) throw_error(env, Code::InvalidArgument, "wrong number of feeds");
   const size_t feed_count = inputs.size();
+  const size_t requests = batch ? info[2].As<Napi::Number>().Uint32Value() : 1;
+  const size_t first = batch ? 3 : 2;
+  if (requests == 0 || info.Length() != first + 2 * feed_count * requests) {
+    throw_error(env, Code::InvalidArgument, "wrong number of feeds");
+  }
   args.feeds.resize(feed_count);
-  args.strings.resize(feed_count);
-  args.feed_values.resize(feed_count);
+  args.strings.resize(feed_count * requests);
+  args.feed_values.resize(feed_count * requests);
+  if (batch) {
+    args.parts.assign(feed_count, std::vector<TensorView>(requests));
+    args.storage.resize(feed_count);
+    args.gathered.resize(feed_count);
+  }
+  for (size_t r = 0; r < requests; ++r) {
+    for (size_t i = 0; i < feed_count; ++i) {
+      if (inputs[i].kind != "tensor") throw_error(env, Code::InvalidArgument, "input \"" + inputs[i].name + "\" is not a tensor");
+      const size_t k = r * feed_count + i;
+      TensorView& view = batch ? args.parts[i][r] : args.feeds[i].view;
+      const Label label{"input", inputs[i].name};
+      napi_value data = info[first + 2 * k];
+      read_dims(env, info[first + 2 * k + 1], view.shape, label);
+      read_tensor(env, data, inputs[i].type, view, args.strings[k], label);
+      args.feed_values[k] = data;
+    }
+  }
   for (size_t i = 0; i < feed_count; ++i) {
-    if (inputs[i].kind != "tensor") throw_error(env, Code::InvalidArgument, "input \"" + inputs[i].name + "\" is not a tensor");
     Feed& feed = args.feeds[i];
     feed.input = i;
-    const Label label{"input", inputs[i].name};
-    napi_value data = info[2 + 2 * i];
-    read_dims(env, info[3 + 2 * i], feed.view.shape, label);
-    read_tensor(env, data, inputs[i].type, feed.view, args.strings[i], label);
-    args.feed_values[i] = data;
+    if (!batch) continue;
+    // The batch's shape now (expected output shapes depend on it); its data is gathered on
+    // the executor thread.
+    std::vector<const TensorView*> parts;
+    for (const TensorView& v : args.parts[i]) parts.push_back(&v);
+    feed.view.type = inputs[i].type;
+    try {
+      feed.view.shape = batch_shape(parts, inputs[i].name);
+    } catch (const Error& e) {
+      throw_error(env, e.code(), e.what());
+    }
   }
   const auto& outputs = session_->outputs();
   napi_value g = info[0];
@@ -398,7 +442,7 @@ Napi::Value SessionWrap::run_sync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ensure_open(env);
   RunArgs& args = *sync_args_;
-  parse(info, args);
+  parse(info, args, false);
   std::vector<OwnedTensor>& out = sync_out_;
   out.clear();
   try {
@@ -410,12 +454,18 @@ Napi::Value SessionWrap::run_sync(const Napi::CallbackInfo& info) {
 }
 
 // (fetches, cancelId | undefined, ...feeds) -> Promise<flat results>
-Napi::Value SessionWrap::run(const Napi::CallbackInfo& info) {
+Napi::Value SessionWrap::run(const Napi::CallbackInfo& info) { return submit(info, false); }
+
+// (fetches, cancelId | undefined, requests, ...each request's feeds) -> Promise<flat results
+// of the whole batch>
+Napi::Value SessionWrap::run_batch(const Napi::CallbackInfo& info) { return submit(info, true); }
+
+Napi::Value SessionWrap::submit(const Napi::CallbackInfo& info, bool batch) {
   Napi::Env env = info.Env();
   ensure_open(env);
   auto deferred = Napi::Promise::Deferred::New(env);
   auto job = std::make_unique<RunJob>(env, this, deferred);
-  parse(info, job->args_);
+  parse(info, job->args_, batch);
   RunArgs& a = job->args_;
   job->refs_.assign(a.feed_values.size() + a.prealloc_values.size(), nullptr);
   for (size_t i = 0; i < a.feed_values.size(); ++i) napi_create_reference(env, a.feed_values[i], 1, &job->refs_[i]);

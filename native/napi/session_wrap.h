@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "addon_data.h"
+#include "memory.h"
 #include "session.h"
 
 namespace kiln::napi {
@@ -33,11 +34,13 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   Napi::Value metadata(const Napi::CallbackInfo& info);
   Napi::Value run(const Napi::CallbackInfo& info);
   Napi::Value run_sync(const Napi::CallbackInfo& info);
+  Napi::Value run_batch(const Napi::CallbackInfo& info);
+  Napi::Value submit(const Napi::CallbackInfo& info, bool batch);
   Napi::Value cancel(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value end_profiling(const Napi::CallbackInfo& info);
 
-  void parse(const Napi::CallbackInfo& info, RunArgs& args) const;
+  void parse(const Napi::CallbackInfo& info, RunArgs& args, bool batch) const;
   Napi::Value results(Napi::Env env, RunArgs& args, std::vector<OwnedTensor>& out, const std::vector<napi_value>& prealloc) const;
   void ensure_open(Napi::Env env) const;
   void finished(Napi::Env env);
@@ -46,6 +49,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   AddonData* data_;
   std::shared_ptr<Session> session_;
   std::unique_ptr<Executor> executor_;
+  std::shared_ptr<HostBufferPool> pool_;  // batch buffers, shared with the jobs using them
   size_t pending_ = 0;
   bool disposed_ = false;
   std::vector<Napi::Promise::Deferred> dispose_waiters_;

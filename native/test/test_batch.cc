@@ -1,0 +1,75 @@
+#include <cstring>
+
+#include "batch.h"
+#include "check.h"
+
+using namespace kiln;
+
+namespace {
+
+TensorView view(std::vector<float>& data, std::vector<int64_t> shape) {
+  TensorView v;
+  v.type = DType::Float32;
+  v.shape = std::move(shape);
+  v.data = data.data();
+  v.bytes = data.size() * sizeof(float);
+  return v;
+}
+
+}  // namespace
+
+TEST(gather_concatenates_requests_in_order) {
+  auto pool = HostBufferPool::create();
+  std::vector<float> a{1, 2, 3, 4}, b{5, 6, 7, 8, 9, 10, 11, 12};
+  TensorView va = view(a, {1, 4}), vb = view(b, {2, 4});
+  HostBuffer storage;
+  std::vector<std::string> strings;
+  TensorView out;
+  gather({&va, &vb}, "x", *pool, storage, strings, out);
+  CHECK(out.shape == (std::vector<int64_t>{3, 4}));
+  CHECK(out.bytes == 48);
+  const float* p = static_cast<const float*>(out.data);
+  for (int i = 0; i < 12; ++i) CHECK(p[i] == static_cast<float>(i + 1));
+  CHECK(reinterpret_cast<uintptr_t>(out.data) % HostBufferPool::kAlignment == 0);
+}
+
+TEST(pooled_buffers_are_reused) {
+  auto pool = HostBufferPool::create();
+  void* first;
+  {
+    HostBuffer b = pool->acquire(10000);
+    first = b.data();
+    CHECK(b.capacity() == 16384);
+  }
+  HostBuffer again = pool->acquire(12000);
+  CHECK(again.data() == first);
+  CHECK(pool->allocations() == 1);
+}
+
+TEST(mismatched_requests_do_not_batch) {
+  std::vector<float> a(4), b(6);
+  TensorView va = view(a, {1, 4}), vb = view(b, {1, 6});
+  CHECK_THROWS(batch_shape({&va, &vb}, "x"), Code::ShapeMismatch, "input \"x\" of request 1: shape [1,6] does not batch with [1,4]");
+  TensorView vc = view(a, {1, 4});
+  vc.type = DType::Int32;
+  CHECK_THROWS(batch_shape({&va, &vc}, "x"), Code::DtypeMismatch, "int32 does not batch with float32");
+  std::vector<float> s(1);
+  TensorView scalar = view(s, {});
+  CHECK_THROWS(batch_shape({&scalar}, "x"), Code::ShapeMismatch, "no batch dimension");
+}
+
+TEST(strings_are_concatenated) {
+  auto pool = HostBufferPool::create();
+  std::vector<std::string> a{"a", "b"}, b{"c"};
+  TensorView va, vb;
+  va.type = vb.type = DType::String;
+  va.shape = {2};
+  vb.shape = {1};
+  va.strings = &a;
+  vb.strings = &b;
+  HostBuffer storage;
+  std::vector<std::string> strings;
+  TensorView out;
+  gather({&va, &vb}, "s", *pool, storage, strings, out);
+  CHECK(out.shape == (std::vector<int64_t>{3}) && strings == (std::vector<std::string>{"a", "b", "c"}));
+}
