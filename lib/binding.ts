@@ -50,7 +50,7 @@ export type NativeFetches = unknown[] | null;
 export type NativeRunArgs = [NativeFetches, number | undefined, ...unknown[]];
 /** runBatch: (fetches, cancelId, requests, then each request's (data, dims) pairs in turn). */
 export type NativeBatchArgs = [NativeFetches, number | undefined, number, ...unknown[]];
-/** [data, dims, data, dims, ...] in fetch order; run() appends the run's time in ORT (µs). */
+/** [data, dims, data, dims, ...] in fetch order; run() and runBatch() append the run's time in ORT and the batch gather's (µs). */
 export type NativeResults = unknown[];
 
 export interface NativeSession {

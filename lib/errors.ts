@@ -21,10 +21,13 @@ const CODES: ReadonlySet<string> = new Set<KilnErrorCode>([
 
 export class KilnError extends Error {
   readonly code: KilnErrorCode;
-  constructor(code: KilnErrorCode, message: string, options?: { cause?: unknown }) {
+  /** For E_QUEUE_FULL and E_OVERLOADED: how long to wait before retrying, as estimated by the batcher. */
+  readonly retryAfterMs?: number;
+  constructor(code: KilnErrorCode, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
     super(message, options);
     this.name = 'KilnError';
     this.code = code;
+    if (options?.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
   }
 }
 

@@ -10,3 +10,7 @@ export type {
   CpuProviderOptions, CudaProviderOptions, GraphOptimizationLevel, LogLevel, ProviderName, ProviderSpec,
   SessionOptions, ShapeProfile, TensorRtProviderOptions,
 } from './options';
+export { Model, loadModel } from './batching/model';
+export type { InferOptions } from './batching/model';
+export type { DynamicBatching, InstanceGroup, ModelConfig, QueuePolicy, ResolvedConfig } from './batching/config';
+export type { ModelStats } from './batching/stats';

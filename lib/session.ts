@@ -286,7 +286,7 @@ export class Session {
   }
 
   #computed(raw: NativeResults): void {
-    this.#computeMs += ((raw[raw.length - 1] as number) / 1000 - this.#computeMs) * 0.125;
+    this.#computeMs += ((raw[raw.length - 2] as number) / 1000 - this.#computeMs) * 0.125;
   }
 
   /** Runs on the calling thread and blocks it until done. */
@@ -366,10 +366,10 @@ export class Session {
 
   /**
    * @internal For the batcher: runs requests (from _requestFeeds) as one batch: the core
-   * gathers each input into one pooled buffer. Resolves with the whole batch's outputs and
-   * the run's time in ORT (µs).
+   * gathers each input into one pooled buffer. Resolves with the whole batch's outputs, the
+   * run's time in ORT and the time gathering its inputs (µs).
    */
-  async _runBatch(requests: readonly unknown[][]): Promise<{ outputs: Results; computeUs: number }> {
+  async _runBatch(requests: readonly unknown[][]): Promise<{ outputs: Results; computeUs: number; inputUs: number }> {
     this.#checkOpen();
     const args: unknown[] = [null, undefined, requests.length];
     for (const r of requests) for (let i = 0; i < r.length; i++) args.push(r[i]);
@@ -379,7 +379,8 @@ export class Session {
     } catch (e) {
       throw toKilnError(e);
     }
-    return { outputs: this.#wrap(this.#allOutputPorts, raw), computeUs: raw[raw.length - 1] as number };
+    const n = raw.length;
+    return { outputs: this.#wrap(this.#allOutputPorts, raw), computeUs: raw[n - 2] as number, inputUs: raw[n - 1] as number };
   }
 
   #missingOrUnknown(feeds: Feeds): never {

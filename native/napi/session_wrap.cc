@@ -158,13 +158,16 @@ class RunJob : public JsJob {
   }
 
   void execute() noexcept override {
-    const auto start = std::chrono::steady_clock::now();
+    auto start = std::chrono::steady_clock::now();
     try {
       for (size_t i = 0; i < args_.parts.size(); ++i) {
         std::vector<const TensorView*> parts;
         for (const TensorView& v : args_.parts[i]) parts.push_back(&v);
         gather(parts, session_->inputs()[i].name, *pool_, args_.storage[i], args_.gathered[i], args_.feeds[i].view);
       }
+      const auto gathered = std::chrono::steady_clock::now();
+      input_us_ = std::chrono::duration<double, std::micro>(gathered - start).count();
+      start = gathered;
       session_->run(args_.feeds.data(), args_.feeds.size(), args_.fetches.data(), args_.fetches.size(), out_,
                     options_.get());
       compute_us_ = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
@@ -207,6 +210,7 @@ class RunJob : public JsJob {
   ort::RunOptionsPtr options_;  // only for cancellable runs
   uint32_t cancel_id_ = 0;
   double compute_us_ = 0;  // time in ORT, reported with the results
+  double input_us_ = 0;    // time gathering a batch's inputs
   bool aborted_ = false;
   bool failed_ = false;
   Code code_ = Code::Ort;
@@ -511,6 +515,7 @@ void SessionWrap::deliver(RunJob* job, Napi::Env env) {
     try {
       Napi::Value r = results(env, job->args_, job->out_, prealloc);
       napi_set_element(env, r, static_cast<uint32_t>(2 * job->out_.size()), Napi::Number::New(env, job->compute_us_));
+      napi_set_element(env, r, static_cast<uint32_t>(2 * job->out_.size() + 1), Napi::Number::New(env, job->input_us_));
       job->deferred_.Resolve(r);
     } catch (const Napi::Error& e) {
       job->deferred_.Reject(e.Value());

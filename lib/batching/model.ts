@@ -1,0 +1,402 @@
+/**
+ * Model: a session behind a dynamic batcher with Triton's batch-forming rules, priority
+ * queues and queue policies, plus adaptive batching, cancellation and backpressure.
+ * Membership of batches is decided here; tensor bytes are gathered by the native core (one
+ * copy per request per input) and every caller receives zero-copy views of its rows.
+ */
+import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
+import { Session, type Feeds, type Results } from '../session';
+import { wrapTensor, type Tensor, type TensorType } from '../tensor';
+import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config';
+import { BatchCostModel } from './cost';
+import { PriorityQueue, type Queued } from './queue';
+import { emptyStats, type ModelStats } from './stats';
+
+export interface InferOptions {
+  /** Priority level (1 is highest); 0 or omitted: the model's default level. */
+  priority?: number;
+  /** Queue timeout; only shorter than the policy's default, and only where overrides are allowed. */
+  timeoutMs?: number;
+  /** Aborting removes a queued request at once; an executing one completes undelivered. */
+  signal?: AbortSignal;
+}
+
+interface Request extends Queued {
+  readonly feeds: Feeds;
+  readonly pairs: unknown[];
+  readonly shapeKey: string;
+  state: 'queued' | 'running' | 'settled';
+  resolve(r: Results): void;
+  reject(e: KilnError): void;
+  detach?: () => void;
+}
+
+const now = (): number => performance.now();
+
+export class Model {
+  readonly #session: Session;
+  readonly #config: ResolvedConfig;
+  readonly #queue: PriorityQueue<Request>;
+  readonly #cost = new BatchCostModel();
+  readonly #stats: ModelStats = emptyStats();
+  #free: number;
+  #seq = 0;
+  #nextDelivery = 0;
+  readonly #held = new Map<number, () => void>();
+  #timer: NodeJS.Timeout | undefined;
+  #immediate: NodeJS.Immediate | undefined;
+  #disposed = false;
+  #running = 0;
+  #idle: (() => void)[] = [];
+
+  /** Loads a model (path or bytes) with a Triton-style configuration. */
+  static async load(model: string | Uint8Array | ArrayBuffer, config: ModelConfig = {}): Promise<Model> {
+    // Validate what can be validated before loading; batchability needs the model.
+    resolveConfig({ ...config, maxBatchSize: 0, dynamicBatching: false }, false);
+    const raw = (config ?? {}) as ModelConfig;
+    const group = raw.instanceGroup?.[0] ?? {};
+    const sessionOptions = { ...(raw.session ?? {}), executorThreads: group.count ?? 1 };
+    // A GPU instance group without explicit providers runs on CUDA on its first device.
+    if (group.kind === 'GPU' && sessionOptions.providers === undefined) {
+      sessionOptions.providers = [{ name: 'cuda', deviceId: group.gpus?.[0] ?? 0 }];
+    }
+    const session = await Session.create(model, sessionOptions);
+    try {
+      const batchable = session.inputs.length > 0 &&
+        session.inputs.every((i) => i.shape.length > 0 && typeof i.shape[0] === 'string');
+      return new Model(session, resolveConfig(config, batchable));
+    } catch (e) {
+      await session.dispose();
+      throw e;
+    }
+  }
+
+  private constructor(session: Session, config: ResolvedConfig) {
+    this.#session = session;
+    this.#config = config;
+    this.#queue = new PriorityQueue<Request>(config.policies);
+    this.#free = config.instances;
+  }
+
+  get config(): Readonly<ResolvedConfig> {
+    return this.#config;
+  }
+
+  get inputs(): Session['inputs'] {
+    return this.#session.inputs;
+  }
+
+  get outputs(): Session['outputs'] {
+    return this.#session.outputs;
+  }
+
+  /** A snapshot of the model's statistics. */
+  stats(): ModelStats {
+    return { ...structuredClone(this.#stats), pending: this.#queue.count + this.#running };
+  }
+
+  /** Resolves with this request's outputs: views of its rows of the batch it ran in. */
+  infer(feeds: Feeds, options: InferOptions = {}): Promise<Results> {
+    return new Promise<Results>((resolve, reject) => {
+      try {
+        this.#enqueue(feeds, options, resolve, reject);
+      } catch (e) {
+        this.#count(toKilnError(e));
+        reject(toKilnError(e));
+      }
+    });
+  }
+
+  /** Rejects queued requests with E_DISPOSED, lets running batches finish, then releases the session. */
+  async dispose(): Promise<void> {
+    if (!this.#disposed) {
+      this.#disposed = true;
+      clearTimeout(this.#timer);
+      if (this.#immediate) clearImmediate(this.#immediate);
+      for (const r of [...this.#queue.ordered()]) {
+        this.#queue.remove(r);
+        this.#fail(r, new KilnError('E_DISPOSED', 'model was disposed before this request ran'));
+      }
+      if (this.#running > 0) await new Promise<void>((done) => this.#idle.push(done));
+    }
+    await this.#session.dispose();
+  }
+
+  #enqueue(feeds: Feeds, options: InferOptions, resolve: (r: Results) => void, reject: (e: KilnError) => void): void {
+    if (this.#disposed) throw new KilnError('E_DISPOSED', 'model is disposed');
+    const c = this.#config;
+    const signal = options.signal;
+    if (signal?.aborted) throw new KilnError('E_ABORTED', 'request was aborted before it was queued');
+    const pairs = this.#session._requestFeeds(feeds);
+    let size = 1;
+    let shapeKey = '';
+    if (c.batching) {
+      size = (pairs[1] as readonly number[])[0];
+      for (let i = 1; i < pairs.length; i += 2) {
+        const dims = pairs[i] as readonly number[];
+        if (dims[0] !== size) {
+          throw new KilnError('E_SHAPE_MISMATCH', `every input needs the same batch dim: received ${size} and ${dims[0]}`);
+        }
+        shapeKey += dims.slice(1).join(',') + ';';
+      }
+      if (size < 1 || size > c.maxBatchSize) {
+        throw new KilnError('E_INVALID_ARGUMENT', `request batch dim ${size} is outside [1, maxBatchSize = ${c.maxBatchSize}]`);
+      }
+    }
+    const levelNumber = c.priorityLevels === 0 ? 1 : (options.priority || c.defaultPriorityLevel);
+    if (!Number.isInteger(levelNumber) || levelNumber < 1 || levelNumber > Math.max(c.priorityLevels, 1)) {
+      throw new KilnError('E_INVALID_ARGUMENT', `priority must be an integer in [1, ${c.priorityLevels}], received ${String(options.priority)}`);
+    }
+    const level = levelNumber - 1;
+    const policy = this.#queue.policy(level);
+    if (policy.maxQueueSize > 0 && this.#queue.levelCount(level) >= policy.maxQueueSize) {
+      throw new KilnError('E_QUEUE_FULL', `queue of priority level ${levelNumber} is full (${policy.maxQueueSize} requests)`, { retryAfterMs: this.#drainEstimateMs() });
+    }
+    const t = now();
+    let timeoutUs = policy.defaultTimeoutUs;
+    if (options.timeoutMs !== undefined) {
+      if (typeof options.timeoutMs !== 'number' || !(options.timeoutMs > 0)) {
+        throw new KilnError('E_INVALID_ARGUMENT', `timeoutMs must be a positive number, received ${String(options.timeoutMs)}`);
+      }
+      const asked = options.timeoutMs * 1000;
+      if (policy.allowTimeoutOverride && (timeoutUs === 0 || asked < timeoutUs)) timeoutUs = asked;
+    }
+    if (c.maxLatencyMs !== undefined && this.#cost.samples > 0) {
+      const predicted = this.#predictedLatencyMs(this.#queue.rows + size);
+      if (predicted > c.maxLatencyMs) {
+        throw new KilnError('E_OVERLOADED', `request would take about ${predicted.toFixed(1)} ms, over maxLatencyMs = ${c.maxLatencyMs}`,
+          { retryAfterMs: Math.max(1, predicted - c.maxLatencyMs) });
+      }
+    }
+    const request: Request = {
+      seq: this.#seq++, level, size, enqueuedAt: t, deadline: timeoutUs > 0 ? t + timeoutUs / 1000 : Infinity,
+      delayed: false, feeds, pairs, shapeKey, state: 'queued', resolve, reject,
+    };
+    this.#stats.requests++;
+    if (signal) {
+      const onAbort = (): void => this.#abort(request);
+      signal.addEventListener('abort', onAbort, { once: true });
+      request.detach = () => signal.removeEventListener('abort', onAbort);
+    }
+    this.#queue.push(request);
+    this.#schedule();
+  }
+
+  #abort(r: Request): void {
+    if (r.state === 'queued') this.#queue.remove(r);
+    if (r.state !== 'settled') this.#fail(r, new KilnError('E_ABORTED', r.state === 'queued' ? 'request was aborted while queued' : 'request was aborted while its batch ran'));
+    this.#schedule();
+  }
+
+  /** Time for the queue ahead to drain at the recent batch cost: a retry hint. */
+  #drainEstimateMs(): number {
+    const c = this.#config;
+    const batches = Math.ceil(this.#queue.rows / Math.max(c.maxBatchSize, 1)) / c.instances;
+    return Math.max(1, Math.ceil(batches * Math.max(this.#cost.predict(Math.max(c.maxBatchSize, 1)), 1)));
+  }
+
+  /** Latency a request would see with `rows` queued ahead of and including it. */
+  #predictedLatencyMs(rows: number): number {
+    const c = this.#config;
+    const full = Math.max(c.maxBatchSize, 1);
+    const batches = Math.ceil(rows / full);
+    return (batches / c.instances) * this.#cost.predict(Math.min(rows, full));
+  }
+
+  /** Forms and dispatches batches while an instance is free; arms a timer otherwise. */
+  #schedule(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#disposed) return;
+    const t = now();
+    for (const r of this.#queue.expire(t)) {
+      this.#fail(r, new KilnError('E_TIMEOUT', `request timed out after ${((t - r.enqueuedAt)).toFixed(1)} ms in the queue`));
+    }
+    this.#rejectHopeless(t);
+    let wakeAt = this.#queue.nextDeadline();
+    while (this.#free > 0 && this.#queue.count > 0) {
+      const decision = this.#formBatch(t);
+      if ('batch' in decision) {
+        this.#dispatch(decision.batch);
+      } else {
+        wakeAt = Math.min(wakeAt, decision.waitUntil);
+        break;
+      }
+    }
+    if (wakeAt !== Infinity && this.#queue.count > 0) this.#wake(wakeAt);
+  }
+
+  /** Adaptive batching: a queued request that can no longer meet maxLatencyMs is rejected. */
+  #rejectHopeless(t: number): void {
+    const target = this.#config.maxLatencyMs;
+    if (target === undefined || this.#cost.samples === 0) return;
+    for (const r of [...this.#queue.ordered()]) {
+      if (t - r.enqueuedAt + this.#cost.predict(r.size) > target) {
+        this.#queue.remove(r);
+        this.#fail(r, new KilnError('E_OVERLOADED', `request can no longer finish within maxLatencyMs = ${target}`,
+          { retryAfterMs: Math.max(1, this.#drainEstimateMs()) }));
+      }
+    }
+  }
+
+  #wake(at: number): void {
+    const delay = at - now();
+    if (delay >= 1) {
+      this.#timer = setTimeout(() => this.#schedule(), Math.floor(delay));
+    } else if (!this.#immediate) {
+      // Sub-millisecond waits (queue delays are in µs): re-check on the next loop turn.
+      this.#immediate = setImmediate(() => {
+        this.#immediate = undefined;
+        this.#schedule();
+      });
+    }
+  }
+
+  /**
+   * Triton's rules: scan in priority then arrival order, never splitting a request; a
+   * request that would exceed maxBatchSize or has other non-batch dims ends the batch; a
+   * preferred size reached runs at once (the largest reached); when the oldest scanned
+   * request has waited maxQueueDelay the preferred sizes are ignored.
+   */
+  #formBatch(t: number): { batch: Request[] } | { waitUntil: number } {
+    const c = this.#config;
+    if (!c.batching) {
+      const first = this.#queue.ordered().next().value as Request;
+      return { batch: [first] };
+    }
+    const batch: Request[] = [];
+    let rows = 0;
+    let key: string | undefined;
+    let preferredCount = 0;
+    let oldest = Infinity;
+    for (const r of this.#queue.ordered()) {
+      if (key !== undefined && r.shapeKey !== key) break;
+      if (rows + r.size > c.maxBatchSize) break;
+      batch.push(r);
+      rows += r.size;
+      key = r.shapeKey;
+      if (r.enqueuedAt < oldest) oldest = r.enqueuedAt;
+      if (c.preferredBatchSize.includes(rows)) preferredCount = batch.length;
+      if (rows === c.maxBatchSize) break;
+    }
+    if (rows === c.maxBatchSize) return { batch };
+    if (preferredCount > 0) return { batch: batch.slice(0, preferredCount) };
+    if (c.maxLatencyMs !== undefined) {
+      // Wait while one more request could still join without breaching the target.
+      const slack = c.maxLatencyMs - this.#cost.predict(rows + 1);
+      const dispatchAt = oldest + Math.max(0, slack) * 0.8;
+      return t >= dispatchAt ? { batch } : { waitUntil: dispatchAt };
+    }
+    const due = oldest + c.maxQueueDelayUs / 1000;
+    return t >= due ? { batch } : { waitUntil: due };
+  }
+
+  #dispatch(batch: Request[]): void {
+    this.#free--;
+    this.#running++;
+    const t = now();
+    let rows = 0;
+    for (const r of batch) {
+      this.#queue.remove(r);
+      r.state = 'running';
+      rows += r.size;
+    }
+    void this.#execute(batch, rows, t);
+  }
+
+  async #execute(batch: Request[], rows: number, started: number): Promise<void> {
+    const c = this.#config;
+    try {
+      let outputs: Results;
+      let computeUs = 0;
+      let inputUs = 0;
+      if (c.batching) {
+        const r = await this.#session._runBatch(batch.map((q) => q.pairs));
+        outputs = r.outputs;
+        computeUs = r.computeUs;
+        inputUs = r.inputUs;
+      } else {
+        outputs = await this.#session.run(batch[0].feeds);
+      }
+      const ms = now() - started;
+      this.#cost.observe(rows, ms);
+      this.#stats.executionCount++;
+      this.#stats.batchSizes[rows] = (this.#stats.batchSizes[rows] ?? 0) + 1;
+      const t0 = now();
+      let offset = 0;
+      const parts = batch.map((r) => {
+        const part = c.batching ? rowsOf(outputs, offset, r.size, rows) : outputs;
+        offset += r.size;
+        return part;
+      });
+      const outputUs = (now() - t0) * 1000;
+      batch.forEach((r, i) => {
+        if (r.state === 'settled') return;
+        this.#stats.success++;
+        this.#stats.inferenceCount += r.size;
+        this.#stats.queueUs += (started - r.enqueuedAt) * 1000;
+        this.#stats.computeInputUs += inputUs;
+        this.#stats.computeInferUs += computeUs;
+        this.#stats.computeOutputUs += outputUs / batch.length;
+        this.#settle(r, () => r.resolve(parts[i]));
+      });
+    } catch (e) {
+      const err = toKilnError(e);
+      for (const r of batch) this.#fail(r, err);
+    } finally {
+      this.#free++;
+      this.#running--;
+      if (this.#running === 0) for (const done of this.#idle.splice(0)) done();
+      this.#schedule();
+    }
+  }
+
+  #count(e: KilnError): void {
+    this.#stats.requests++;
+    this.#stats.failure[e.code] = (this.#stats.failure[e.code] ?? 0) + 1;
+  }
+
+  #fail(r: Request, e: KilnError): void {
+    if (r.state === 'settled') return;
+    const code: KilnErrorCode = e.code;
+    this.#stats.failure[code] = (this.#stats.failure[code] ?? 0) + 1;
+    this.#settle(r, () => r.reject(e));
+  }
+
+  /** Settles `r`; with preserveOrdering, answers wait for every earlier request's. */
+  #settle(r: Request, answer: () => void): void {
+    r.state = 'settled';
+    r.detach?.();
+    if (!this.#config.preserveOrdering) {
+      answer();
+      return;
+    }
+    this.#held.set(r.seq, answer);
+    for (let next = this.#held.get(this.#nextDelivery); next; next = this.#held.get(this.#nextDelivery)) {
+      this.#held.delete(this.#nextDelivery++);
+      next();
+    }
+  }
+}
+
+/** The rows [offset, offset + size) of every output whose first dim is the batch's. */
+function rowsOf(outputs: Results, offset: number, size: number, rows: number): Results {
+  const out: Results = {};
+  for (const [name, t] of Object.entries(outputs)) {
+    if (t.dims.length === 0 || t.dims[0] !== rows) {
+      out[name] = t; // not batched along dim 0: every request sees the whole output
+      continue;
+    }
+    const per = (t.data as { length: number }).length / rows;
+    const data = Array.isArray(t.data)
+      ? (t.data as string[]).slice(offset * per, (offset + size) * per)
+      : (t.data as Exclude<Tensor['data'], string[]>).subarray(offset * per, (offset + size) * per);
+    out[name] = wrapTensor(t.type as TensorType, data as Tensor['data'], [size, ...t.dims.slice(1)]);
+  }
+  return out;
+}
+
+/** kiln.loadModel(pathOrBytes, config): a model behind the dynamic batcher. */
+export function loadModel(model: string | Uint8Array | ArrayBuffer, config?: ModelConfig): Promise<Model> {
+  return Model.load(model, config);
+}

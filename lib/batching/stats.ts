@@ -1,0 +1,30 @@
+/** Per-model statistics: the quantities behind Triton's nv_inference_* metrics. */
+import type { KilnErrorCode } from '../errors';
+
+export interface ModelStats {
+  /** Requests accepted or rejected since the model was loaded. */
+  requests: number;
+  success: number;
+  /** Failed requests by error code. */
+  failure: Partial<Record<KilnErrorCode, number>>;
+  /** Rows inferred (a request of batch dim 4 counts 4), as nv_inference_count. */
+  inferenceCount: number;
+  /** Batches executed, as nv_inference_exec_count. */
+  executionCount: number;
+  /** Executions by batch size (rows). */
+  batchSizes: Record<number, number>;
+  /** Cumulative durations in microseconds over successful requests (per request, as Triton). */
+  queueUs: number;
+  computeInputUs: number;
+  computeInferUs: number;
+  computeOutputUs: number;
+  /** Requests queued or executing now. */
+  pending: number;
+}
+
+export function emptyStats(): ModelStats {
+  return {
+    requests: 0, success: 0, failure: {}, inferenceCount: 0, executionCount: 0, batchSizes: {},
+    queueUs: 0, computeInputUs: 0, computeInferUs: 0, computeOutputUs: 0, pending: 0,
+  };
+}
