@@ -48,8 +48,10 @@ export type NativeFetches = unknown[] | null;
  * arguments cost the addon far less than reading nested arrays.
  */
 export type NativeRunArgs = [NativeFetches, number | undefined, ...unknown[]];
-/** runBatch: (fetches, cancelId, requests, then each request's (data, dims) pairs in turn). */
-export type NativeBatchArgs = [NativeFetches, number | undefined, number, ...unknown[]];
+/** Per input: null, or [padValue, ...the non-batch dims every request is padded to]. */
+export type NativePadding = (number[] | null)[] | null;
+/** runBatch: (fetches, cancelId, requests, padding, then each request's (data, dims) pairs in turn). */
+export type NativeBatchArgs = [NativeFetches, number | undefined, number, NativePadding, ...unknown[]];
 /** [data, dims, data, dims, ...] in fetch order; run() and runBatch() append the run's time in ORT and the batch gather's (µs). */
 export type NativeResults = unknown[];
 
@@ -85,6 +87,8 @@ export interface NativeAddon {
   NativeSession: { load(model: string | Uint8Array, config: NativeSessionConfig): Promise<NativeSession> };
   init(config: NativeRuntimeConfig): NativeRuntimeInfo;
   initialized(): boolean;
+  /** A request's own block of a padded batch output (a copy: the block is not contiguous). */
+  crop<T extends ArrayBufferView>(data: T, dims: readonly number[], row: number, shape: readonly number[]): T;
   /** Delivers finished runs now; `keepPolling` says whether another call follows soon. */
   poll(keepPolling: boolean): void;
   cudaDriverProblem(): string;

@@ -12,5 +12,5 @@ export type {
 } from './options';
 export { Model, loadModel } from './batching/model';
 export type { InferOptions } from './batching/model';
-export type { DynamicBatching, InstanceGroup, ModelConfig, QueuePolicy, ResolvedConfig } from './batching/config';
+export type { DynamicBatching, InputConfig, InstanceGroup, ModelConfig, QueuePolicy, ResolvedConfig } from './batching/config';
 export type { ModelStats } from './batching/stats';

@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'os';
 import { markAsUntransferable } from 'worker_threads';
-import { native, type NativeFetches, type NativeResults, type NativeBatchArgs, type NativeRunArgs, type NativeSession, type NativeValueInfo } from './binding';
+import { native, type NativeFetches, type NativeResults, type NativeBatchArgs, type NativePadding, type NativeRunArgs, type NativeSession, type NativeValueInfo } from './binding';
 import { KilnError, toKilnError } from './errors';
 import { completionPollDefault, sessionConfig, type SessionOptions } from './options';
 import { runtime } from './runtime';
@@ -369,9 +369,9 @@ export class Session {
    * gathers each input into one pooled buffer. Resolves with the whole batch's outputs, the
    * run's time in ORT and the time gathering its inputs (µs).
    */
-  async _runBatch(requests: readonly unknown[][]): Promise<{ outputs: Results; computeUs: number; inputUs: number }> {
+  async _runBatch(requests: readonly unknown[][], padding: NativePadding = null): Promise<{ outputs: Results; computeUs: number; inputUs: number }> {
     this.#checkOpen();
-    const args: unknown[] = [null, undefined, requests.length];
+    const args: unknown[] = [null, undefined, requests.length, padding];
     for (const r of requests) for (let i = 0; i < r.length; i++) args.push(r[i]);
     let raw: NativeResults;
     try {

@@ -40,12 +40,31 @@ export interface InstanceGroup {
   gpus?: number[];
 }
 
+/** Per-input settings (Triton's `input` list); Kiln adds padding of ragged requests. */
+export interface InputConfig {
+  name: string;
+  /**
+   * Requests whose non-batch dims of this input differ may share a batch: each is padded to
+   * the batch's largest (rounded up to a length bucket) and its outputs cut back to its own.
+   */
+  allowPadding?: boolean;
+  padValue?: number;
+  /** Padded lengths to round up to (fewer distinct shapes for the runtime to plan). */
+  lengthBuckets?: number[];
+}
+
+export interface ResolvedInput {
+  padValue: number;
+  lengthBuckets: number[];
+}
+
 export interface ModelConfig {
   /** 0 disables batching; default 64 when the model's first input dim is dynamic, else 0. */
   maxBatchSize?: number;
   /** Batching with Triton's defaults when omitted on a batchable model; false turns it off. */
   dynamicBatching?: DynamicBatching | false;
   instanceGroup?: InstanceGroup[];
+  input?: InputConfig[];
   /** Options of the underlying session (providers, threads, ...). */
   session?: SessionOptions;
 }
@@ -71,6 +90,8 @@ export interface ResolvedConfig {
   instances: number;
   kind: 'CPU' | 'GPU';
   gpus: number[];
+  /** Inputs whose requests may be padded, by name. */
+  padded: Map<string, ResolvedInput>;
   session: SessionOptions;
 }
 
@@ -87,8 +108,33 @@ function policy(value: unknown, field: string): ResolvedPolicy {
 }
 
 /** Validates `config` for a model whose first input dim is dynamic (`batchable`) or not. */
-export function resolveConfig(config: unknown, batchable: boolean): ResolvedConfig {
-  const r = OptionReader.of(config, '', ['maxBatchSize', 'dynamicBatching', 'instanceGroup', 'session']);
+function inputs(value: unknown, names: readonly string[] | undefined): Map<string, ResolvedInput> {
+  const padded = new Map<string, ResolvedInput>();
+  if (value === undefined) return padded;
+  if (!Array.isArray(value)) throw optionError('input', 'an array of { name, allowPadding, padValue, lengthBuckets }', value);
+  value.forEach((item: unknown, i: number) => {
+    const r = OptionReader.of(item, `input[${i}]`, ['name', 'allowPadding', 'padValue', 'lengthBuckets']);
+    const name = r.string('name');
+    if (name === undefined || (names && !names.includes(name))) {
+      throw optionError(`input[${i}].name`, names ? `one of the model's inputs (${names.join(', ')})` : 'an input name', name);
+    }
+    const pad = r.raw('padValue') ?? 0;
+    if (typeof pad !== 'number' || !Number.isFinite(pad)) throw optionError(`input[${i}].padValue`, 'a finite number', pad);
+    const buckets = r.raw('lengthBuckets') ?? [];
+    if (!Array.isArray(buckets) || !buckets.every((b) => Number.isInteger(b) && b > 0)) {
+      throw optionError(`input[${i}].lengthBuckets`, 'an array of positive integers', buckets);
+    }
+    if (r.bool('allowPadding')) padded.set(name, { padValue: pad, lengthBuckets: [...buckets].sort((a, b) => a - b) });
+  });
+  return padded;
+}
+
+/**
+ * Validates `config` for a model whose first input dim is dynamic (`batchable`) or not;
+ * `inputNames`, when known, checks the names in `input`.
+ */
+export function resolveConfig(config: unknown, batchable: boolean, inputNames?: readonly string[]): ResolvedConfig {
+  const r = OptionReader.of(config, '', ['maxBatchSize', 'dynamicBatching', 'instanceGroup', 'input', 'session']);
   const maxBatchSize = r.int('maxBatchSize', 0) ?? (batchable ? DEFAULT_MAX_BATCH : 0);
   if (maxBatchSize > 0 && !batchable) {
     throw optionError('maxBatchSize', '0: the model\'s first input dimension is fixed, so it cannot batch', maxBatchSize);
@@ -160,6 +206,7 @@ export function resolveConfig(config: unknown, batchable: boolean): ResolvedConf
     instances: g.int('count', 1, 256) ?? 1,
     kind,
     gpus: gpusRaw as number[],
+    padded: inputs(r.raw('input'), inputNames),
     session: session as SessionOptions,
   };
 }

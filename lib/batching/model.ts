@@ -4,10 +4,11 @@
  * Membership of batches is decided here; tensor bytes are gathered by the native core (one
  * copy per request per input) and every caller receives zero-copy views of its rows.
  */
+import { native, type NativePadding } from '../binding';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import { Session, type Feeds, type Results } from '../session';
 import { wrapTensor, type Tensor, type TensorType } from '../tensor';
-import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config';
+import { resolveConfig, type ModelConfig, type ResolvedConfig, type ResolvedInput } from './config';
 import { BatchCostModel } from './cost';
 import { PriorityQueue, type Queued } from './queue';
 import { emptyStats, type ModelStats } from './stats';
@@ -45,6 +46,8 @@ export class Model {
   readonly #held = new Map<number, () => void>();
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
+  /** Per model input (in order): its padding settings, when its requests may be padded. */
+  readonly #padded: (ResolvedInput | undefined)[];
   #disposed = false;
   #running = 0;
   #idle: (() => void)[] = [];
@@ -64,7 +67,7 @@ export class Model {
     try {
       const batchable = session.inputs.length > 0 &&
         session.inputs.every((i) => i.shape.length > 0 && typeof i.shape[0] === 'string');
-      return new Model(session, resolveConfig(config, batchable));
+      return new Model(session, resolveConfig(config, batchable, session.inputs.map((i) => i.name)));
     } catch (e) {
       await session.dispose();
       throw e;
@@ -76,6 +79,7 @@ export class Model {
     this.#config = config;
     this.#queue = new PriorityQueue<Request>(config.policies);
     this.#free = config.instances;
+    this.#padded = session.inputs.map((i) => config.padded.get(i.name));
   }
 
   get config(): Readonly<ResolvedConfig> {
@@ -137,7 +141,8 @@ export class Model {
         if (dims[0] !== size) {
           throw new KilnError('E_SHAPE_MISMATCH', `every input needs the same batch dim: received ${size} and ${dims[0]}`);
         }
-        shapeKey += dims.slice(1).join(',') + ';';
+        // Requests batch together when their non-batch dims agree, except where padding may even them out.
+        shapeKey += (this.#padded[(i - 1) / 2] ? `rank ${dims.length}` : dims.slice(1).join(',')) + ';';
       }
       if (size < 1 || size > c.maxBatchSize) {
         throw new KilnError('E_INVALID_ARGUMENT', `request batch dim ${size} is outside [1, maxBatchSize = ${c.maxBatchSize}]`);
@@ -310,8 +315,10 @@ export class Model {
       let outputs: Results;
       let computeUs = 0;
       let inputUs = 0;
+      let padding: NativePadding = null;
       if (c.batching) {
-        const r = await this.#session._runBatch(batch.map((q) => q.pairs));
+        padding = this.#padding(batch);
+        const r = await this.#session._runBatch(batch.map((q) => q.pairs), padding);
         outputs = r.outputs;
         computeUs = r.computeUs;
         inputUs = r.inputUs;
@@ -325,7 +332,7 @@ export class Model {
       const t0 = now();
       let offset = 0;
       const parts = batch.map((r) => {
-        const part = c.batching ? rowsOf(outputs, offset, r.size, rows) : outputs;
+        const part = c.batching ? rowsOf(outputs, offset, r, rows, padding) : outputs;
         offset += r.size;
         return part;
       });
@@ -349,6 +356,32 @@ export class Model {
       if (this.#running === 0) for (const done of this.#idle.splice(0)) done();
       this.#schedule();
     }
+  }
+
+  /**
+   * Per input, the dims its requests are padded to in this batch: the largest of each dim,
+   * rounded up to a length bucket; null where no request needs padding.
+   */
+  #padding(batch: readonly Request[]): NativePadding {
+    let any = false;
+    const spec = this.#padded.map((settings, i) => {
+      if (!settings) return null;
+      const first = batch[0].pairs[2 * i + 1] as readonly number[];
+      const target = first.slice(1);
+      let ragged = false;
+      for (const r of batch) {
+        const dims = r.pairs[2 * i + 1] as readonly number[];
+        for (let d = 1; d < dims.length; d++) {
+          if (dims[d] !== target[d - 1]) ragged = true;
+          if (dims[d] > target[d - 1]) target[d - 1] = dims[d];
+        }
+      }
+      if (!ragged) return null;
+      any = true;
+      const rounded = target.map((len) => settings.lengthBuckets.find((b) => b >= len) ?? len);
+      return [settings.padValue, ...rounded];
+    });
+    return any ? spec : null;
   }
 
   #count(e: KilnError): void {
@@ -379,13 +412,27 @@ export class Model {
   }
 }
 
-/** The rows [offset, offset + size) of every output whose first dim is the batch's. */
-function rowsOf(outputs: Results, offset: number, size: number, rows: number): Results {
+/**
+ * A request's part of the batch's outputs: its rows [offset, offset + size) of every output
+ * whose first dim is the batch's — views, unless padding made the batch wider than the
+ * request, in which case an output dim equal to a padded length is cut back to the
+ * request's own (a copy made by the addon: the block is not contiguous).
+ */
+function rowsOf(outputs: Results, offset: number, r: Request, rows: number, padding: NativePadding): Results {
+  const size = r.size;
   const out: Results = {};
   for (const [name, t] of Object.entries(outputs)) {
     if (t.dims.length === 0 || t.dims[0] !== rows) {
       out[name] = t; // not batched along dim 0: every request sees the whole output
       continue;
+    }
+    if (padding && !Array.isArray(t.data)) {
+      const own = ownShape(t.dims, r, padding);
+      if (own.some((d, k) => d !== t.dims[k + 1])) {
+        const data = native().crop(t.data as ArrayBufferView, t.dims, offset, [size, ...own]);
+        out[name] = wrapTensor(t.type as TensorType, data as unknown as Tensor['data'], [size, ...own]);
+        continue;
+      }
     }
     const per = (t.data as { length: number }).length / rows;
     const data = Array.isArray(t.data)
@@ -394,6 +441,19 @@ function rowsOf(outputs: Results, offset: number, size: number, rows: number): R
     out[name] = wrapTensor(t.type as TensorType, data as Tensor['data'], [size, ...t.dims.slice(1)]);
   }
   return out;
+}
+
+/** The non-batch dims of an output for request `r`: padded lengths replaced by its own. */
+function ownShape(dims: readonly number[], r: Request, padding: NonNullable<NativePadding>): number[] {
+  return dims.slice(1).map((len) => {
+    for (let i = 0; i < padding.length; i++) {
+      const spec = padding[i];
+      if (!spec) continue;
+      const mine = r.pairs[2 * i + 1] as readonly number[];
+      for (let d = 1; d < spec.length; d++) if (spec[d] === len && spec[d] !== mine[d]) return mine[d];
+    }
+    return len;
+  });
 }
 
 /** kiln.loadModel(pathOrBytes, config): a model behind the dynamic batcher. */

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "addon_data.h"
+#include "batch.h"
 #include "convert.h"
 #include "providers.h"
 #include "runtime.h"
@@ -52,6 +53,35 @@ Napi::Value poll(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// crop(data, dims, row, shape): a new TypedArray with the block of `data` (a batch output of
+// `dims`) starting at `row` with `shape` — a request's own part of a padded batch's output.
+Napi::Value crop_rows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArray src = info[0].As<Napi::TypedArray>();
+  std::vector<int64_t> src_shape, dst_shape;
+  const std::string name = "output";
+  read_dims(env, info[1], src_shape, Label{"output", name});
+  read_dims(env, info[3], dst_shape, Label{"output", name});
+  const int64_t row = info[2].As<Napi::Number>().Int64Value();
+  const size_t esize = src.ElementSize();
+  size_t count = 1;
+  for (int64_t d : dst_shape) count *= static_cast<size_t>(d);
+  size_t src_count = 1;
+  for (int64_t d : src_shape) src_count *= static_cast<size_t>(d);
+  if (src_count != src.ElementLength()) throw_error(env, Code::InvalidArgument, "crop: dims do not match the data");
+  void* dst = nullptr;
+  napi_value buffer;
+  if (napi_create_arraybuffer(env, count * esize, &dst, &buffer) != napi_ok) throw Napi::Error::New(env);
+  try {
+    crop(static_cast<const char*>(src.ArrayBuffer().Data()) + src.ByteOffset(), src_shape, row, dst_shape, esize, dst);
+  } catch (const Error& e) {
+    throw_error(env, e.code(), e.what());
+  }
+  napi_value out;
+  if (napi_create_typedarray(env, src.TypedArrayType(), count, buffer, 0, &out) != napi_ok) throw Napi::Error::New(env);
+  return Napi::Value(env, out);
+}
+
 Napi::Value cuda_driver(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cuda_driver_problem()); }
 
 Napi::Object init_module(Napi::Env env, Napi::Object exports) {
@@ -62,6 +92,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeSession", ctor);
   exports.Set("init", Napi::Function::New<init>(env, "init"));
   exports.Set("poll", Napi::Function::New<poll>(env, "poll"));
+  exports.Set("crop", Napi::Function::New<crop_rows>(env, "crop"));
   exports.Set("initialized", Napi::Function::New<initialized>(env, "initialized"));
   exports.Set("cudaDriverProblem", Napi::Function::New<cuda_driver>(env, "cudaDriverProblem"));
   return exports;

@@ -26,6 +26,7 @@ struct RunArgs {
   std::vector<std::vector<TensorView>> parts;
   std::vector<HostBuffer> storage;
   std::vector<std::vector<std::string>> gathered;
+  std::vector<std::unique_ptr<Padding>> padding;  // per input; null when not padded
 };
 
 namespace {
@@ -163,7 +164,12 @@ class RunJob : public JsJob {
       for (size_t i = 0; i < args_.parts.size(); ++i) {
         std::vector<const TensorView*> parts;
         for (const TensorView& v : args_.parts[i]) parts.push_back(&v);
-        gather(parts, session_->inputs()[i].name, *pool_, args_.storage[i], args_.gathered[i], args_.feeds[i].view);
+        const std::string& name = session_->inputs()[i].name;
+        if (const Padding* padding = args_.padding[i].get()) {
+          gather_padded(parts, name, *padding, *pool_, args_.storage[i], args_.feeds[i].view);
+        } else {
+          gather(parts, name, *pool_, args_.storage[i], args_.gathered[i], args_.feeds[i].view);
+        }
       }
       const auto gathered = std::chrono::steady_clock::now();
       input_us_ = std::chrono::duration<double, std::micro>(gathered - start).count();
@@ -311,14 +317,15 @@ void SessionWrap::ensure_open(Napi::Env env) const {
 
 // Arguments of run and runSync: (fetches, cancelId, data0, dims0, data1, dims1, ...) with
 // one (data, dims) pair per model input, in the model's order; fetches is null for every
-// output, else [outputIndex, preallocatedData | null, dims | null, ...]. runBatch takes the
-// number of requests after cancelId, then each request's pairs in turn.
+// output, else [outputIndex, preallocatedData | null, dims | null, ...]. runBatch takes, after
+// cancelId, the number of requests and the padding (null, or per input null | [padValue,
+// ...non-batch dims to pad to]), then each request's pairs in turn.
 void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args, bool batch) const {
   Napi::Env env = info.Env();
   const auto& inputs = session_->inputs();
   const size_t feed_count = inputs.size();
   const size_t requests = batch ? info[2].As<Napi::Number>().Uint32Value() : 1;
-  const size_t first = batch ? 3 : 2;
+  const size_t first = batch ? 4 : 2;
   if (requests == 0 || info.Length() != first + 2 * feed_count * requests) {
     throw_error(env, Code::InvalidArgument, "wrong number of feeds");
   }
@@ -329,6 +336,19 @@ void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args, bool batc
     args.parts.assign(feed_count, std::vector<TensorView>(requests));
     args.storage.resize(feed_count);
     args.gathered.resize(feed_count);
+    args.padding.resize(feed_count);
+    if (info[3].IsArray()) {
+      Napi::Array spec = info[3].As<Napi::Array>();
+      for (size_t i = 0; i < feed_count && i < spec.Length(); ++i) {
+        Napi::Value v = spec.Get(static_cast<uint32_t>(i));
+        if (!v.IsArray()) continue;
+        Napi::Array p = v.As<Napi::Array>();
+        auto padding = std::make_unique<Padding>();
+        padding->pad_value = p.Get(0u).As<Napi::Number>().DoubleValue();
+        for (uint32_t d = 1; d < p.Length(); ++d) padding->target.push_back(p.Get(d).As<Napi::Number>().Int64Value());
+        args.padding[i] = std::move(padding);
+      }
+    }
   }
   for (size_t r = 0; r < requests; ++r) {
     for (size_t i = 0; i < feed_count; ++i) {
@@ -351,6 +371,13 @@ void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args, bool batc
     std::vector<const TensorView*> parts;
     for (const TensorView& v : args.parts[i]) parts.push_back(&v);
     feed.view.type = inputs[i].type;
+    if (const Padding* padding = args.padding[i].get()) {
+      int64_t rows = 0;
+      for (const TensorView* v : parts) rows += v->shape.empty() ? 0 : v->shape[0];
+      feed.view.shape = {rows};
+      feed.view.shape.insert(feed.view.shape.end(), padding->target.begin(), padding->target.end());
+      continue;
+    }
     try {
       feed.view.shape = batch_shape(parts, inputs[i].name);
     } catch (const Error& e) {
@@ -460,8 +487,8 @@ Napi::Value SessionWrap::run_sync(const Napi::CallbackInfo& info) {
 // (fetches, cancelId | undefined, ...feeds) -> Promise<flat results>
 Napi::Value SessionWrap::run(const Napi::CallbackInfo& info) { return submit(info, false); }
 
-// (fetches, cancelId | undefined, requests, ...each request's feeds) -> Promise<flat results
-// of the whole batch>
+// (fetches, cancelId | undefined, requests, padding, ...each request's feeds) -> Promise<flat
+// results of the whole batch>
 Napi::Value SessionWrap::run_batch(const Napi::CallbackInfo& info) { return submit(info, true); }
 
 Napi::Value SessionWrap::submit(const Napi::CallbackInfo& info, bool batch) {

@@ -73,3 +73,33 @@ TEST(strings_are_concatenated) {
   gather({&va, &vb}, "s", *pool, storage, strings, out);
   CHECK(out.shape == (std::vector<int64_t>{3}) && strings == (std::vector<std::string>{"a", "b", "c"}));
 }
+
+TEST(padded_gather_places_each_request_and_fills_the_rest) {
+  auto pool = HostBufferPool::create();
+  std::vector<float> a{1, 2}, b{3, 4, 5, 6, 7, 8};  // [1,2] and [2,3]
+  TensorView va = view(a, {1, 2}), vb = view(b, {2, 3});
+  HostBuffer storage;
+  TensorView out;
+  Padding pad{{4}, -1};
+  gather_padded({&va, &vb}, "x", pad, *pool, storage, out);
+  CHECK(out.shape == (std::vector<int64_t>{3, 4}));
+  const float* p = static_cast<const float*>(out.data);
+  const float expect[] = {1, 2, -1, -1, 3, 4, 5, -1, 6, 7, 8, -1};
+  for (int i = 0; i < 12; ++i) CHECK(p[i] == expect[i]);
+  Padding small{{2}, 0};
+  CHECK_THROWS(gather_padded({&va, &vb}, "x", small, *pool, storage, out), Code::ShapeMismatch, "does not pad to [2]");
+}
+
+TEST(crop_takes_a_requests_block_back) {
+  // rows 1..2 of a [3,4] batch, cropped to 3 columns
+  std::vector<float> src{1, 2, -1, -1, 3, 4, 5, -1, 6, 7, 8, -1}, dst(6, 0);
+  crop(src.data(), {3, 4}, 1, {2, 3}, sizeof(float), dst.data());
+  const float expect[] = {3, 4, 5, 6, 7, 8};
+  for (int i = 0; i < 6; ++i) CHECK(dst[i] == expect[i]);
+  // rank 3: [2,2,3] -> row 1 cropped to [1,1,2]
+  std::vector<int32_t> s3(12), d3(2);
+  for (int i = 0; i < 12; ++i) s3[i] = i;
+  crop(s3.data(), {2, 2, 3}, 1, {1, 1, 2}, sizeof(int32_t), d3.data());
+  CHECK(d3[0] == 6 && d3[1] == 7);
+  CHECK_THROWS(crop(s3.data(), {2, 2, 3}, 1, {2, 1, 2}, 4, d3.data()), Code::InvalidArgument, "cannot crop");
+}
