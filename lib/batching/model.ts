@@ -48,8 +48,11 @@ export class Model {
   #immediate: NodeJS.Immediate | undefined;
   /** Per model input (in order): its padding settings, when its requests may be padded. */
   readonly #padded: (ResolvedInput | undefined)[];
+  /** Where padding shows in the outputs: see ownDimsOf(). */
+  readonly #ownDims: OwnDims;
   #disposed = false;
-  #running = 0;
+  #running = 0; // batches executing
+  #runningRequests = 0;
   #idle: (() => void)[] = [];
 
   /** Loads a model (path or bytes) with a Triton-style configuration. */
@@ -80,6 +83,7 @@ export class Model {
     this.#queue = new PriorityQueue<Request>(config.policies);
     this.#free = config.instances;
     this.#padded = session.inputs.map((i) => config.padded.get(i.name));
+    this.#ownDims = ownDimsOf(session, this.#padded);
   }
 
   get config(): Readonly<ResolvedConfig> {
@@ -96,7 +100,7 @@ export class Model {
 
   /** A snapshot of the model's statistics. */
   stats(): ModelStats {
-    return { ...structuredClone(this.#stats), pending: this.#queue.count + this.#running };
+    return { ...structuredClone(this.#stats), pending: this.#queue.count + this.#runningRequests };
   }
 
   /** Resolves with this request's outputs: views of its rows of the batch it ran in. */
@@ -129,12 +133,18 @@ export class Model {
   #enqueue(feeds: Feeds, options: InferOptions, resolve: (r: Results) => void, reject: (e: KilnError) => void): void {
     if (this.#disposed) throw new KilnError('E_DISPOSED', 'model is disposed');
     const c = this.#config;
+    if (options === null || typeof options !== 'object') {
+      throw new KilnError('E_INVALID_ARGUMENT', `infer options must be an object, received ${options === null ? 'null' : typeof options}`);
+    }
     const signal = options.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new KilnError('E_INVALID_ARGUMENT', 'signal must be an AbortSignal');
+    }
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'request was aborted before it was queued');
     const pairs = this.#session._requestFeeds(feeds);
     let size = 1;
     let shapeKey = '';
-    if (c.batching) {
+    if (c.maxBatchSize > 0) {
       size = (pairs[1] as readonly number[])[0];
       for (let i = 1; i < pairs.length; i += 2) {
         const dims = pairs[i] as readonly number[];
@@ -148,7 +158,8 @@ export class Model {
         throw new KilnError('E_INVALID_ARGUMENT', `request batch dim ${size} is outside [1, maxBatchSize = ${c.maxBatchSize}]`);
       }
     }
-    const levelNumber = c.priorityLevels === 0 ? 1 : (options.priority || c.defaultPriorityLevel);
+    const asked = options.priority;
+    const levelNumber = c.priorityLevels === 0 ? 1 : asked === undefined || asked === 0 ? c.defaultPriorityLevel : asked;
     if (!Number.isInteger(levelNumber) || levelNumber < 1 || levelNumber > Math.max(c.priorityLevels, 1)) {
       throw new KilnError('E_INVALID_ARGUMENT', `priority must be an integer in [1, ${c.priorityLevels}], received ${String(options.priority)}`);
     }
@@ -274,31 +285,43 @@ export class Model {
     let key: string | undefined;
     let preferredCount = 0;
     let oldest = Infinity;
+    // Set when the scan stopped at a request that cannot join (too many rows, other
+    // non-batch dims): waiting cannot grow this batch, so it runs now.
+    let full = false;
     for (const r of this.#queue.ordered()) {
-      if (key !== undefined && r.shapeKey !== key) break;
-      if (rows + r.size > c.maxBatchSize) break;
+      if ((key !== undefined && r.shapeKey !== key) || rows + r.size > c.maxBatchSize) {
+        full = true;
+        break;
+      }
       batch.push(r);
       rows += r.size;
       key = r.shapeKey;
       if (r.enqueuedAt < oldest) oldest = r.enqueuedAt;
       if (c.preferredBatchSize.includes(rows)) preferredCount = batch.length;
-      if (rows === c.maxBatchSize) break;
+      if (rows === c.maxBatchSize) {
+        full = true;
+        break;
+      }
     }
-    if (rows === c.maxBatchSize) return { batch };
+    // As in Triton, no delay means nothing is ever "exceeded": preferred sizes still cut.
+    const due = oldest + c.maxQueueDelayUs / 1000;
+    const delayExceeded = c.maxLatencyMs === undefined && c.maxQueueDelayUs > 0 && t >= due;
+    if (delayExceeded) return { batch };
     if (preferredCount > 0) return { batch: batch.slice(0, preferredCount) };
+    if (full || (c.maxLatencyMs === undefined && c.maxQueueDelayUs === 0)) return { batch };
     if (c.maxLatencyMs !== undefined) {
       // Wait while one more request could still join without breaching the target.
       const slack = c.maxLatencyMs - this.#cost.predict(rows + 1);
       const dispatchAt = oldest + Math.max(0, slack) * 0.8;
       return t >= dispatchAt ? { batch } : { waitUntil: dispatchAt };
     }
-    const due = oldest + c.maxQueueDelayUs / 1000;
-    return t >= due ? { batch } : { waitUntil: due };
+    return { waitUntil: due };
   }
 
   #dispatch(batch: Request[]): void {
     this.#free--;
     this.#running++;
+    this.#runningRequests += batch.length;
     const t = now();
     let rows = 0;
     for (const r of batch) {
@@ -332,7 +355,7 @@ export class Model {
       const t0 = now();
       let offset = 0;
       const parts = batch.map((r) => {
-        const part = c.batching ? rowsOf(outputs, offset, r, rows, padding) : outputs;
+        const part = c.batching ? rowsOf(outputs, offset, r, rows, padding ? this.#ownDims : undefined) : outputs;
         offset += r.size;
         return part;
       });
@@ -353,6 +376,7 @@ export class Model {
     } finally {
       this.#free++;
       this.#running--;
+      this.#runningRequests -= batch.length;
       if (this.#running === 0) for (const done of this.#idle.splice(0)) done();
       this.#schedule();
     }
@@ -413,12 +437,34 @@ export class Model {
 }
 
 /**
+ * Per output, per non-batch dim: the (input, dim) whose padded length it carries — matched
+ * by the symbolic dim names of the model's metadata (x ['N','L'] -> y ['N','L']), so an
+ * output dim that merely happens to equal a padded length is left alone.
+ */
+type OwnDims = Map<string, ({ input: number; dim: number } | undefined)[]>;
+
+function ownDimsOf(session: Session, padded: readonly (ResolvedInput | undefined)[]): OwnDims {
+  const byName = new Map<string, { input: number; dim: number }>();
+  session.inputs.forEach((input, i) => {
+    if (!padded[i]) return;
+    input.shape.forEach((d, k) => {
+      if (k > 0 && typeof d === 'string' && d !== '?' && !byName.has(d)) byName.set(d, { input: i, dim: k });
+    });
+  });
+  const out: OwnDims = new Map();
+  for (const o of session.outputs) {
+    out.set(o.name, o.shape.slice(1).map((d) => (typeof d === 'string' ? byName.get(d) : undefined)));
+  }
+  return out;
+}
+
+/**
  * A request's part of the batch's outputs: its rows [offset, offset + size) of every output
  * whose first dim is the batch's — views, unless padding made the batch wider than the
- * request, in which case an output dim equal to a padded length is cut back to the
- * request's own (a copy made by the addon: the block is not contiguous).
+ * request, in which case the padded dims are cut back to the request's own lengths (a
+ * copy made by the addon: the block is not contiguous).
  */
-function rowsOf(outputs: Results, offset: number, r: Request, rows: number, padding: NativePadding): Results {
+function rowsOf(outputs: Results, offset: number, r: Request, rows: number, ownDims: OwnDims | undefined): Results {
   const size = r.size;
   const out: Results = {};
   for (const [name, t] of Object.entries(outputs)) {
@@ -426,8 +472,12 @@ function rowsOf(outputs: Results, offset: number, r: Request, rows: number, padd
       out[name] = t; // not batched along dim 0: every request sees the whole output
       continue;
     }
-    if (padding && !Array.isArray(t.data)) {
-      const own = ownShape(t.dims, r, padding);
+    const dims = ownDims?.get(name);
+    if (dims && !Array.isArray(t.data)) {
+      const own = t.dims.slice(1).map((len, k) => {
+        const src = dims[k];
+        return src ? (r.pairs[2 * src.input + 1] as readonly number[])[src.dim] : len;
+      });
       if (own.some((d, k) => d !== t.dims[k + 1])) {
         const data = native().crop(t.data as ArrayBufferView, t.dims, offset, [size, ...own]);
         out[name] = wrapTensor(t.type as TensorType, data as unknown as Tensor['data'], [size, ...own]);
@@ -441,19 +491,6 @@ function rowsOf(outputs: Results, offset: number, r: Request, rows: number, padd
     out[name] = wrapTensor(t.type as TensorType, data as Tensor['data'], [size, ...t.dims.slice(1)]);
   }
   return out;
-}
-
-/** The non-batch dims of an output for request `r`: padded lengths replaced by its own. */
-function ownShape(dims: readonly number[], r: Request, padding: NonNullable<NativePadding>): number[] {
-  return dims.slice(1).map((len) => {
-    for (let i = 0; i < padding.length; i++) {
-      const spec = padding[i];
-      if (!spec) continue;
-      const mine = r.pairs[2 * i + 1] as readonly number[];
-      for (let d = 1; d < spec.length; d++) if (spec[d] === len && spec[d] !== mine[d]) return mine[d];
-    }
-    return len;
-  });
 }
 
 /** kiln.loadModel(pathOrBytes, config): a model behind the dynamic batcher. */
