@@ -4,7 +4,7 @@
  * with the same helper and message shape as session options.
  */
 import { KilnError } from '../errors';
-import { OptionReader, optionError, type SessionOptions } from '../options';
+import { OptionReader, describeValue, optionError, type SessionOptions } from '../options';
 
 export interface QueuePolicy {
   /** What happens to a request whose timeout expires while queued. */
@@ -134,6 +134,9 @@ function inputs(value: unknown, names: readonly string[] | undefined): Map<strin
  * `inputNames`, when known, checks the names in `input`.
  */
 export function resolveConfig(config: unknown, batchable: boolean, inputNames?: readonly string[]): ResolvedConfig {
+  if (config !== undefined && (config === null || typeof config !== 'object' || Array.isArray(config))) {
+    throw new KilnError('E_INVALID_ARGUMENT', `model config must be an object, received ${describeValue(config)}`);
+  }
   const r = OptionReader.of(config, '', ['maxBatchSize', 'dynamicBatching', 'instanceGroup', 'input', 'session']);
   const maxBatchSize = r.int('maxBatchSize', 0) ?? (batchable ? DEFAULT_MAX_BATCH : 0);
   if (maxBatchSize > 0 && !batchable) {

@@ -43,9 +43,10 @@ export class BatchCostModel {
     }
     const den = n * sxx - sx * sx;
     if (n < 2 || den === 0) {
-      // One distinct size seen: cost proportional to it is the best guess.
-      this.#a = 0;
-      this.#b = sx > 0 ? sy / sx : 0;
+      // One distinct size seen: nothing says how cost grows with size; assume it does not
+      // (assuming proportional growth would refuse bursts that batching absorbs).
+      this.#a = sy / n;
+      this.#b = 0;
       return;
     }
     this.#b = Math.max(0, (n * sxy - sx * sy) / den);

@@ -280,33 +280,17 @@ export class Model {
       const first = this.#queue.ordered().next().value as Request;
       return { batch: [first] };
     }
-    const batch: Request[] = [];
-    let rows = 0;
-    let key: string | undefined;
-    let preferredCount = 0;
-    let oldest = Infinity;
-    // Set when the scan stopped at a request that cannot join (too many rows, other
-    // non-batch dims): waiting cannot grow this batch, so it runs now.
-    let full = false;
-    for (const r of this.#queue.ordered()) {
-      if ((key !== undefined && r.shapeKey !== key) || rows + r.size > c.maxBatchSize) {
-        full = true;
-        break;
-      }
-      batch.push(r);
-      rows += r.size;
-      key = r.shapeKey;
-      if (r.enqueuedAt < oldest) oldest = r.enqueuedAt;
-      if (c.preferredBatchSize.includes(rows)) preferredCount = batch.length;
-      if (rows === c.maxBatchSize) {
-        full = true;
-        break;
-      }
-    }
+    // While waiting can still reach a preferred size, the scan stops at the largest one
+    // (Triton's max preferred batch size); once the delay is exceeded, at maxBatchSize.
+    const preferredCap = c.preferredBatchSize.length > 0 ? c.preferredBatchSize[c.preferredBatchSize.length - 1] : c.maxBatchSize;
+    let scan = this.#scan(preferredCap);
     // As in Triton, no delay means nothing is ever "exceeded": preferred sizes still cut.
-    const due = oldest + c.maxQueueDelayUs / 1000;
-    const delayExceeded = c.maxLatencyMs === undefined && c.maxQueueDelayUs > 0 && t >= due;
-    if (delayExceeded) return { batch };
+    const due = scan.oldest + c.maxQueueDelayUs / 1000;
+    if (c.maxLatencyMs === undefined && c.maxQueueDelayUs > 0 && t >= due) {
+      if (preferredCap < c.maxBatchSize) scan = this.#scan(c.maxBatchSize);
+      return { batch: scan.batch };
+    }
+    const { batch, rows, preferredCount, oldest, full } = scan;
     if (preferredCount > 0) return { batch: batch.slice(0, preferredCount) };
     if (full || (c.maxLatencyMs === undefined && c.maxQueueDelayUs === 0)) return { batch };
     if (c.maxLatencyMs !== undefined) {
@@ -316,6 +300,37 @@ export class Model {
       return t >= dispatchAt ? { batch } : { waitUntil: dispatchAt };
     }
     return { waitUntil: due };
+  }
+
+  /**
+   * Requests in scan order that form one batch of at most `cap` rows (a larger request
+   * alone), stopping at one with other non-batch dims. `full`: stopped because the next
+   * request cannot join, so waiting cannot grow the batch.
+   */
+  #scan(cap: number): { batch: Request[]; rows: number; preferredCount: number; oldest: number; full: boolean } {
+    const preferred = this.#config.preferredBatchSize;
+    const batch: Request[] = [];
+    let rows = 0;
+    let key: string | undefined;
+    let preferredCount = 0;
+    let oldest = Infinity;
+    let full = false;
+    for (const r of this.#queue.ordered()) {
+      if ((key !== undefined && r.shapeKey !== key) || (rows + r.size > cap && batch.length > 0)) {
+        full = true;
+        break;
+      }
+      batch.push(r);
+      rows += r.size;
+      key = r.shapeKey;
+      if (r.enqueuedAt < oldest) oldest = r.enqueuedAt;
+      if (preferred.includes(rows)) preferredCount = batch.length;
+      if (rows >= cap) {
+        full = true;
+        break;
+      }
+    }
+    return { batch, rows, preferredCount, oldest, full };
   }
 
   #dispatch(batch: Request[]): void {
