@@ -116,9 +116,13 @@ async function load(bytes: Uint8Array, config?: ModelConfig): Promise<Model> {
 }
 
 /** Starts a request that keeps one instance busy for about `ms` milliseconds. */
-function hold(model: Model, ms: number, order?: string[]): { q: WorkRequest; t: Tracked } {
+/** Occupies the model's instance for about `ms`; resolves once that batch is dispatched. */
+async function hold(model: Model, ms: number, order?: string[]): Promise<{ q: WorkRequest; t: Tracked }> {
   const q = workRequest(-1000, 1, { work: steps(ms) });
-  return { q, t: track('holder', model.infer(q.feeds), order) };
+  const t = track('holder', model.infer(q.feeds), order);
+  // Requests arriving in the same turn batch together: let the holder leave first.
+  await new Promise((resolve) => setImmediate(resolve));
+  return { q, t };
 }
 
 describe('Model: dynamic batching', function () {
@@ -139,7 +143,7 @@ describe('Model: dynamic batching', function () {
       const model = await load(WORK, {
         maxBatchSize: 32, dynamicBatching: { preferredBatchSize: [8, 16, 32], maxQueueDelayMicroseconds: 0 },
       });
-      const holder = hold(model, 100);
+      const holder = await hold(model, 100);
       const reqs = Array.from({ length: 18 }, (_, i) => workRequest(i * 10));
       const pending = reqs.map((q) => model.infer(q.feeds));
       assert.equal(model.stats().pending, 19, 'the holder runs, 18 requests are queued');
@@ -177,7 +181,7 @@ describe('Model: dynamic batching', function () {
       const model = await load(WORK, {
         maxBatchSize: 20, dynamicBatching: { preferredBatchSize: [8, 16], maxQueueDelayMicroseconds: 0 },
       });
-      const holder = hold(model, 100);
+      const holder = await hold(model, 100);
       const reqs = Array.from({ length: 20 }, (_, i) => workRequest(i * 10));
       const results = await Promise.all(reqs.map((q) => model.infer(q.feeds)));
       await holder.t.promise;
@@ -188,7 +192,7 @@ describe('Model: dynamic batching', function () {
 
     it('ignores the preferred sizes for requests that already waited the delay behind a busy instance', async () => {
       const model = await load(WORK, { dynamicBatching: { preferredBatchSize: [2], maxQueueDelayMicroseconds: 50_000 } });
-      const holder = hold(model, 400);
+      const holder = await hold(model, 400);
       await sleep(100); // the holder ran alone once the 50 ms delay expired
       assert.equal(holder.t.state, 'pending');
       const reqs = [0, 10, 20].map((b) => workRequest(b));
@@ -215,14 +219,14 @@ describe('Model: dynamic batching', function () {
 
     it('caps batches at maxBatchSize and never splits a request', async () => {
       const model = await load(WORK, { maxBatchSize: 4, dynamicBatching: { maxQueueDelayMicroseconds: 0 } });
-      const holder = hold(model, 100);
+      const holder = await hold(model, 100);
       const ones = Array.from({ length: 10 }, (_, i) => workRequest(i * 10));
       const r1 = await Promise.all(ones.map((q) => model.infer(q.feeds)));
       r1.forEach((r, i) => checkDoubled(r, ones[i], `request ${i}`));
       await holder.t.promise;
       assert.deepEqual(model.stats().batchSizes, { 1: 1, 4: 2, 2: 1 });
 
-      const holder2 = hold(model, 100);
+      const holder2 = await hold(model, 100);
       const sized = [3, 2, 1, 2].map((rows, i) => workRequest(100 * i, rows));
       const r2 = await Promise.all(sized.map((q) => model.infer(q.feeds)));
       r2.forEach((r, i) => checkDoubled(r, sized[i], `sized request ${i}`));
@@ -248,6 +252,14 @@ describe('Model: dynamic batching', function () {
       await rejectsWith(b.promise, 'E_DISPOSED');
     });
 
+    it('batches a burst that arrives in one turn even with no delay and an idle instance', async () => {
+      const model = await load(WORK, { maxBatchSize: 16, dynamicBatching: { maxQueueDelayMicroseconds: 0 } });
+      const reqs = Array.from({ length: 16 }, (_, i) => workRequest(i * 10));
+      const results = await Promise.all(reqs.map((q) => model.infer(q.feeds)));
+      results.forEach((r, i) => checkDoubled(r, reqs[i], `request ${i}`));
+      assert.deepEqual(model.stats().batchSizes, { 16: 1 });
+    });
+
     it('stops at the largest preferred size while the delay runs: a batch that cannot reach it runs now', async () => {
       const model = await load(WORK, { maxBatchSize: 8, dynamicBatching: { preferredBatchSize: [4], maxQueueDelayMicroseconds: 30_000_000 } });
       const first = workRequest(0, 3);
@@ -267,6 +279,7 @@ describe('Model: dynamic batching', function () {
       const model = await load(WORK_M, { dynamicBatching: { maxQueueDelayMicroseconds: 0 } });
       const holderQ = workRequest(-1000, 1, { work: steps(100), cols: 2 });
       const holder = model.infer(holderQ.feeds);
+      await new Promise((resolve) => setImmediate(resolve)); // let it leave alone
       const cols = [3, 3, 5, 3, 5, 5];
       const reqs = cols.map((c, i) => workRequest(i * 100, 1, { cols: c }));
       const results = await Promise.all(reqs.map((q) => model.infer(q.feeds)));
@@ -296,7 +309,7 @@ describe('Model: dynamic batching', function () {
 
     it('accepts requests with a batch dim > 1 and answers each with its own rows, dims [k, ...]', async () => {
       const model = await load(WORK, { dynamicBatching: { maxQueueDelayMicroseconds: 0 } });
-      const holder = hold(model, 100);
+      const holder = await hold(model, 100);
       const reqs = [3, 1, 2].map((rows, i) => workRequest(i * 100, rows));
       const results = await Promise.all(reqs.map((q) => model.infer(q.feeds)));
       await holder.t.promise;
@@ -324,7 +337,7 @@ describe('Model: dynamic batching', function () {
     it('with dynamicBatching false, runs requests one by one but still counts rows and enforces maxBatchSize', async () => {
       const model = await load(WORK, { maxBatchSize: 4, dynamicBatching: false });
       assert.equal(model.config.batching, false);
-      const holder = hold(model, 50);
+      const holder = await hold(model, 50);
       const reqs = [3, 1].map((rows, i) => workRequest(i * 100, rows));
       const results = await Promise.all(reqs.map((q) => model.infer(q.feeds)));
       await holder.t.promise;
@@ -359,7 +372,7 @@ describe('Model: dynamic batching', function () {
     it('serves priority 1 before priority 2, whatever the arrival order', async () => {
       const model = await load(WORK, { maxBatchSize: 1, dynamicBatching: { priorityLevels: 2, defaultPriorityLevel: 2 } });
       const order: string[] = [];
-      const holder = hold(model, 100, order);
+      const holder = await hold(model, 100, order);
       const plan: [string, number | undefined][] = [['low1', 2], ['low2', undefined], ['high1', 1], ['low3', 0], ['high2', 1]];
       const ts = plan.map(([name, priority], i) => {
         const q = workRequest(i * 100);
@@ -373,7 +386,7 @@ describe('Model: dynamic batching', function () {
 
     it('batches within a level in arrival order, the higher level first', async () => {
       const model = await load(WORK, { maxBatchSize: 3, dynamicBatching: { priorityLevels: 2 } });
-      const holder = hold(model, 100);
+      const holder = await hold(model, 100);
       const lows = [0, 1, 2].map((i) => workRequest(i * 10));
       const highs = [3, 4].map((i) => workRequest(i * 10));
       const low = lows.map((q) => model.infer(q.feeds, { priority: 2 }));
@@ -401,7 +414,7 @@ describe('Model: dynamic batching', function () {
   describe('queue policies', () => {
     it('REJECT: a request whose timeout expires while queued fails with E_TIMEOUT and never runs', async () => {
       const model = await load(WORK, { dynamicBatching: { defaultQueuePolicy: { timeoutAction: 'REJECT', defaultTimeoutMicroseconds: 50_000 } } });
-      const holder = hold(model, 400);
+      const holder = await hold(model, 400);
       const t = track('a', model.infer(workRequest(0).feeds));
       await rejectsWith(t.promise, 'E_TIMEOUT', /timed out after [\d.]+ ms in the queue/);
       const waited = t.settledAt - t.issuedAt;
@@ -419,7 +432,7 @@ describe('Model: dynamic batching', function () {
         dynamicBatching: { defaultQueuePolicy: { timeoutAction: 'DELAY', allowTimeoutOverride: true } },
       });
       const order: string[] = [];
-      const holder = hold(model, 400, order);
+      const holder = await hold(model, 400, order);
       const a = workRequest(0);
       const ta = track('a (expired)', model.infer(a.feeds, { timeoutMs: 20 }), order);
       await sleep(100);
@@ -439,7 +452,7 @@ describe('Model: dynamic batching', function () {
       const model = await load(WORK, {
         dynamicBatching: { defaultQueuePolicy: { defaultTimeoutMicroseconds: 300_000, allowTimeoutOverride: true } },
       });
-      const holder = hold(model, 1000);
+      const holder = await hold(model, 1000);
       const short = track('short', model.infer(workRequest(0).feeds, { timeoutMs: 30 }));
       const long = track('long', model.infer(workRequest(10).feeds, { timeoutMs: 60_000 }));
       await rejectsWith(short.promise, 'E_TIMEOUT');
@@ -454,7 +467,7 @@ describe('Model: dynamic batching', function () {
 
     it('without allowTimeoutOverride, timeoutMs is ignored', async () => {
       const model = await load(WORK, { dynamicBatching: { defaultQueuePolicy: { defaultTimeoutMicroseconds: 150_000 } } });
-      const holder = hold(model, 500);
+      const holder = await hold(model, 500);
       const t = track('a', model.infer(workRequest(0).feeds, { timeoutMs: 10 }));
       await rejectsWith(t.promise, 'E_TIMEOUT');
       const waited = t.settledAt - t.issuedAt;
@@ -462,7 +475,7 @@ describe('Model: dynamic batching', function () {
       await holder.t.promise;
 
       const noDefault = await load(WORK);
-      const holder2 = hold(noDefault, 150);
+      const holder2 = await hold(noDefault, 150);
       const q = workRequest(0);
       checkDoubled(await noDefault.infer(q.feeds, { timeoutMs: 10 }), q, 'timeoutMs ignored: no timeout');
       await holder2.t.promise;
@@ -479,7 +492,7 @@ describe('Model: dynamic batching', function () {
     it('maxQueueSize: a full queue rejects at once with E_QUEUE_FULL and a retry hint', async () => {
       const model = await load(WORK, { dynamicBatching: { defaultQueuePolicy: { maxQueueSize: 2 } } });
       await model.infer(workRequest(0, 1, { work: steps(20) }).feeds); // the retry hint learns a batch's cost
-      const holder = hold(model, 200);
+      const holder = await hold(model, 200);
       const a = track('a', model.infer(workRequest(0).feeds));
       const b = track('b', model.infer(workRequest(10).feeds));
       const e = await rejectsWith(model.infer(workRequest(20).feeds), 'E_QUEUE_FULL', /full \(2 requests\)/);
@@ -493,7 +506,7 @@ describe('Model: dynamic batching', function () {
 
     it('priorityQueuePolicy: per-level limits', async () => {
       const model = await load(WORK, { dynamicBatching: { priorityLevels: 2, priorityQueuePolicy: { 1: { maxQueueSize: 1 } } } });
-      const holder = hold(model, 150);
+      const holder = await hold(model, 150);
       const ok = [
         model.infer(workRequest(0).feeds, { priority: 1 }),
         model.infer(workRequest(10).feeds, { priority: 2 }),
@@ -515,6 +528,7 @@ describe('Model: dynamic batching', function () {
       const fast = workRequest(10);
       const failing = workRequest(20, 1, { fail: FAIL });
       const ta = track('slow', model.infer(slow.feeds), order);
+      await new Promise((resolve) => setImmediate(resolve)); // the slow one leaves alone
       const tb = track('fast', model.infer(fast.feeds), order);
       await waitFor('the fast batch to finish', () => model.stats().executionCount >= 1, 10_000);
       const tc = track('failing', model.infer(failing.feeds), order);
@@ -532,6 +546,7 @@ describe('Model: dynamic batching', function () {
       const model = await load(WORK, { instanceGroup: [{ count: 2 }] });
       const order: string[] = [];
       const ta = track('slow', model.infer(workRequest(0, 1, { work: steps(300) }).feeds), order);
+      await new Promise((resolve) => setImmediate(resolve)); // the slow one leaves alone
       const tb = track('fast', model.infer(workRequest(10).feeds), order);
       await Promise.all([ta.promise, tb.promise]);
       assert.deepEqual(order, ['fast', 'slow']);
@@ -543,7 +558,7 @@ describe('Model: dynamic batching', function () {
   describe('cancellation', () => {
     it('aborting a queued request rejects it at once with E_ABORTED and it never runs', async () => {
       const model = await load(WORK, { dynamicBatching: { maxQueueDelayMicroseconds: 0 } });
-      const holder = hold(model, 300);
+      const holder = await hold(model, 300);
       const controller = new AbortController();
       const a = workRequest(0);
       const c = workRequest(20);
@@ -627,7 +642,7 @@ describe('Model: dynamic batching', function () {
   describe('dispose', () => {
     it('rejects queued requests with E_DISPOSED, lets running batches finish, then refuses requests', async () => {
       const model = await load(WORK);
-      const holder = hold(model, 150);
+      const holder = await hold(model, 150);
       const queued = [0, 10, 20].map((b) => track(`q${b}`, model.infer(workRequest(b).feeds)));
       const disposing = model.dispose();
       for (const t of queued) await rejectsWith(t.promise, 'E_DISPOSED', /disposed before this request ran/);
@@ -796,7 +811,7 @@ describe('Model: dynamic batching', function () {
         dynamicBatching: { priorityLevels: 2, defaultQueuePolicy: { maxQueueSize: 3, allowTimeoutOverride: true } },
       });
       await model.infer(workRequest(0, 2).feeds);
-      const holder = hold(model, 200);
+      const holder = await hold(model, 200);
       const controller = new AbortController();
       const a = track('a', model.infer(workRequest(10, 3).feeds));
       const b = track('b', model.infer(workRequest(20).feeds, { timeoutMs: 20 }));
@@ -853,7 +868,7 @@ describe('Model: dynamic batching', function () {
 
     it('a failing batch fails each of its requests with E_ORT and counts them', async () => {
       const model = await load(WORK, { session: { logLevel: 'fatal' }, dynamicBatching: { maxQueueDelayMicroseconds: 0 } });
-      const holder = hold(model, 100);
+      const holder = await hold(model, 100);
       const good = track('good', model.infer(workRequest(0).feeds));
       const bad = track('bad', model.infer(workRequest(10, 1, { fail: FAIL }).feeds));
       await rejectsWith(bad.promise, 'E_ORT', /Reshape/);

@@ -50,6 +50,7 @@ export class Model {
   readonly #padded: (ResolvedInput | undefined)[];
   /** Where padding shows in the outputs: see ownDimsOf(). */
   readonly #ownDims: OwnDims;
+  #scheduled = false;
   #disposed = false;
   #running = 0; // batches executing
   #runningRequests = 0;
@@ -195,13 +196,13 @@ export class Model {
       request.detach = () => signal.removeEventListener('abort', onAbort);
     }
     this.#queue.push(request);
-    this.#schedule();
+    this.#scheduleSoon();
   }
 
   #abort(r: Request): void {
     if (r.state === 'queued') this.#queue.remove(r);
     if (r.state !== 'settled') this.#fail(r, new KilnError('E_ABORTED', r.state === 'queued' ? 'request was aborted while queued' : 'request was aborted while its batch ran'));
-    this.#schedule();
+    this.#scheduleSoon();
   }
 
   /** Time for the queue ahead to drain at the recent batch cost: a retry hint. */
@@ -217,6 +218,19 @@ export class Model {
     const full = Math.max(c.maxBatchSize, 1);
     const batches = Math.ceil(rows / full);
     return (batches / c.instances) * this.#cost.predict(Math.min(rows, full));
+  }
+
+  /**
+   * Schedules once per turn of the microtask queue: requests that arrive together (a burst,
+   * or the callers a finished batch just answered) are all queued before a batch forms.
+   */
+  #scheduleSoon(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      this.#schedule();
+    });
   }
 
   /** Forms and dispatches batches while an instance is free; arms a timer otherwise. */
@@ -393,7 +407,7 @@ export class Model {
       this.#running--;
       this.#runningRequests -= batch.length;
       if (this.#running === 0) for (const done of this.#idle.splice(0)) done();
-      this.#schedule();
+      this.#scheduleSoon();
     }
   }
 
