@@ -13,7 +13,11 @@ export interface ModelStats {
   executionCount: number;
   /** Executions by batch size (rows). */
   batchSizes: Record<number, number>;
-  /** Cumulative durations in microseconds over successful requests (per request, as Triton). */
+  /**
+   * Cumulative durations in microseconds over successful requests, counted per request as
+   * Triton's nv_inference_*_duration_us are: a batch of 8 adds its compute time 8 times, so
+   * computeInferUs / success is the mean per request, not computeInferUs / executionCount.
+   */
   queueUs: number;
   computeInputUs: number;
   computeInferUs: number;

@@ -1,0 +1,116 @@
+/**
+ * Load generators for bench/load: a closed loop (N callers, each sending its next request
+ * as soon as the previous one is answered) and an open loop (requests sent on a fixed
+ * schedule whether or not earlier ones were answered). Latency is in microseconds; in the
+ * open loop it runs from the *scheduled* send time, so a sender held up by a blocked event
+ * loop is charged to the contender that blocked it (no coordinated omission).
+ */
+import { once } from 'events';
+import * as path from 'path';
+import { Worker } from 'worker_threads';
+import { prng } from '../lib/samples';
+import type { TickerStart } from './load-ticker';
+import { quantile } from './stats';
+
+/** Sends one request on behalf of `caller` (an index into per-caller inputs). */
+export type Infer = (caller: number) => Promise<unknown>;
+
+export interface Measured {
+  requests: number;
+  seconds: number;
+  /** Requests per second over the whole measurement. */
+  throughput: number;
+  p50Us: number;
+  p99Us: number;
+  /** Process CPU time (user + system, every thread) per request, µs. */
+  cpuUsPerRequest: number;
+}
+
+/** Raw result of one measurement. */
+export interface Sample {
+  latenciesUs: number[];
+  seconds: number;
+  /** Process CPU time (user + system, every thread), µs. */
+  cpuUs: number;
+}
+
+function sample(latenciesUs: number[], t0: number, cpu0: NodeJS.CpuUsage): Sample {
+  const cpu = process.cpuUsage(cpu0);
+  return { latenciesUs, seconds: (performance.now() - t0) / 1000, cpuUs: cpu.user + cpu.system };
+}
+
+/** Pools samples (e.g. interleaved rounds) into one summary. */
+export function summarize(samples: readonly Sample[]): Measured {
+  const sorted = samples.flatMap((s) => s.latenciesUs).sort((a, b) => a - b);
+  const n = sorted.length;
+  const seconds = samples.reduce((a, s) => a + s.seconds, 0);
+  const cpuUs = samples.reduce((a, s) => a + s.cpuUs, 0);
+  return {
+    requests: n,
+    seconds,
+    throughput: n / seconds,
+    p50Us: quantile(sorted, 0.5),
+    p99Us: quantile(sorted, 0.99),
+    cpuUsPerRequest: n > 0 ? cpuUs / n : NaN,
+  };
+}
+
+/** `callers` concurrent callers sending back to back until `seconds` have passed. */
+export async function closedLoop(infer: Infer, callers: number, seconds: number): Promise<Sample> {
+  const latencies: number[] = [];
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  const caller = async (id: number): Promise<void> => {
+    for (let t = performance.now(); t < end; t = performance.now()) {
+      await infer(id);
+      latencies.push((performance.now() - t) * 1000);
+    }
+  };
+  await Promise.all(Array.from({ length: callers }, (_, id) => caller(id)));
+  // Requests started before the deadline finish after it: count their time too.
+  return sample(latencies, t0, cpu0);
+}
+
+/** Send times (ms from the start) of a Poisson process at `rate` req/s, seeded: every contender gets the same. */
+export function poissonSchedule(rate: number, seconds: number, seed: number): number[] {
+  const rand = prng(seed);
+  const out: number[] = [];
+  for (let t = 0; ; ) {
+    const u = (rand() + 1) / 2; // [0, 1)
+    t += (-Math.log(1 - u) / rate) * 1000;
+    if (t >= seconds * 1000) return out;
+    out.push(t);
+  }
+}
+
+const TICKER = path.join(__dirname, 'load-ticker.js');
+
+/**
+ * Sends request i at `schedule[i]` ms (a worker thread keeps the time); `callers` rotates the
+ * inputs used. A send delayed by a busy event loop is charged to the contender that kept it busy.
+ */
+export async function openLoop(infer: Infer, schedule: readonly number[], callers: number): Promise<Sample> {
+  if (schedule.length === 0) return { latenciesUs: [], seconds: 0, cpuUs: 0 };
+  const worker = new Worker(TICKER);
+  await once(worker, 'online');
+  const latencies: number[] = [];
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now() + 20;
+  const start: TickerStart = { start: performance.timeOrigin + t0, schedule: Float64Array.from(schedule) };
+  await new Promise<void>((done, fail) => {
+    let answered = 0;
+    const answer = (due: number) => (): void => {
+      latencies.push((performance.now() - due) * 1000);
+      if (++answered === schedule.length) done();
+    };
+    worker.on('message', ([from, to]: [number, number]) => {
+      for (let i = from; i < to; i++) infer(i % callers).then(answer(t0 + schedule[i]), fail);
+    });
+    worker.on('error', fail);
+    worker.postMessage(start);
+  });
+  const result = sample(latencies, t0, cpu0);
+  await worker.terminate();
+  return result;
+}
