@@ -27,8 +27,6 @@ export interface HarnessOptions {
   model: string;
   batch?: number;
   intra?: number;
-  /** Let the session's intra-op pool spin (ORT's default; Kiln's is off). */
-  spin?: boolean;
   warmup?: number;
   dims?: Record<string, number>;
 }
@@ -47,7 +45,6 @@ export class Harness {
   static async start(o: HarnessOptions): Promise<Harness> {
     const args = ['--model', o.model, '--batch', String(o.batch ?? 1), '--intra', String(o.intra ?? 1), '--warmup', String(o.warmup ?? 200), '--serve'];
     for (const [k, v] of Object.entries(o.dims ?? {})) args.push('--dim', `${k}=${v}`);
-    if (o.spin) args.push('--spin');
     const library = process.env.KILN_ORT_LIBRARY || bundledLibrary();
     const child = spawn(harnessPath(), args, { env: { ...process.env, KILN_ORT_LIBRARY: library } });
     let stderr = '';

@@ -35,11 +35,6 @@ void CompletionQueue::set_polled(bool polled) {
   polled_ = polled;
 }
 
-size_t CompletionQueue::size() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return jobs_.size();
-}
-
 Executor::Executor(size_t threads, CompletionQueue& done, unsigned spin_us) : done_(done), spin_us_(spin_us) {
   threads_.reserve(threads);
   for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });

@@ -32,7 +32,6 @@ class CompletionQueue {
   // polling off re-arms the signal for jobs that arrive later; the caller drains after it,
   // so none is left behind.
   void set_polled(bool polled);
-  size_t size() const;
 
  private:
   std::function<void()> notify_;

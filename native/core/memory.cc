@@ -78,11 +78,4 @@ size_t HostBufferPool::allocations() const {
   return allocations_;
 }
 
-size_t HostBufferPool::free_buffers() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  size_t n = 0;
-  for (const auto& list : free_) n += list.size();
-  return n;
-}
-
 }  // namespace kiln

@@ -48,7 +48,6 @@ class HostBufferPool : public std::enable_shared_from_this<HostBufferPool> {
   HostBuffer acquire(size_t bytes);
 
   size_t allocations() const;  // buffers ever allocated (not reused)
-  size_t free_buffers() const;
 
  private:
   explicit HostBufferPool(size_t max_free) : max_free_(max_free) {}
