@@ -152,9 +152,14 @@ export interface SessionOptions {
   completionPollMicroseconds?: number;
 }
 
-/** Default completion polling for a session whose runs occupy `intraThreads` of `cores`. */
-export function completionPollDefault(intraThreads: number, cores: number): number {
-  return cores > intraThreads ? 1000 : 50;
+/**
+ * Completion polling for a session whose runs each occupy `intraThreads` of `cores`: the
+ * budget (µs), and how many runs may be in flight while the JS thread polls without taking
+ * a core from them (past that, the short default budget only).
+ */
+export function completionPolling(intraThreads: number, cores: number): { budgetUs: number; maxInFlight: number } {
+  const spare = Math.floor((cores - 1) / intraThreads);
+  return spare >= 1 ? { budgetUs: 1000, maxInFlight: spare } : { budgetUs: 50, maxInFlight: 1 };
 }
 
 export const LOG_LEVELS: Readonly<Record<LogLevel, number>> = { verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 };
@@ -259,7 +264,7 @@ export function providerList(value: unknown, field = 'providers'): NativeProvide
 
 export type SessionConfig = NativeSessionConfig & { completionPollMicroseconds?: number };
 
-/** Validated native configuration; an unset completion poll is filled by completionPollDefault(). */
+/** Validated native configuration; an unset completion poll is filled by completionPolling(). */
 export function sessionConfig(options: unknown): SessionConfig {
   const r = OptionReader.of(options, '', SESSION_KEYS);
   const config: SessionConfig = {
