@@ -16,7 +16,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { configure, runtime, Session, Tensor } from '../lib';
-import { addModel, bigOutputModel, convModel, mlpModel } from '../lib/samples';
+import { addModel, bigOutputModel, convModel, mlpModel, prng } from '../lib/samples';
 import { Harness } from './harness';
 import { fmt, summarize, type Summary } from './stats';
 
@@ -28,13 +28,8 @@ interface Case {
 }
 
 function random(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1103515245 + 12345) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
+  const next = prng(seed);
+  return Float32Array.from({ length: n }, () => next() / 2);
 }
 
 const CASES: Case[] = [

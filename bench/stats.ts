@@ -1,10 +1,8 @@
-/** Order statistics for benchmark samples. */
+/** Summaries of benchmark samples taken in rounds. */
+import { formatMicroseconds, quantile } from '../lib/latency';
 
-export function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.round(q * (sorted.length - 1))));
-  return sorted[i];
-}
+export { quantile };
+export const fmt = formatMicroseconds;
 
 export interface Summary {
   n: number;
@@ -25,9 +23,4 @@ export function summarize(rounds: readonly number[][]): Summary {
     roundMin: Math.min(...medians),
     roundMax: Math.max(...medians),
   };
-}
-
-export function fmt(us: number): string {
-  if (!Number.isFinite(us)) return '-';
-  return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(1)} µs`;
 }

@@ -53,9 +53,9 @@ let nextCancelId = 1;
  * more than a small model's whole run. For a short while after each submission the JS
  * thread instead collects finished runs itself from a chain of setImmediate (the executor
  * threads then skip the wake-up), so a completion is seen within a microsecond or two.
- * Only sessions whose runs recently computed within `completionPollMicroseconds`, with
- * nothing queued ahead, poll: for longer waits the wake-up is cheap next to the wait, and a
- * polling JS thread would take a core from the computation.
+ * A session polls only while its runs recently computed within `completionPollMicroseconds`
+ * and the runs in flight leave a core free: for longer waits the wake-up is cheap next to
+ * the wait, and a polling JS thread would take a core from the computation.
  */
 let inFlight = 0;
 let pollUntil = 0;
@@ -243,42 +243,30 @@ export class Session {
     const { args, ports } = this.#prepare(feeds, options?.outputs, true);
     const signal = options?.signal;
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
+    let onAbort: (() => void) | undefined;
+    if (signal) {
+      // Only cancellable runs get an id: the addon then gives them ORT run options to stop.
+      const id = nextCancelId++;
+      if (nextCancelId > 0xffffffff) nextCancelId = 1;
+      args[1] = id;
+      onAbort = (): void => void this.#native.cancel(id);
+    }
     let raw: NativeResults;
     try {
-      if (!signal) {
-        const pending = this.#native.run(...args);
-        this.#submitted();
-        try {
-          raw = await pending;
-        } finally {
-          this.#answered();
-        }
-        this.#computed(raw);
-      } else {
-        raw = await this.#runCancellable(args, signal);
+      const pending = this.#native.run(...args);
+      this.#submitted();
+      if (onAbort) signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        raw = await pending;
+      } finally {
+        this.#answered();
+        if (onAbort) signal?.removeEventListener('abort', onAbort);
       }
     } catch (e) {
       throw toKilnError(e);
     }
+    this.#computeMs += ((raw[raw.length - 2] as number) / 1000 - this.#computeMs) * 0.125;
     return this.#wrap(ports, raw);
-  }
-
-  async #runCancellable(args: NativeRunArgs, signal: AbortSignal): Promise<NativeResults> {
-    const id = nextCancelId++;
-    if (nextCancelId > 0xffffffff) nextCancelId = 1;
-    args[1] = id;
-    const pending = this.#native.run(...args);
-    this.#submitted();
-    const onAbort = (): void => void this.#native.cancel(id);
-    signal.addEventListener('abort', onAbort, { once: true });
-    try {
-      const raw = await pending;
-      this.#computed(raw);
-      return raw;
-    } finally {
-      this.#answered();
-      signal.removeEventListener('abort', onAbort);
-    }
   }
 
   #submitted(): void {
@@ -289,10 +277,6 @@ export class Session {
   #answered(): void {
     this.#inFlight--;
     inFlight--;
-  }
-
-  #computed(raw: NativeResults): void {
-    this.#computeMs += ((raw[raw.length - 2] as number) / 1000 - this.#computeMs) * 0.125;
   }
 
   /** Runs on the calling thread and blocks it until done. */

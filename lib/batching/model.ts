@@ -383,8 +383,9 @@ export class Model {
       this.#stats.batchSizes[rows] = (this.#stats.batchSizes[rows] ?? 0) + 1;
       const t0 = now();
       let offset = 0;
+      const split = c.batching ? splitOf(outputs, rows) : undefined;
       const parts = batch.map((r) => {
-        const part = c.batching ? rowsOf(outputs, offset, r, rows, padding ? this.#ownDims : undefined) : outputs;
+        const part = split ? rowsOf(split, offset, r, padding ? this.#ownDims : undefined) : outputs;
         offset += r.size;
         return part;
       });
@@ -493,31 +494,47 @@ function ownDimsOf(session: Session, padded: readonly (ResolvedInput | undefined
  * request, in which case the padded dims are cut back to the request's own lengths (a
  * copy made by the addon: the block is not contiguous).
  */
-function rowsOf(outputs: Results, offset: number, r: Request, rows: number, ownDims: OwnDims | undefined): Results {
+interface OutputSplit {
+  name: string;
+  tensor: Tensor;
+  /** Whether dim 0 is the batch's rows (else every request sees the whole output). */
+  batched: boolean;
+  per: number; // elements per row
+  rest: readonly number[];
+}
+
+/** What every request's share of the batch outputs needs, computed once per batch. */
+function splitOf(outputs: Results, rows: number): OutputSplit[] {
+  return Object.entries(outputs).map(([name, tensor]) => {
+    const batched = tensor.dims.length > 0 && tensor.dims[0] === rows;
+    return { name, tensor, batched, per: batched ? (tensor.data as { length: number }).length / rows : 0, rest: tensor.dims.slice(1) };
+  });
+}
+
+function rowsOf(split: readonly OutputSplit[], offset: number, r: Request, ownDims: OwnDims | undefined): Results {
   const size = r.size;
   const out: Results = {};
-  for (const [name, t] of Object.entries(outputs)) {
-    if (t.dims.length === 0 || t.dims[0] !== rows) {
-      out[name] = t; // not batched along dim 0: every request sees the whole output
+  for (const { name, tensor: t, batched, per, rest } of split) {
+    if (!batched) {
+      out[name] = t;
       continue;
     }
     const dims = ownDims?.get(name);
     if (dims && !Array.isArray(t.data)) {
-      const own = t.dims.slice(1).map((len, k) => {
+      const own = rest.map((len, k) => {
         const src = dims[k];
         return src ? (r.pairs[2 * src.input + 1] as readonly number[])[src.dim] : len;
       });
-      if (own.some((d, k) => d !== t.dims[k + 1])) {
+      if (own.some((d, k) => d !== rest[k])) {
         const data = native().crop(t.data as ArrayBufferView, t.dims, offset, [size, ...own]);
         out[name] = wrapTensor(t.type as TensorType, data as unknown as Tensor['data'], [size, ...own]);
         continue;
       }
     }
-    const per = (t.data as { length: number }).length / rows;
     const data = Array.isArray(t.data)
       ? (t.data as string[]).slice(offset * per, (offset + size) * per)
       : (t.data as Exclude<Tensor['data'], string[]>).subarray(offset * per, (offset + size) * per);
-    out[name] = wrapTensor(t.type as TensorType, data as Tensor['data'], [size, ...t.dims.slice(1)]);
+    out[name] = wrapTensor(t.type as TensorType, data as Tensor['data'], [size, ...rest]);
   }
   return out;
 }

@@ -9,7 +9,8 @@ import * as fs from 'fs';
 import { native } from '../binding';
 import { KilnError } from '../errors';
 import { runtime } from '../runtime';
-import { addModel, bigOutputModel, convModel, mlpModel } from '../samples';
+import { formatMicroseconds, quantile } from '../latency';
+import { addModel, bigOutputModel, convModel, mlpModel, prng } from '../samples';
 import { Session, type Feeds } from '../session';
 import { ARRAY_TYPE, Tensor, type TensorType } from '../tensor';
 
@@ -34,7 +35,7 @@ function intFlag(args: string[], name: string, fallback: number | undefined, min
 /** Seeded inputs for every model input: the first dynamic dim is the batch, others are 1. */
 function feedsFor(session: Session, batch: number): Feeds {
   const feeds: Record<string, Tensor> = {};
-  let seed = 7;
+  const next = prng(7);
   for (const input of session.inputs) {
     let batchUsed = false;
     const dims = input.shape.map((d) => {
@@ -50,7 +51,7 @@ function feedsFor(session: Session, batch: number): Feeds {
     } else if (type in ARRAY_TYPE) {
       const data = new ARRAY_TYPE[type as Exclude<TensorType, 'string'>](new ArrayBuffer(n * ARRAY_TYPE[type as Exclude<TensorType, 'string'>].BYTES_PER_ELEMENT), 0, n);
       if (data instanceof Float32Array || data instanceof Float64Array) {
-        for (let i = 0; i < n; i++) data[i] = ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) - 0.5;
+        for (let i = 0; i < n; i++) data[i] = next() / 2;
       }
       feeds[input.name] = new Tensor(type, data as never, dims);
     } else {
@@ -62,9 +63,7 @@ function feedsFor(session: Session, batch: number): Feeds {
 
 function stats(us: number[]): string {
   us.sort((a, b) => a - b);
-  const q = (p: number): number => us[Math.min(us.length - 1, Math.round(p * (us.length - 1)))];
-  const f = (v: number): string => (v >= 1000 ? `${(v / 1000).toFixed(2)} ms` : `${v.toFixed(1)} µs`);
-  return `median ${f(q(0.5))}  p99 ${f(q(0.99))}  (${us.length} calls)`;
+  return `median ${formatMicroseconds(quantile(us, 0.5))}  p99 ${formatMicroseconds(quantile(us, 0.99))}  (${us.length} calls)`;
 }
 
 async function bench(args: string[]): Promise<void> {
