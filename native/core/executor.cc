@@ -50,7 +50,11 @@ bool Executor::submit(Job* job) {
   if (closed_) return false;
   queue_.push_back(job);
   pending_.fetch_add(1, std::memory_order_release);
-  if (sleepers_) wake_.notify_one();
+  // A spinning worker takes the job without a wake-up; waking a sleeper as well would move
+  // work to a cold thread (its core's caches lack the model's weights) and cost a futex call.
+  if (sleepers_ && pending_.load(std::memory_order_relaxed) > spinners_.load(std::memory_order_acquire)) {
+    wake_.notify_one();
+  }
   return true;
 }
 
@@ -89,10 +93,14 @@ size_t Executor::queued() const {
 void Executor::work() {
   for (;;) {
     if (spin_us_) {
+      spinners_.fetch_add(1, std::memory_order_acq_rel);
       auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
       while (pending_.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < until) {
         KILN_CPU_RELAX();
       }
+      // Leaves the count before taking the lock: a job submitted from here on wakes a sleeper
+      // if this worker is not enough for it, and this worker checks the queue under the lock.
+      spinners_.fetch_sub(1, std::memory_order_acq_rel);
     }
     Job* job;
     {

@@ -70,6 +70,8 @@ class Executor {
   std::condition_variable wake_;
   std::deque<Job*> queue_;
   std::atomic<size_t> pending_{0};
+  // Workers polling for work right now; submit() wakes a sleeper only for jobs beyond them.
+  std::atomic<size_t> spinners_{0};
   size_t sleepers_ = 0;
   bool closed_ = false;
   std::vector<std::thread> threads_;
