@@ -31,8 +31,8 @@ std::vector<int64_t> batch_shape(const std::vector<const TensorView*>& parts, co
   return shape;
 }
 
-void gather(const std::vector<const TensorView*>& parts, const std::string& name, HostBufferPool& pool,
-            HostBuffer& storage, std::vector<std::string>& strings, TensorView& out) {
+void gather(const std::vector<const TensorView*>& parts, const std::string& name, BufferPool& pool,
+            Buffer& storage, std::vector<std::string>& strings, TensorView& out) {
   out.type = parts.at(0)->type;
   out.shape = batch_shape(parts, name);
   if (out.type == DType::String) {
@@ -122,7 +122,7 @@ void copy_block(const char* src, const std::vector<int64_t>& src_dims, int64_t s
 }  // namespace
 
 void gather_padded(const std::vector<const TensorView*>& parts, const std::string& name, const Padding& padding,
-                   HostBufferPool& pool, HostBuffer& storage, TensorView& out) {
+                   BufferPool& pool, Buffer& storage, TensorView& out) {
   const DType type = parts.at(0)->type;
   const size_t esize = dtype_size(type);
   if (esize == 0) throw Error(Code::InvalidArgument, "input \"" + name + "\": " + dtype_name(type) + " tensors cannot be padded");

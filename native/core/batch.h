@@ -16,8 +16,8 @@ std::vector<int64_t> batch_shape(const std::vector<const TensorView*>& parts, co
 
 // Copies `parts` one after another into `storage` (acquired from `pool`) and points `out`
 // at it with the batched shape. Strings are concatenated into `strings`.
-void gather(const std::vector<const TensorView*>& parts, const std::string& name, HostBufferPool& pool,
-            HostBuffer& storage, std::vector<std::string>& strings, TensorView& out);
+void gather(const std::vector<const TensorView*>& parts, const std::string& name, BufferPool& pool,
+            Buffer& storage, std::vector<std::string>& strings, TensorView& out);
 
 // Padding for ragged batches: each request is placed in a batch whose non-batch dims are
 // `target` (each at least the request's own), the rest filled with `pad_value` (converted
@@ -29,7 +29,7 @@ struct Padding {
 
 // Like gather(), padding every request to `padding.target` (numeric types only).
 void gather_padded(const std::vector<const TensorView*>& parts, const std::string& name, const Padding& padding,
-                   HostBufferPool& pool, HostBuffer& storage, TensorView& out);
+                   BufferPool& pool, Buffer& storage, TensorView& out);
 
 // Copies the block of `src` (shape `src_shape`) that starts at row `row` and has shape
 // `dst_shape` (same rank, each dim at most the source's) into `dst`: a request's own part of

@@ -24,7 +24,7 @@ struct RunArgs {
   // A batch (runBatch): per input, each request's tensor, gathered on the executor thread
   // into one pooled buffer per input.
   std::vector<std::vector<TensorView>> parts;
-  std::vector<HostBuffer> storage;
+  std::vector<Buffer> storage;
   std::vector<std::vector<std::string>> gathered;
   std::vector<std::unique_ptr<Padding>> padding;  // per input; null when not padded
 };
@@ -177,7 +177,7 @@ class RunJob : public JsJob {
       session_->run(args_.feeds.data(), args_.feeds.size(), args_.fetches.data(), args_.fetches.size(), out_,
                     options_.get());
       compute_us_ = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
-      for (HostBuffer& b : args_.storage) b.reset();  // the batch's inputs are no longer needed
+      for (Buffer& b : args_.storage) b.reset();  // the batch's inputs are no longer needed
     } catch (const Error& e) {
       failed_ = true;
       code_ = e.code();
@@ -208,7 +208,7 @@ class RunJob : public JsJob {
   napi_env env_;
   SessionWrap* owner_;
   std::shared_ptr<Session> session_;
-  std::shared_ptr<HostBufferPool> pool_;
+  std::shared_ptr<BufferPool> pool_;
   Napi::Promise::Deferred deferred_;
   RunArgs args_;
   std::vector<napi_ref> refs_;  // feeds, then one per fetch (null when ORT allocates)
@@ -240,7 +240,7 @@ Napi::Function SessionWrap::define(Napi::Env env) {
 SessionWrap::SessionWrap(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<SessionWrap>(info),
       data_(&AddonData::of(info.Env())),
-      pool_(HostBufferPool::create()),
+      pool_(BufferPool::create()),
       sync_args_(std::make_unique<RunArgs>()) {
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw_error(info.Env(), Code::InvalidArgument, "NativeSession is created by NativeSession.load()");

@@ -49,7 +49,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   AddonData* data_;
   std::shared_ptr<Session> session_;
   std::unique_ptr<Executor> executor_;
-  std::shared_ptr<HostBufferPool> pool_;  // batch buffers, shared with the jobs using them
+  std::shared_ptr<BufferPool> pool_;  // batch buffers, shared with the jobs using them
   size_t pending_ = 0;
   bool disposed_ = false;
   std::vector<Napi::Promise::Deferred> dispose_waiters_;

@@ -65,9 +65,16 @@ inline std::string env_or(const char* name, const char* fallback) {
     if (!thrown) throw kiln_test::Failure{std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #expr " did not throw"}; \
   } while (0)
 
-int main() {
+// With an argument, runs only the cases whose names start with it ('-' read as '_'): one
+// binary can hold cases that need different environments. A filter matching nothing fails.
+int main(int argc, char** argv) {
+  std::string prefix = argc > 1 ? argv[1] : "";
+  for (char& ch : prefix) ch = ch == '-' ? '_' : ch;
   int failed = 0;
+  size_t ran = 0;
   for (const auto& c : kiln_test::cases()) {
+    if (std::string(c.name).rfind(prefix, 0) != 0) continue;
+    ++ran;
     try {
       c.fn();
       std::printf("ok   %s\n", c.name);
@@ -79,6 +86,7 @@ int main() {
       std::printf("FAIL %s: unexpected exception: %s\n", c.name, e.what());
     }
   }
-  std::printf("%zu passed, %d failed\n", kiln_test::cases().size() - failed, failed);
-  return failed ? 1 : 0;
+  std::printf("%zu passed, %d failed\n", ran - failed, failed);
+  if (ran == 0) std::printf("no test matches \"%s\"\n", prefix.c_str());
+  return failed || ran == 0 ? 1 : 0;
 }

@@ -1,3 +1,5 @@
+#include <cstdint>
+#include <new>
 #include <cstring>
 
 #include "batch.h"
@@ -19,10 +21,10 @@ TensorView view(std::vector<float>& data, std::vector<int64_t> shape) {
 }  // namespace
 
 TEST(gather_concatenates_requests_in_order) {
-  auto pool = HostBufferPool::create();
+  auto pool = BufferPool::create();
   std::vector<float> a{1, 2, 3, 4}, b{5, 6, 7, 8, 9, 10, 11, 12};
   TensorView va = view(a, {1, 4}), vb = view(b, {2, 4});
-  HostBuffer storage;
+  Buffer storage;
   std::vector<std::string> strings;
   TensorView out;
   gather({&va, &vb}, "x", *pool, storage, strings, out);
@@ -30,18 +32,18 @@ TEST(gather_concatenates_requests_in_order) {
   CHECK(out.bytes == 48);
   const float* p = static_cast<const float*>(out.data);
   for (int i = 0; i < 12; ++i) CHECK(p[i] == static_cast<float>(i + 1));
-  CHECK(reinterpret_cast<uintptr_t>(out.data) % HostBufferPool::kAlignment == 0);
+  CHECK(reinterpret_cast<uintptr_t>(out.data) % BufferPool::kAlignment == 0);
 }
 
 TEST(pooled_buffers_are_reused) {
-  auto pool = HostBufferPool::create();
+  auto pool = BufferPool::create();
   void* first;
   {
-    HostBuffer b = pool->acquire(10000);
+    Buffer b = pool->acquire(10000);
     first = b.data();
     CHECK(b.capacity() == 16384);
   }
-  HostBuffer again = pool->acquire(12000);
+  Buffer again = pool->acquire(12000);
   CHECK(again.data() == first);
   CHECK(pool->allocations() == 1);
 }
@@ -59,7 +61,7 @@ TEST(mismatched_requests_do_not_batch) {
 }
 
 TEST(strings_are_concatenated) {
-  auto pool = HostBufferPool::create();
+  auto pool = BufferPool::create();
   std::vector<std::string> a{"a", "b"}, b{"c"};
   TensorView va, vb;
   va.type = vb.type = DType::String;
@@ -67,7 +69,7 @@ TEST(strings_are_concatenated) {
   vb.shape = {1};
   va.strings = &a;
   vb.strings = &b;
-  HostBuffer storage;
+  Buffer storage;
   std::vector<std::string> strings;
   TensorView out;
   gather({&va, &vb}, "s", *pool, storage, strings, out);
@@ -75,10 +77,10 @@ TEST(strings_are_concatenated) {
 }
 
 TEST(padded_gather_places_each_request_and_fills_the_rest) {
-  auto pool = HostBufferPool::create();
+  auto pool = BufferPool::create();
   std::vector<float> a{1, 2}, b{3, 4, 5, 6, 7, 8};  // [1,2] and [2,3]
   TensorView va = view(a, {1, 2}), vb = view(b, {2, 3});
-  HostBuffer storage;
+  Buffer storage;
   TensorView out;
   Padding pad{{4}, -1};
   gather_padded({&va, &vb}, "x", pad, *pool, storage, out);
@@ -102,4 +104,16 @@ TEST(crop_takes_a_requests_block_back) {
   crop(s3.data(), {2, 2, 3}, 1, {1, 1, 2}, sizeof(int32_t), d3.data());
   CHECK(d3[0] == 6 && d3[1] == 7);
   CHECK_THROWS(crop(s3.data(), {2, 2, 3}, 1, {2, 1, 2}, 4, d3.data()), Code::InvalidArgument, "cannot crop");
+}
+
+TEST(pool_refuses_sizes_no_class_holds) {
+  auto pool = kiln::BufferPool::create();
+  bool thrown = false;
+  try {
+    pool->acquire(SIZE_MAX);
+  } catch (const std::bad_alloc&) {
+    thrown = true;
+  }
+  CHECK(thrown);
+  CHECK(pool->acquire(100).capacity() == kiln::BufferPool::kMinClass);  // still usable
 }
