@@ -18,6 +18,8 @@ export interface NativeMetadata {
   outputs: NativeValueInfo[];
   providers: string[];
   providerNotes: string[];
+  /** The CUDA device a device-IO session runs on; -1 for host IO. */
+  device: number;
 }
 
 export interface NativeProvider {
@@ -38,9 +40,13 @@ export interface NativeSessionConfig {
   configEntries?: [string, string][];
   executorThreads: number;
   executorSpinMicroseconds: number;
+  deviceIo?: boolean;
 }
 
-/** [outputIndex, preallocated data | null, dims | null, ...]; null fetches every output. */
+/**
+ * [outputIndex, preallocated data | null | 'cuda', dims | null, ...]; null fetches every
+ * output; 'cuda' leaves that output on the session's device (a device handle comes back).
+ */
 export type NativeFetches = unknown[] | null;
 /**
  * The arguments of run and runSync: (fetches, cancelId | undefined, data0, dims0, data1,
@@ -92,6 +98,16 @@ export interface NativeAddon {
   /** Delivers finished runs now; `keepPolling` says whether another call follows soon. */
   poll(keepPolling: boolean): void;
   cudaDriverProblem(): string;
+  cudaDevices(): {
+    driverVersion: number;
+    library: string;
+    problem: string;
+    devices: { id: number; name: string; totalMemory: number; computeCapability: string; multiprocessors: number; pciBusId: string }[];
+  };
+  /** Frees a device tensor's memory (once no run uses it); false when already released. */
+  deviceRelease(handle: unknown): boolean;
+  /** A device tensor's bytes, copied to the host. */
+  deviceDownload(handle: unknown): ArrayBuffer;
 }
 
 const root = path.resolve(__dirname, '..', '..');

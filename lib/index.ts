@@ -1,5 +1,7 @@
 export { Session } from './session';
-export type { Feeds, Fetches, Results, RunOptions, ValueInfo, ValueType } from './session';
+export type { DeviceResults, Feeds, Fetches, Results, RunOptions, ValueInfo, ValueType } from './session';
+export { cuda, DeviceTensor } from './device';
+export type { CudaDevice, CudaDevices } from './device';
 export { Tensor } from './tensor';
 export type { TensorData, TensorDataTypes, TensorLike, TensorType } from './tensor';
 export { KilnError } from './errors';

@@ -150,6 +150,18 @@ export interface SessionOptions {
    * computing, a polling JS thread would slow longer runs down.
    */
   completionPollMicroseconds?: number;
+  /**
+   * On a GPU provider (default true): Kiln copies inputs to the device on a CUDA stream of
+   * the session's own (the one the provider computes on), binds outputs on the device, copies
+   * them back into pinned host memory and synchronises once per run; batches are assembled in
+   * pinned memory. False leaves the copies to ONNX Runtime.
+   */
+  deviceIo?: boolean;
+  /**
+   * Progress of a slow load (TensorRT building its engines): called every 5 s while the load
+   * runs and once when it ends. Default: a line on stderr.
+   */
+  onProgress?: (message: string) => void;
 }
 
 /**
@@ -168,7 +180,7 @@ const GRAPH_LEVELS: Readonly<Record<GraphOptimizationLevel, number>> = { disable
 const SESSION_KEYS = [
   'providers', 'intraOpThreads', 'interOpThreads', 'spinning', 'executionMode', 'graphOptimizationLevel',
   'optimizedModelPath', 'profiling', 'logLevel', 'configEntries', 'executorThreads', 'executorSpinMicroseconds',
-  'completionPollMicroseconds',
+  'completionPollMicroseconds', 'deviceIo', 'onProgress',
 ] as const;
 
 function shapeProfile(r: OptionReader, key: string): string | undefined {
@@ -276,6 +288,9 @@ export function sessionConfig(options: unknown): SessionConfig {
   config.intraOpThreads = r.int('intraOpThreads', 0, 1024);
   config.interOpThreads = r.int('interOpThreads', 0, 1024);
   config.spinning = r.bool('spinning');
+  config.deviceIo = r.bool('deviceIo');
+  const progress = r.raw('onProgress');
+  if (progress !== undefined && typeof progress !== 'function') throw optionError('onProgress', 'a function', progress);
   config.parallelExecution = r.oneOf('executionMode', ['sequential', 'parallel'] as const) === 'parallel';
   const level = r.oneOf('graphOptimizationLevel', Object.keys(GRAPH_LEVELS) as GraphOptimizationLevel[]);
   if (level) config.graphOptimizationLevel = GRAPH_LEVELS[level];

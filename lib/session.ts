@@ -9,6 +9,7 @@ import { native, type NativeFetches, type NativeResults, type NativeBatchArgs, t
 import { KilnError, toKilnError } from './errors';
 import { completionPolling, sessionConfig, type SessionOptions } from './options';
 import { runtime } from './runtime';
+import { DeviceTensor } from './device';
 import {
   ARRAY_TYPE, TYPE_FROM_ONNX, describeData, elementCount, formatShape, wrapTensor,
   type Tensor, type TensorLike, type TensorType,
@@ -23,13 +24,21 @@ export interface ValueInfo {
   readonly shape: readonly (number | string)[];
 }
 
-export type Feeds = Readonly<Record<string, TensorLike>>;
+/** Input name -> tensor; a DeviceTensor (an output kept on the GPU) feeds a session on its device. */
+export type Feeds = Readonly<Record<string, TensorLike | DeviceTensor>>;
 /** Output names, or output name -> preallocated tensor (ORT writes into it) or null. */
 export type Fetches = readonly string[] | Readonly<Record<string, TensorLike | null>>;
 export type Results = Record<string, Tensor>;
+/** The results of a run with outputLocation: 'cuda'. */
+export type DeviceResults = Record<string, DeviceTensor>;
 
 export interface RunOptions {
   outputs?: Fetches;
+  /**
+   * Where outputs are delivered: 'cpu' (default), or 'cuda' to keep them on the session's
+   * GPU as DeviceTensors (a session running on a GPU provider with device IO).
+   */
+  outputLocation?: 'cpu' | 'cuda';
   /** Aborting removes a queued run at once, or stops a running one (E_ABORTED). */
   signal?: AbortSignal;
 }
@@ -102,7 +111,7 @@ function expectation(p: Port): string {
   return `${p.type ?? p.info.type} with shape ${formatShape(p.info.shape)}`;
 }
 
-function received(t: TensorLike): string {
+function received(t: TensorLike | DeviceTensor): string {
   const dims = Array.isArray(t.dims) ? formatShape(t.dims) : String(t.dims);
   return `${String(t.type)} with shape ${dims}`;
 }
@@ -123,7 +132,7 @@ function borrow(p: Port, data: TensorLike['data']): void {
 }
 
 /** Validates one tensor against a model port. */
-function checkTensor(p: Port, t: TensorLike | undefined): void {
+function checkTensor(p: Port, t: TensorLike | DeviceTensor | undefined): void {
   const name = p.label;
   if (t === null || typeof t !== 'object') {
     throw new KilnError('E_INVALID_ARGUMENT', `${name}: expected a tensor ({ type, data, dims }), received ${describeData(t)}`);
@@ -134,9 +143,51 @@ function checkTensor(p: Port, t: TensorLike | undefined): void {
   if (t.type !== p.type) {
     throw new KilnError('E_DTYPE_MISMATCH', `${name}: expected ${expectation(p)}, received ${received(t)}`);
   }
+  if (t instanceof DeviceTensor) {
+    checkDims(p, t);
+    return;
+  }
   if (!(t.data instanceof (p.ctor as Function))) {
     throw new KilnError('E_DTYPE_MISMATCH', `${name}: ${p.type} data must be a ${(p.ctor as Function).name}, received ${describeData(t.data)}`);
   }
+  const n = checkDims(p, t);
+  const dims = t.dims;
+  const length = (t.data as { length: number }).length;
+  if (length !== n) {
+    const detached = ArrayBuffer.isView(t.data) && length === 0 && n > 0;
+    throw new KilnError('E_INVALID_ARGUMENT', detached
+      ? `${name}: its ArrayBuffer is detached or empty, dims ${formatShape(dims)} need ${n} elements`
+      : `${name}: dims ${formatShape(dims)} need ${n} elements, data has ${length}`);
+  }
+}
+
+/**
+ * TensorRT builds its engines while the model loads (on a loader thread: the JS thread runs
+ * on), which takes seconds to minutes without an engine cache. Loads that take longer than
+ * PROGRESS_MS report, every PROGRESS_MS and once done, through `onProgress` (default: a line
+ * on stderr).
+ */
+const PROGRESS_MS = 5000;
+
+function loadProgress(source: string | Uint8Array, onProgress: ((message: string) => void) | undefined): { done(provider: string | undefined): void } {
+  const report = onProgress ?? ((m: string): void => void process.stderr.write(`${m}\n`));
+  const what = typeof source === 'string' ? source : `a ${source.byteLength}-byte model`;
+  const started = performance.now();
+  const seconds = (): string => ((performance.now() - started) / 1000).toFixed(1);
+  const timer = setInterval(() => report(`kiln: loading ${what} with TensorRT (building engines): ${seconds()} s`), PROGRESS_MS);
+  timer.unref();
+  return {
+    done(provider) {
+      clearInterval(timer);
+      if (performance.now() - started < PROGRESS_MS) return;
+      report(provider ? `kiln: ${what} ready on ${provider} after ${seconds()} s` : `kiln: loading ${what} failed after ${seconds()} s`);
+    },
+  };
+}
+
+/** Validates a tensor's dims against a port; returns its element count. */
+function checkDims(p: Port, t: TensorLike | DeviceTensor): number {
+  const name = p.label;
   const dims = t.dims;
   if (!Array.isArray(dims)) {
     throw new KilnError('E_INVALID_ARGUMENT', `${name}: dims must be an array of integers, received ${describeData(dims)}`);
@@ -151,13 +202,7 @@ function checkTensor(p: Port, t: TensorLike | undefined): void {
       throw new KilnError('E_SHAPE_MISMATCH', `${name}: expected ${expectation(p)}, received ${received(t)} (dims[${i}] must be ${p.dims[i]})`);
     }
   }
-  const length = (t.data as { length: number }).length;
-  if (length !== n) {
-    const detached = ArrayBuffer.isView(t.data) && length === 0 && n > 0;
-    throw new KilnError('E_INVALID_ARGUMENT', detached
-      ? `${name}: its ArrayBuffer is detached or empty, dims ${formatShape(dims)} need ${n} elements`
-      : `${name}: dims ${formatShape(dims)} need ${n} elements, data has ${length}`);
-  }
+  return n;
 }
 
 export class Session {
@@ -169,6 +214,7 @@ export class Session {
   readonly #allOutputPorts: Port[];
   readonly #providers: readonly string[];
   readonly #providerNotes: readonly string[];
+  readonly #device: number;
   readonly #pollMs: number;
   /** Moving average of a run's time in ORT, in ms: decides whether polling pays. */
   #computeMs = 0;
@@ -192,10 +238,14 @@ export class Session {
     const intra = config.intraOpThreads ?? (config.interOpThreads === undefined ? rt.intraOpThreads : 0);
     const polling = completionPolling(intra > 0 ? intra : cores, cores);
     const poll = config.completionPollMicroseconds ?? polling.budgetUs;
+    const progress = config.providers.some((p) => p.name === 'tensorrt') ? loadProgress(source, options?.onProgress) : undefined;
     try {
       const handle = await native().NativeSession.load(source, config);
-      return new Session(INTERNAL, handle, poll, Math.min(polling.maxInFlight, config.executorThreads));
+      const session = new Session(INTERNAL, handle, poll, Math.min(polling.maxInFlight, config.executorThreads));
+      progress?.done(session.providers[0]);
+      return session;
     } catch (e) {
+      progress?.done(undefined);
       throw toKilnError(e);
     }
   }
@@ -214,6 +264,15 @@ export class Session {
     this.#allOutputPorts = this.#outputs.filter((p) => p.type !== undefined);
     this.#providers = Object.freeze(meta.providers);
     this.#providerNotes = Object.freeze(meta.providerNotes);
+    this.#device = meta.device;
+  }
+
+  /**
+   * The CUDA device this session's inputs and outputs go through (device IO on a GPU
+   * provider), or undefined when it runs with host IO.
+   */
+  get device(): number | undefined {
+    return this.#device >= 0 ? this.#device : undefined;
   }
 
   get inputs(): readonly ValueInfo[] {
@@ -239,8 +298,10 @@ export class Session {
   }
 
   /** Runs on Kiln's executor threads; the JS thread is free meanwhile. */
-  async run(feeds: Feeds, options?: RunOptions): Promise<Results> {
-    const { args, ports } = this.#prepare(feeds, options?.outputs, true);
+  run(feeds: Feeds, options: RunOptions & { outputLocation: 'cuda' }): Promise<DeviceResults>;
+  run(feeds: Feeds, options?: RunOptions): Promise<Results>;
+  async run(feeds: Feeds, options?: RunOptions): Promise<Results | DeviceResults> {
+    const { args, ports } = this.#prepare(feeds, options?.outputs, true, options?.outputLocation);
     const signal = options?.signal;
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
     let onAbort: (() => void) | undefined;
@@ -266,7 +327,7 @@ export class Session {
       throw toKilnError(e);
     }
     this.#computeMs += ((raw[raw.length - 2] as number) / 1000 - this.#computeMs) * 0.125;
-    return this.#wrap(ports, raw);
+    return this.#wrap(ports, raw, options?.outputLocation);
   }
 
   #submitted(): void {
@@ -280,15 +341,17 @@ export class Session {
   }
 
   /** Runs on the calling thread and blocks it until done. */
-  runSync(feeds: Feeds, options?: Pick<RunOptions, 'outputs'>): Results {
-    const { args, ports } = this.#prepare(feeds, options?.outputs, false);
+  runSync(feeds: Feeds, options: Pick<RunOptions, 'outputs' | 'outputLocation'> & { outputLocation: 'cuda' }): DeviceResults;
+  runSync(feeds: Feeds, options?: Pick<RunOptions, 'outputs' | 'outputLocation'>): Results;
+  runSync(feeds: Feeds, options?: Pick<RunOptions, 'outputs' | 'outputLocation'>): Results | DeviceResults {
+    const { args, ports } = this.#prepare(feeds, options?.outputs, false, options?.outputLocation);
     let raw: NativeResults;
     try {
       raw = this.#native.runSync(...args);
     } catch (e) {
       throw toKilnError(e);
     }
-    return this.#wrap(ports, raw);
+    return this.#wrap(ports, raw, options?.outputLocation);
   }
 
   /**
@@ -314,14 +377,37 @@ export class Session {
   }
 
   /** Validates and flattens a run's arguments; `async` runs borrow the buffers (see borrow()). */
-  #prepare(feeds: Feeds, fetches: Fetches | undefined, async: boolean): { args: NativeRunArgs; ports: Port[] } {
+  #prepare(feeds: Feeds, fetches: Fetches | undefined, async: boolean, location: RunOptions['outputLocation']): { args: NativeRunArgs; ports: Port[] } {
     this.#checkOpen();
     const args: NativeRunArgs = [null, undefined];
     this.#pushFeeds(feeds, async, args);
+    if (location !== undefined && location !== 'cpu') {
+      if (location !== 'cuda') throw new KilnError('E_INVALID_ARGUMENT', `outputLocation: expected 'cpu' or 'cuda', received ${describeData(location)}`);
+      return this.#deviceFetches(fetches, args);
+    }
     if (fetches === undefined) return { args, ports: this.#allOutputPorts };
     const f = this.#fetches(fetches, async);
     args[0] = f.fetchList;
     return { args, ports: f.ports };
+  }
+
+  /** Fetches for outputs kept on the device: names only (nothing to preallocate). */
+  #deviceFetches(fetches: Fetches | undefined, args: NativeRunArgs): { args: NativeRunArgs; ports: Port[] } {
+    if (this.#device < 0) {
+      throw new KilnError('E_INVALID_ARGUMENT', `outputLocation 'cuda' needs a session running on a GPU provider with device IO; this one runs on ${this.#providers[0]}`);
+    }
+    let ports = this.#allOutputPorts;
+    if (fetches !== undefined) {
+      if (!Array.isArray(fetches)) throw new KilnError('E_INVALID_ARGUMENT', "outputs: with outputLocation 'cuda', name the outputs (an array); device outputs cannot be preallocated");
+      ports = this.#fetches(fetches, false).ports;
+    }
+    const list: unknown[] = [];
+    for (const p of ports) {
+      if (p.type === 'string') throw new KilnError('E_INVALID_ARGUMENT', `${p.label}: string outputs cannot stay on a device`);
+      list.push(p.index, 'cuda', null);
+    }
+    args[0] = list;
+    return { args, ports };
   }
 
   /** Validates `feeds` and appends (data, dims) per model input, in the model's order. */
@@ -335,6 +421,10 @@ export class Session {
       const t = feeds[p.info.name];
       if (t === undefined) this.#missingOrUnknown(feeds);
       checkTensor(p, t);
+      if (t instanceof DeviceTensor) {
+        into.push(t._handle(p.label), t.dims);
+        continue;
+      }
       if (async) borrow(p, t.data);
       into.push(t.data, t.dims);
     }
@@ -349,6 +439,11 @@ export class Session {
    */
   _requestFeeds(feeds: Feeds): unknown[] {
     this.#checkOpen();
+    for (const name in feeds) {
+      if (feeds[name] instanceof DeviceTensor) {
+        throw new KilnError('E_INVALID_ARGUMENT', `input "${name}": a device tensor cannot join a batch (batches are assembled in host memory); run it with session.run()`);
+      }
+    }
     const out: unknown[] = [];
     this.#pushFeeds(feeds, true, out);
     return out;
@@ -429,8 +524,16 @@ export class Session {
     return { fetchList, ports };
   }
 
-  #wrap(ports: Port[], raw: NativeResults): Results {
+  #wrap(ports: Port[], raw: NativeResults, location?: RunOptions['outputLocation']): Results {
     const out: Results = {};
+    if (location === 'cuda') {
+      const device: DeviceResults = {};
+      for (let i = 0; i < ports.length; i++) {
+        const p = ports[i];
+        device[p.info.name] = DeviceTensor._wrap(p.type as TensorType, raw[2 * i + 1] as number[], this.#device, raw[2 * i]);
+      }
+      return device as unknown as Results;
+    }
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
       out[p.info.name] = wrapTensor(p.type as TensorType, raw[2 * i] as Tensor['data'], raw[2 * i + 1] as number[]);

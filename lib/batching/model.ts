@@ -6,10 +6,12 @@
  */
 import { native, type NativePadding } from '../binding';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
+import type { SessionOptions } from '../options';
 import { Session, type Feeds, type Results } from '../session';
 import { wrapTensor, type Tensor, type TensorType } from '../tensor';
 import { resolveConfig, type ModelConfig, type ResolvedConfig, type ResolvedInput } from './config';
 import { BatchCostModel } from './cost';
+import { providersFor, tensorRtProfiles, wantsTensorRt } from './gpu';
 import { PriorityQueue, type Queued } from './queue';
 import { emptyStats, type ModelStats } from './stats';
 
@@ -35,12 +37,15 @@ interface Request extends Queued {
 const now = (): number => performance.now();
 
 export class Model {
+  /** The first instance's session: the model's metadata. */
   readonly #session: Session;
+  readonly #sessions: Session[];
+  /** Instances not running a batch (the same session repeated for a CPU group). */
+  readonly #freeInstances: Session[];
   readonly #config: ResolvedConfig;
   readonly #queue: PriorityQueue<Request>;
   readonly #cost = new BatchCostModel();
   readonly #stats: ModelStats = emptyStats();
-  #free: number;
   #seq = 0;
   #nextDelivery = 0;
   readonly #held = new Map<number, () => void>();
@@ -62,29 +67,51 @@ export class Model {
     resolveConfig({ ...config, maxBatchSize: 0, dynamicBatching: false }, false);
     const raw = (config ?? {}) as ModelConfig;
     const group = raw.instanceGroup?.[0] ?? {};
-    const sessionOptions = { ...(raw.session ?? {}), executorThreads: group.count ?? 1 };
-    // A GPU instance group without explicit providers runs on CUDA on its first device.
-    if (group.kind === 'GPU' && sessionOptions.providers === undefined) {
-      sessionOptions.providers = [{ name: 'cuda', deviceId: group.gpus?.[0] ?? 0 }];
-    }
-    const session = await Session.create(model, sessionOptions);
+    const count = group.count ?? 1;
+    const base: SessionOptions = raw.session ?? {};
+    const sessions: Session[] = [];
     try {
+      if (group.kind === 'GPU') {
+        // Triton's placement: `count` instances on each listed GPU, each its own session
+        // (and so its own CUDA stream), loaded one after another so that a TensorRT engine
+        // cache written by the first serves the rest.
+        const maxBatch = typeof raw.maxBatchSize === 'number' ? raw.maxBatchSize : 0;
+        const db = typeof raw.dynamicBatching === 'object' ? raw.dynamicBatching : undefined;
+        const profiles = wantsTensorRt(base) ? await tensorRtProfiles(model, maxBatch, db?.preferredBatchSize ?? []) : undefined;
+        for (const device of group.gpus?.length ? group.gpus : [0]) {
+          for (let i = 0; i < count; i++) {
+            sessions.push(await Session.create(model, { ...base, providers: providersFor(device, base.providers, profiles), executorThreads: 1 }));
+          }
+        }
+      } else {
+        sessions.push(await Session.create(model, { ...base, executorThreads: count }));
+      }
+      const session = sessions[0];
       const batchable = session.inputs.length > 0 &&
         session.inputs.every((i) => i.shape.length > 0 && typeof i.shape[0] === 'string');
-      return new Model(session, resolveConfig(config, batchable, session.inputs.map((i) => i.name)));
+      const resolved = resolveConfig(config, batchable, session.inputs.map((i) => i.name));
+      // A CPU group is one session with `count` executor threads: each free slot names it.
+      const instances = sessions.length > 1 ? sessions : Array.from({ length: count }, () => session);
+      return new Model(instances, { ...resolved, instances: instances.length });
     } catch (e) {
-      await session.dispose();
+      await Promise.all(sessions.map((s) => s.dispose()));
       throw e;
     }
   }
 
-  private constructor(session: Session, config: ResolvedConfig) {
-    this.#session = session;
+  private constructor(instances: Session[], config: ResolvedConfig) {
+    this.#session = instances[0];
+    this.#sessions = [...new Set(instances)];
+    this.#freeInstances = instances;
     this.#config = config;
     this.#queue = new PriorityQueue<Request>(config.policies);
-    this.#free = config.instances;
-    this.#padded = session.inputs.map((i) => config.padded.get(i.name));
-    this.#ownDims = ownDimsOf(session, this.#padded);
+    this.#padded = this.#session.inputs.map((i) => config.padded.get(i.name));
+    this.#ownDims = ownDimsOf(this.#session, this.#padded);
+  }
+
+  /** The sessions serving this model: one for a CPU group, one per instance on GPUs. */
+  get sessions(): readonly Session[] {
+    return this.#sessions;
   }
 
   get config(): Readonly<ResolvedConfig> {
@@ -128,7 +155,7 @@ export class Model {
       }
       if (this.#running > 0) await new Promise<void>((done) => this.#idle.push(done));
     }
-    await this.#session.dispose();
+    await Promise.all(this.#sessions.map((session) => session.dispose()));
   }
 
   #enqueue(feeds: Feeds, options: InferOptions, resolve: (r: Results) => void, reject: (e: KilnError) => void): void {
@@ -244,7 +271,7 @@ export class Model {
     }
     this.#rejectHopeless(t);
     let wakeAt = this.#queue.nextDeadline();
-    while (this.#free > 0 && this.#queue.count > 0) {
+    while (this.#freeInstances.length > 0 && this.#queue.count > 0) {
       const decision = this.#formBatch(t);
       if ('batch' in decision) {
         this.#dispatch(decision.batch);
@@ -348,7 +375,7 @@ export class Model {
   }
 
   #dispatch(batch: Request[]): void {
-    this.#free--;
+    const session = this.#freeInstances.pop() as Session;
     this.#running++;
     this.#runningRequests += batch.length;
     const t = now();
@@ -358,10 +385,10 @@ export class Model {
       r.state = 'running';
       rows += r.size;
     }
-    void this.#execute(batch, rows, t);
+    void this.#execute(session, batch, rows, t);
   }
 
-  async #execute(batch: Request[], rows: number, started: number): Promise<void> {
+  async #execute(session: Session, batch: Request[], rows: number, started: number): Promise<void> {
     const c = this.#config;
     try {
       let outputs: Results;
@@ -370,12 +397,12 @@ export class Model {
       let padding: NativePadding = null;
       if (c.batching) {
         padding = this.#padding(batch);
-        const r = await this.#session._runBatch(batch.map((q) => q.pairs), padding);
+        const r = await session._runBatch(batch.map((q) => q.pairs), padding);
         outputs = r.outputs;
         computeUs = r.computeUs;
         inputUs = r.inputUs;
       } else {
-        outputs = await this.#session.run(batch[0].feeds);
+        outputs = await session.run(batch[0].feeds);
       }
       const ms = now() - started;
       this.#cost.observe(rows, ms);
@@ -404,7 +431,7 @@ export class Model {
       const err = toKilnError(e);
       for (const r of batch) this.#fail(r, err);
     } finally {
-      this.#free++;
+      this.#freeInstances.push(session);
       this.#running--;
       this.#runningRequests -= batch.length;
       if (this.#running === 0) for (const done of this.#idle.splice(0)) done();

@@ -6,7 +6,7 @@
  *   --batch N (default 1)  --calls N (default 3000)  --intra N  --concurrency N (default 1)
  */
 import * as fs from 'fs';
-import { native } from '../binding';
+import { cuda } from '../device';
 import { KilnError } from '../errors';
 import { runtime } from '../runtime';
 import { formatMicroseconds, quantile } from '../latency';
@@ -107,13 +107,17 @@ async function bench(args: string[]): Promise<void> {
 
 function info(): void {
   const rt = runtime();
-  const cuda = native().cudaDriverProblem();
-  process.stdout.write([
+  const gpus = cuda.devices();
+  const lines = [
     `ONNX Runtime ${rt.version} (C API ${rt.apiVersion}) from ${rt.library}`,
     `providers: ${rt.providers.join(', ')}`,
     `global thread pools: intra-op ${rt.intraOpThreads || 'one per core'}, inter-op ${rt.interOpThreads || 'default'}, spinning ${rt.spinning ? 'on' : 'off'}`,
-    `CUDA driver: ${cuda || 'libcuda.so.1 loads'}`,
-  ].join('\n') + '\n');
+    gpus.problem ? `CUDA: ${gpus.problem}` : `CUDA: driver ${gpus.library} (CUDA ${gpus.driverVersion})`,
+  ];
+  for (const d of gpus.devices) {
+    lines.push(`  cuda:${d.id} ${d.name}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB, compute ${d.computeCapability}, ${d.multiprocessors} SMs, PCI ${d.pciBusId}`);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
 }
 
 async function main(argv: string[]): Promise<void> {

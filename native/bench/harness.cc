@@ -1,7 +1,7 @@
 // The native floor: runs a model through Kiln's core with no Node in the process.
 //
 //   kiln-harness --model m.onnx [--batch B] [--dim name=V] [--intra T] [--spin] [--library L]
-//                [--iters N] [--warmup W] [--rotate-outputs N]
+//                [--iters N] [--warmup W] [--rotate-outputs N] [--provider cpu|cuda|tensorrt]
 //                                                   one measurement, a JSON line on stdout
 //   kiln-harness ... --serve                        reads "run N" / "throughput N" lines on
 //                                                   stdin, answers one JSON line each, so a
@@ -34,12 +34,13 @@ struct Options {
   bool serve = false;
   bool spin = false;
   size_t rotate = 0;
+  std::string provider = "cpu";  // cpu | cuda | tensorrt (GPU ones run with device IO)
   std::map<std::string, int64_t> dims;
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr, "kiln-harness: %s\nusage: kiln-harness --model m.onnx [--batch B] [--dim name=V] [--intra T] "
-               "[--spin] [--library L] [--iters N] [--warmup W] [--rotate-outputs N] [--serve]\n", why.c_str());
+               "[--spin] [--library L] [--iters N] [--warmup W] [--rotate-outputs N] [--serve] [--provider cpu|cuda|tensorrt]\n", why.c_str());
   std::exit(2);
 }
 
@@ -62,6 +63,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--serve") o.serve = true;
     else if (a == "--spin") o.spin = true;
     else if (a == "--rotate-outputs") o.rotate = std::stoul(next());
+    else if (a == "--provider") o.provider = next();
     else if (a == "--dim") {
       std::string kv = next();
       size_t eq = kv.find('=');
@@ -210,6 +212,7 @@ int main(int argc, char** argv) {
     sc.intra_op_threads = o.intra;
     sc.inter_op_threads = 1;
     sc.spinning = o.spin;
+    if (o.provider != "cpu") sc.providers.push_back(ProviderSpec{o.provider, {}});
     Runner r;
     r.session = Session::load_file(o.model, sc);
     r.inputs = make_inputs(*r.session, o);

@@ -1,9 +1,9 @@
 #include "providers.h"
 
-#include <dlfcn.h>
-
+#include <algorithm>
 #include <cstdlib>
 
+#include "cuda.h"
 #include "runtime.h"
 
 namespace kiln {
@@ -25,7 +25,18 @@ std::string library_lacks(const std::string& provider) {
          "); point KILN_ORT_LIBRARY at an ONNX Runtime GPU build";
 }
 
-void append_cuda(OrtSessionOptions* options, const ProviderSpec& spec) {
+// Checks the status of setting a provider's options: a provider library that cannot be
+// loaded (ORT loads it on first use) makes the provider unavailable; anything else is the
+// caller's option being refused.
+void check_options(OrtStatus* status, const char* what) {
+  if (!status) return;
+  const std::string message = ort::api().GetErrorMessage(status);
+  const bool unavailable = message.find("Failed to load library") != std::string::npos ||
+                           message.find("cannot open shared object") != std::string::npos;
+  ort::check(status, unavailable ? Code::ProviderUnavailable : Code::InvalidArgument, what);
+}
+
+void append_cuda(OrtSessionOptions* options, const ProviderSpec& spec, void* kiln_stream) {
   const OrtApi& a = ort::api();
   OrtCUDAProviderOptionsV2* raw = nullptr;
   ort::check(a.CreateCUDAProviderOptions(&raw), Code::ProviderUnavailable);
@@ -43,13 +54,16 @@ void append_cuda(OrtSessionOptions* options, const ProviderSpec& spec) {
     values.push_back(value.c_str());
   }
   if (!keys.empty()) {
-    ort::check(a.UpdateCUDAProviderOptions(cuda.get(), keys.data(), values.data(), keys.size()),
-               Code::InvalidArgument, "cuda provider options");
+    check_options(a.UpdateCUDAProviderOptions(cuda.get(), keys.data(), values.data(), keys.size()), "cuda provider options");
+  }
+  if (kiln_stream) {
+    ort::check(a.UpdateCUDAProviderOptionsWithValue(cuda.get(), "user_compute_stream", kiln_stream),
+               Code::ProviderUnavailable);
   }
   ort::check(a.SessionOptionsAppendExecutionProvider_CUDA_V2(options, cuda.get()), Code::ProviderUnavailable);
 }
 
-void append_tensorrt(OrtSessionOptions* options, const ProviderSpec& spec) {
+void append_tensorrt(OrtSessionOptions* options, const ProviderSpec& spec, void* kiln_stream) {
   const OrtApi& a = ort::api();
   OrtTensorRTProviderOptionsV2* raw = nullptr;
   ort::check(a.CreateTensorRTProviderOptions(&raw), Code::ProviderUnavailable);
@@ -61,8 +75,12 @@ void append_tensorrt(OrtSessionOptions* options, const ProviderSpec& spec) {
     values.push_back(value.c_str());
   }
   if (!keys.empty()) {
-    ort::check(a.UpdateTensorRTProviderOptions(trt.get(), keys.data(), values.data(), keys.size()),
-               Code::InvalidArgument, "tensorrt provider options");
+    check_options(a.UpdateTensorRTProviderOptions(trt.get(), keys.data(), values.data(), keys.size()),
+                  "tensorrt provider options");
+  }
+  if (kiln_stream) {
+    ort::check(a.UpdateTensorRTProviderOptionsWithValue(trt.get(), "user_compute_stream", kiln_stream),
+               Code::ProviderUnavailable);
   }
   ort::check(a.SessionOptionsAppendExecutionProvider_TensorRT_V2(options, trt.get()), Code::ProviderUnavailable);
 }
@@ -76,18 +94,20 @@ const char* ort_provider_name(const std::string& name) {
   return "";
 }
 
-std::string cuda_driver_problem() {
-  void* handle = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
-  if (!handle) {
-    const char* why = dlerror();
-    return std::string("no NVIDIA driver: libcuda.so.1 cannot be loaded (") + (why ? why : "not found") + ")";
+int provider_device(const ProviderSpec& spec) {
+  for (const auto& [key, value] : spec.options) {
+    if (key == "device_id") return std::atoi(value.c_str());
   }
-  dlclose(handle);
-  return "";
+  return 0;
+}
+
+bool is_gpu_provider(const std::string& ort_name) {
+  return ort_name == "CUDAExecutionProvider" || ort_name == "TensorrtExecutionProvider";
 }
 
 std::vector<std::string> append_providers(OrtSessionOptions* options, const std::vector<ProviderSpec>& specs,
-                                          std::vector<std::string>& notes) {
+                                          std::vector<std::string>& notes,
+                                          const std::function<void*(const ProviderSpec&)>& stream_for) {
   std::vector<std::string> used;
   if (specs.empty()) return {"CPUExecutionProvider"};
   for (const ProviderSpec& spec : specs) {
@@ -101,14 +121,17 @@ std::vector<std::string> append_providers(OrtSessionOptions* options, const std:
     if (!Runtime::get().has_provider(ort_name)) {
       problem = library_lacks(ort_name);
     } else {
-      problem = cuda_driver_problem();
+      problem = cuda::problem();
     }
     if (problem.empty()) {
       try {
+        const bool own_stream = std::any_of(spec.options.begin(), spec.options.end(),
+                                            [](const auto& kv) { return kv.first == "user_compute_stream"; });
+        void* stream = !own_stream && stream_for ? stream_for(spec) : nullptr;
         if (spec.name == "cuda") {
-          append_cuda(options, spec);
+          append_cuda(options, spec, stream);
         } else {
-          append_tensorrt(options, spec);
+          append_tensorrt(options, spec, stream);
         }
         used.push_back(ort_name);
         continue;

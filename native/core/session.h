@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "memory.h"
 #include "ort/handles.h"
 #include "tensor.h"
 
@@ -37,6 +38,14 @@ struct SessionConfig {
   std::string profile_prefix;  // non-empty: profiling on
   int log_level = -1;
   std::vector<std::pair<std::string, std::string>> config_entries;  // AddSessionConfigEntry
+  // On a GPU provider: inputs and outputs through device buffers on a stream Kiln creates for
+  // the session (see Session::device()). Off: ORT copies host tensors itself.
+  bool device_io = true;
+  // Tests only: device IO on this CUDA device although the provider is ORT's CPU one, with
+  // the device memory described to ORT as host memory. Meaningful only with a driver whose
+  // device memory is host memory (native/test/fake_cuda.cc): it runs the whole device path
+  // (staging, copies, one synchronisation) on a machine without a GPU.
+  int emulate_device = -1;
 };
 
 class Session;
@@ -50,6 +59,8 @@ struct OwnedTensor {
   size_t bytes = 0;
   std::vector<std::string> strings;
   bool preallocated = false;  // written into the caller's buffer
+  int device = -1;            // >= 0: `data` is an address on this CUDA device
+  Buffer storage;             // the pinned host buffer `data` points into, when it does
   ort::ValuePtr value;
   std::shared_ptr<const Session> session;
 };
@@ -65,6 +76,8 @@ struct Fetch {
   // The buffer was sized from expected_shape(), not given by the caller: if the run fails,
   // it is retried with ORT allocating this output (its shape may depend on the data).
   bool expected = false;
+  // Leave the output on the session's CUDA device (a device session only).
+  bool on_device = false;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -96,6 +109,16 @@ class Session : public std::enable_shared_from_this<Session> {
   // Ends profiling and returns the profile file's path ("" when profiling was off).
   std::string end_profiling();
 
+  // The CUDA device this session's inputs and outputs go through, or -1 (host IO). A device
+  // session copies host inputs to pooled device buffers on its own non-blocking stream (the
+  // one ORT's provider computes on), binds outputs on the device, copies them back into
+  // pinned host buffers and synchronises once per run.
+  int device() const;
+  // Pinned host memory to assemble this session's batches in (null for host IO).
+  std::shared_ptr<BufferPool> pinned_pool() const;
+  // Copies a device output of this session into host memory (`bytes` of `t`), blocking until done.
+  void download(const OwnedTensor& t, void* dst) const;
+
  private:
   Session() = default;
   void create(const std::string* path, const void* data, size_t size, const SessionConfig& config);
@@ -103,6 +126,15 @@ class Session : public std::enable_shared_from_this<Session> {
   ort::IoBindingPtr acquire_binding() const;
   void release_binding(ort::IoBindingPtr binding) const;
 
+  struct Gpu;
+  void run_device(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
+                  std::vector<OwnedTensor>& out, OrtRunOptions* options) const;
+  void device_attempt(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
+                      const std::vector<bool>& prebind, const std::vector<std::vector<int64_t>>& shapes,
+                      std::vector<OwnedTensor>& out, OrtRunOptions* options) const;
+  ort::ValuePtr device_value(void* address, size_t bytes, DType type, const std::vector<int64_t>& shape) const;
+
+  std::unique_ptr<Gpu> gpu_;  // device IO state; null for host IO
   ort::SessionPtr session_;
   std::vector<ValueInfo> inputs_;
   std::vector<ValueInfo> outputs_;

@@ -56,6 +56,7 @@ struct TensorView {
   void* data = nullptr;  // numeric types
   size_t bytes = 0;
   const std::vector<std::string>* strings = nullptr;  // String type
+  int device = -1;  // -1: host memory; else `data` is an address on this CUDA device
 };
 
 }  // namespace kiln

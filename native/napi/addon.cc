@@ -4,7 +4,7 @@
 #include "addon_data.h"
 #include "batch.h"
 #include "convert.h"
-#include "providers.h"
+#include "cuda.h"
 #include "runtime.h"
 #include "session_wrap.h"
 
@@ -82,7 +82,52 @@ Napi::Value crop_rows(const Napi::CallbackInfo& info) {
   return Napi::Value(env, out);
 }
 
-Napi::Value cuda_driver(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cuda_driver_problem()); }
+Napi::Value cuda_driver(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cuda::problem()); }
+
+// {driverVersion, library, problem, devices: [{id, name, totalMemory, computeCapability, multiprocessors, pciBusId}]}
+Napi::Value cuda_devices(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const cuda::DeviceList list = cuda::devices();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("driverVersion", list.driver_version);
+  o.Set("library", list.library);
+  o.Set("problem", list.problem);
+  Napi::Array devices = Napi::Array::New(env, list.devices.size());
+  for (size_t i = 0; i < list.devices.size(); ++i) {
+    const cuda::DeviceInfo& d = list.devices[i];
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("id", d.id);
+    e.Set("name", d.name);
+    e.Set("totalMemory", static_cast<double>(d.total_memory));
+    e.Set("computeCapability", std::to_string(d.major) + "." + std::to_string(d.minor));
+    e.Set("multiprocessors", d.multiprocessors);
+    e.Set("pciBusId", d.pci_bus_id);
+    devices.Set(static_cast<uint32_t>(i), e);
+  }
+  o.Set("devices", devices);
+  return o;
+}
+
+Napi::Value device_release(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), release_device_handle(info.Env(), info[0]));
+}
+
+// (handle) -> ArrayBuffer with the tensor's bytes, copied from the device (blocks until done).
+Napi::Value device_download(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string name = "tensor";
+  std::shared_ptr<const OwnedTensor> t = read_device_handle(env, info[0], Label{"device", name});
+  if (!t) throw_error(env, Code::InvalidArgument, "not a device tensor");
+  void* dst = nullptr;
+  napi_value buffer;
+  if (napi_create_arraybuffer(env, t->bytes, &dst, &buffer) != napi_ok) throw Napi::Error::New(env);
+  try {
+    t->session->download(*t, dst);
+  } catch (const Error& e) {
+    throw_error(env, e.code(), e.what());
+  }
+  return Napi::Value(env, buffer);
+}
 
 Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData(env);
@@ -95,6 +140,9 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   exports.Set("crop", Napi::Function::New<crop_rows>(env, "crop"));
   exports.Set("initialized", Napi::Function::New<initialized>(env, "initialized"));
   exports.Set("cudaDriverProblem", Napi::Function::New<cuda_driver>(env, "cudaDriverProblem"));
+  exports.Set("cudaDevices", Napi::Function::New<cuda_devices>(env, "cudaDevices"));
+  exports.Set("deviceRelease", Napi::Function::New<device_release>(env, "deviceRelease"));
+  exports.Set("deviceDownload", Napi::Function::New<device_download>(env, "deviceDownload"));
   return exports;
 }
 

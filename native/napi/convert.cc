@@ -144,6 +144,53 @@ napi_value output_data(Napi::Env env, OwnedTensor&& t) {
   return result;
 }
 
+namespace {
+
+struct DeviceHold {
+  std::shared_ptr<const OwnedTensor> tensor;
+};
+
+// Marks Kiln's device handles so that no other External passes for one.
+constexpr napi_type_tag kDeviceTag = {0x6b696c6e2d646576ULL, 0x6963652d74656e73ULL};
+
+void release_hold(napi_env, void* data, void*) { delete static_cast<DeviceHold*>(data); }
+
+DeviceHold* hold_of(napi_env env, napi_value value) {
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external) return nullptr;
+  bool tagged = false;
+  if (napi_check_object_type_tag(env, value, &kDeviceTag, &tagged) != napi_ok || !tagged) return nullptr;
+  void* data = nullptr;
+  napi_get_value_external(env, value, &data);
+  return static_cast<DeviceHold*>(data);
+}
+
+}  // namespace
+
+napi_value device_handle(Napi::Env env, OwnedTensor&& t) {
+  auto hold = std::make_unique<DeviceHold>();
+  hold->tensor = std::make_shared<const OwnedTensor>(std::move(t));
+  napi_value external;
+  check(env, napi_create_external(env, hold.get(), release_hold, nullptr, &external));
+  hold.release();
+  check(env, napi_type_tag_object(env, external, &kDeviceTag));
+  return external;
+}
+
+std::shared_ptr<const OwnedTensor> read_device_handle(Napi::Env env, napi_value value, const Label& what) {
+  DeviceHold* hold = hold_of(env, value);
+  if (!hold) return nullptr;
+  if (!hold->tensor) throw_error(env, Code::Disposed, what.str() + ": the device tensor was disposed");
+  return hold->tensor;
+}
+
+bool release_device_handle(Napi::Env env, napi_value value) {
+  DeviceHold* hold = hold_of(env, value);
+  if (!hold || !hold->tensor) return false;
+  hold->tensor.reset();
+  return true;
+}
+
 napi_value dims_array(Napi::Env env, const std::vector<int64_t>& shape) {
   napi_value dims;
   check(env, napi_create_array_with_length(env, shape.size(), &dims));

@@ -3,6 +3,7 @@
 
 #include <napi.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,5 +31,14 @@ napi_typedarray_type typed_array_for(DType type);
 // memory (no copy), or a string[].
 napi_value output_data(Napi::Env env, OwnedTensor&& t);
 napi_value dims_array(Napi::Env env, const std::vector<int64_t>& shape);
+
+// An output left on a CUDA device, as JS holds it: an External that owns the device memory
+// until released (explicitly, or when collected). Runs holding the tensor as an input share
+// ownership, so releasing it while they run frees nothing under them.
+napi_value device_handle(Napi::Env env, OwnedTensor&& t);
+// The tensor behind a device handle; null when `value` is not one; E_DISPOSED when released.
+std::shared_ptr<const OwnedTensor> read_device_handle(Napi::Env env, napi_value value, const Label& what);
+// Frees the handle's device memory now (once nothing else uses it). False when already released.
+bool release_device_handle(Napi::Env env, napi_value value);
 
 }  // namespace kiln::napi

@@ -27,6 +27,9 @@ struct RunArgs {
   std::vector<Buffer> storage;
   std::vector<std::vector<std::string>> gathered;
   std::vector<std::unique_ptr<Padding>> padding;  // per input; null when not padded
+  // Inputs that live on a CUDA device: owned by the run too, so that releasing one while
+  // the run is in flight frees nothing under it.
+  std::vector<std::shared_ptr<const OwnedTensor>> device_inputs;
 };
 
 namespace {
@@ -142,6 +145,7 @@ void read_config(const Napi::Object& o, SessionConfig& c, ExecutorSettings& e) {
   c.profile_prefix = read_string(o, "profilePrefix");
   c.log_level = read_int(o, "logLevel", -1);
   c.config_entries = read_pairs(o.Get("configEntries"));
+  c.device_io = !o.Get("deviceIo").IsBoolean() || o.Get("deviceIo").ToBoolean();
   e.threads = static_cast<size_t>(read_int(o, "executorThreads", 1));
   e.spin_us = static_cast<unsigned>(read_int(o, "executorSpinMicroseconds", 0));
 }
@@ -247,6 +251,8 @@ SessionWrap::SessionWrap(const Napi::CallbackInfo& info)
   }
   auto* job = info[0].As<Napi::External<LoadJob>>().Data();
   session_ = std::move(job->session_);
+  // On a GPU, batches are assembled in pinned memory: the copy to the device runs at bus speed.
+  if (std::shared_ptr<BufferPool> pinned = session_->pinned_pool()) pool_ = std::move(pinned);
   executor_ = std::make_unique<Executor>(job->executor_.threads, data_->completions(), job->executor_.spin_us);
   data_->add_session(this);
 }
@@ -308,6 +314,7 @@ Napi::Value SessionWrap::metadata(const Napi::CallbackInfo& info) {
   Napi::Array notes = Napi::Array::New(env);
   for (size_t i = 0; i < session_->provider_notes().size(); ++i) notes.Set(static_cast<uint32_t>(i), session_->provider_notes()[i]);
   m.Set("providerNotes", notes);
+  m.Set("device", session_->device());
   return m;
 }
 
@@ -330,6 +337,7 @@ void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args, bool batc
     throw_error(env, Code::InvalidArgument, "wrong number of feeds");
   }
   args.feeds.resize(feed_count);
+  args.device_inputs.clear();
   args.strings.resize(feed_count * requests);
   args.feed_values.resize(feed_count * requests);
   if (batch) {
@@ -358,8 +366,26 @@ void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args, bool batc
       const Label label{"input", inputs[i].name};
       napi_value data = info[first + 2 * k];
       read_dims(env, info[first + 2 * k + 1], view.shape, label);
-      read_tensor(env, data, inputs[i].type, view, args.strings[k], label);
       args.feed_values[k] = data;
+      if (std::shared_ptr<const OwnedTensor> d = read_device_handle(env, data, label)) {
+        if (batch) throw_error(env, Code::InvalidArgument, label.str() + ": a device tensor cannot join a batch; run it with session.run()");
+        if (d->type != inputs[i].type) {
+          throw_error(env, Code::DtypeMismatch, label.str() + ": expected " + dtype_name(inputs[i].type) + ", received a " +
+                                                    dtype_name(d->type) + " device tensor");
+        }
+        if (d->shape != view.shape) {
+          throw_error(env, Code::ShapeMismatch, label.str() + ": the device tensor has dims " + format_shape(d->shape.data(), d->shape.size()) +
+                                                    ", the feed says " + format_shape(view.shape.data(), view.shape.size()));
+        }
+        view.type = d->type;
+        view.data = d->data;
+        view.bytes = d->bytes;
+        view.device = d->device;
+        args.device_inputs.push_back(std::move(d));
+        continue;
+      }
+      view.device = -1;
+      read_tensor(env, data, inputs[i].type, view, args.strings[k], label);
     }
   }
   for (size_t i = 0; i < feed_count; ++i) {
@@ -421,9 +447,15 @@ void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args, bool batc
     args.fetches[i] = Fetch{index, nullptr, false};
     napi_valuetype t = napi_null;
     if (data) napi_typeof(env, data, &t);
+    if (t == napi_string) {  // 'cuda': the output stays on the device
+      args.fetches[i].on_device = true;
+      continue;
+    }
     if (t == napi_null || t == napi_undefined) {
       TensorView& view = args.prealloc[i];
       const DType type = outputs[index].type;
+      // A device session copies outputs back into pinned buffers of its own.
+      if (session_->device() >= 0) continue;
       if (type == DType::String || !session_->expected_shape(index, args.feeds.data(), args.feeds.size(), view.shape)) continue;
       const size_t bytes = byte_size(type, view.shape.data(), view.shape.size(), Label{"output", outputs[index].name});
       if (bytes == 0) continue;
@@ -456,7 +488,9 @@ Napi::Value SessionWrap::results(Napi::Env env, RunArgs& args, std::vector<Owned
   for (size_t i = 0; i < out.size(); ++i) {
     napi_value dims = dims_array(env, out[i].shape);
     napi_value data;
-    if (!out[i].preallocated) {
+    if (out[i].device >= 0) {
+      data = device_handle(env, std::move(out[i]));
+    } else if (!out[i].preallocated) {
       data = output_data(env, std::move(out[i]));
     } else if (args.caller_owned[i]) {
       data = prealloc[i];

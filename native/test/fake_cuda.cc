@@ -88,6 +88,9 @@ struct Config {
   int devices = 1;
   int driver_version = 12040;
   uint64_t memory = 1ull << 30;
+  // Runs copies as they are issued (still in stream order): lets ONNX Runtime's CPU provider
+  // compute on "device" memory between Kiln's copies (the core's emulate_device test mode).
+  bool eager = false;
 };
 
 // An environment variable as an unsigned number, or `fallback` when unset or malformed.
@@ -105,6 +108,7 @@ const Config& config() {
     c.devices = static_cast<int>(env_number("KILN_FAKE_CUDA_DEVICES", c.devices));
     c.driver_version = static_cast<int>(env_number("KILN_FAKE_CUDA_DRIVER_VERSION", c.driver_version));
     c.memory = env_number("KILN_FAKE_CUDA_MEMORY", c.memory);
+    c.eager = env_number("KILN_FAKE_CUDA_EAGER", 0) != 0;
     return c;
   }();
   return c;
@@ -256,6 +260,7 @@ CUresult queue_copy(State& s, Op op, CUstream h, uint64_t kiln_fake_cuda_stats_t
   if (op.bytes == 0) return kSuccess;
   st->queue.push_back(op);
   ++(s.stats.*counter);
+  if (config().eager) drain(s, *st);
   return kSuccess;
 }
 
