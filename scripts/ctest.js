@@ -8,7 +8,7 @@ const path = require('path');
 const { execFileSync } = require('child_process');
 
 const root = path.resolve(__dirname, '..');
-const buildDir = path.join(root, process.env.KILN_CMAKE_BUILD_DIR || 'build-cmake');
+const buildDir = path.resolve(root, process.env.KILN_CMAKE_BUILD_DIR || 'build-cmake');
 const modelsDir = path.join(buildDir, 'models');
 
 function writeModels() {

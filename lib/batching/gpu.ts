@@ -52,8 +52,9 @@ export function providersFor(device: number, providers: readonly ProviderSpec[] 
     const spec = (typeof p === 'string' ? { name: p } : p) as Exclude<ProviderSpec, string>;
     if (spec.name === 'cpu') return spec;
     if (spec.name === 'tensorrt') {
-      const own = spec.profileMinShapes || spec.profileOptShapes || spec.profileMaxShapes;
-      return { ...(own || !profiles ? {} : profiles), ...spec, deviceId: device };
+      const own = spec.profileMinShapes !== undefined || spec.profileOptShapes !== undefined || spec.profileMaxShapes !== undefined;
+      const defined = Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined)) as typeof spec;
+      return { ...(own || !profiles ? {} : profiles), ...defined, deviceId: device };
     }
     return { ...spec, deviceId: device };
   });

@@ -78,7 +78,7 @@ std::string result_name(const Api& api, CUresult r) {
 template <typename F>
 bool resolve(void* handle, const char* symbol, F& fn, std::string& problem) {
   fn = reinterpret_cast<F>(dlsym(handle, symbol));
-  if (!fn && problem.empty()) problem = std::string("the NVIDIA driver library lacks ") + symbol + " (driver too old)";
+  if (!fn && problem.empty()) problem = "the library lacks " + std::string(symbol) + ": not an NVIDIA driver, or one too old";
   return fn != nullptr;
 }
 

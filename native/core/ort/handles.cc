@@ -21,6 +21,8 @@ void check(OrtStatus* status, Code fallback, const std::string& context) {
   OrtErrorCode ort_code = a.GetErrorCode(status);
   std::string message = a.GetErrorMessage(status);
   a.ReleaseStatus(status);
+  // ORT's messages may end in a newline; a Kiln message is one line.
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
   Code code = code_for(ort_code);
   if (code == Code::Ort) code = fallback;
   throw Error(code, context.empty() ? message : context + ": " + message);
