@@ -7,23 +7,12 @@ import { KilnError, Session, Tensor, runtime, type Feeds, type KilnErrorCode, ty
 import { native } from '../lib/binding';
 import { addModel, identityModel, slowModel } from './fixtures/models';
 import { getGc } from './helpers/gc';
+import { assertKilnError } from './helpers/assert-error';
 
 // --- helpers -----------------------------------------------------------------------------------
 
 const THIS_FILE = path.basename(__filename);
 
-/** Asserts `e` is a KilnError with `code` whose message contains every fragment. */
-function assertKilnError(e: unknown, code: KilnErrorCode, ...fragments: readonly (string | RegExp)[]): KilnError {
-  assert.ok(e instanceof KilnError, `expected a KilnError, got ${String(e)}`);
-  assert.ok(e instanceof Error);
-  assert.equal(e.name, 'KilnError');
-  assert.equal(e.code, code, `code of: ${e.message}`);
-  for (const f of fragments) {
-    if (typeof f === 'string') assert.ok(e.message.includes(f), `message ${JSON.stringify(e.message)} lacks ${JSON.stringify(f)}`);
-    else assert.match(e.message, f);
-  }
-  return e;
-}
 
 /**
  * What `start` rejects with. It must return a promise rather than throw, and the error's

@@ -7,12 +7,13 @@ import { strict as assert } from 'assert';
 import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { DeviceTensor, KilnError, Session, Tensor, type CudaDevices, type KilnErrorCode, type ProviderSpec, type RunOptions, type SessionOptions } from '../lib';
+import { DeviceTensor, Session, Tensor, type CudaDevices, type KilnErrorCode, type ProviderSpec, type RunOptions, type SessionOptions } from '../lib';
 import { providersFor, tensorRtProfiles } from '../lib/batching/gpu';
 import { GraphBuilder } from '../lib/onnx';
 import { sessionConfig } from '../lib/options';
 import { addModel, mlpModel, mlpReference, multiIOModel, symbolicDimsModel } from './fixtures/models';
 import { batchInput } from './helpers/cuda-probe';
+import { assertKilnError } from './helpers/assert-error';
 
 // --- helpers -----------------------------------------------------------------------------------
 
@@ -48,17 +49,6 @@ interface BatchResult {
   outputs: { dims: number[]; data: number[] }[];
 }
 
-/** Asserts `e` is a KilnError with `code` whose message contains every fragment. */
-function assertKilnError(e: unknown, code: KilnErrorCode, ...fragments: readonly (string | RegExp)[]): KilnError {
-  assert.ok(e instanceof KilnError, `expected a KilnError, got ${String(e)}`);
-  assert.equal(e.name, 'KilnError');
-  assert.equal(e.code, code, `code of: ${e.message}`);
-  for (const f of fragments) {
-    if (typeof f === 'string') assert.ok(e.message.includes(f), `message ${JSON.stringify(e.message)} lacks ${JSON.stringify(f)}`);
-    else assert.match(e.message, f);
-  }
-  return e;
-}
 
 /** The same for an error reported by the probe (a child process). */
 function assertReported(r: unknown, code: KilnErrorCode, ...fragments: readonly (string | RegExp)[]): ErrorReport {
