@@ -6,24 +6,13 @@
 #include <mutex>
 #include <new>
 
+#include "cuda_abi.h"
 #include "error.h"
 
 namespace kiln::cuda {
 namespace {
 
-// The driver API's types, as the ABI has them.
-using CUresult = int;
-using CUdevice = int;
-using CUcontext = void*;
-using CUstream = void*;
-using CUevent = void*;
-
-constexpr CUresult kSuccess = 0;
-constexpr int kAttrMultiprocessors = 16;  // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
-constexpr int kAttrMajor = 75;            // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-constexpr int kAttrMinor = 76;            // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
-constexpr unsigned kHostAllocPortable = 1;  // CU_MEMHOSTALLOC_PORTABLE
-constexpr unsigned kStreamNonBlocking = 1;  // CU_STREAM_NON_BLOCKING
+using namespace abi;
 
 struct Api {
   CUresult (*cuInit)(unsigned);
@@ -136,7 +125,7 @@ Loaded load() {
     return l;
   }
   if (CUresult r = a.cuInit(0); r != kSuccess) {
-    p = (r == 100 ? "no CUDA device: " : "the NVIDIA driver failed to initialise: ") + result_name(a, r);
+    p = (r == kNoDevice ? "no CUDA device: " : "the NVIDIA driver failed to initialise: ") + result_name(a, r);
     return l;
   }
   int count = 0;

@@ -30,22 +30,16 @@
 #include <string>
 #include <vector>
 
+#include "cuda_abi.h"
+
 namespace {
 
-// The driver API's types, as the ABI has them.
-using CUresult = int;
-using CUdevice = int;
-using CUcontext = void*;
-using CUstream = void*;
-using CUevent = void*;
-using CUdeviceptr = unsigned long long;
+using namespace kiln::cuda::abi;
 
 // The results this fake returns (values from the driver's cuda.h).
-constexpr CUresult kSuccess = 0;
 constexpr CUresult kInvalidValue = 1;
 constexpr CUresult kOutOfMemory = 2;
 constexpr CUresult kNotInitialized = 3;
-constexpr CUresult kNoDevice = 100;
 constexpr CUresult kInvalidDevice = 101;
 constexpr CUresult kInvalidContext = 201;
 constexpr CUresult kInvalidHandle = 400;
@@ -80,9 +74,6 @@ constexpr uintptr_t kStreamLegacy = 1;     // CU_STREAM_LEGACY
 constexpr uintptr_t kStreamPerThread = 2;  // CU_STREAM_PER_THREAD
 
 // Device attributes the fake knows.
-constexpr int kAttrMultiprocessors = 16;
-constexpr int kAttrMajor = 75;
-constexpr int kAttrMinor = 76;
 
 struct Config {
   int devices = 1;
