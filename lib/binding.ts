@@ -114,7 +114,8 @@ const root = path.resolve(__dirname, '..', '..');
 let addon: NativeAddon | undefined;
 let loadError: Error | undefined;
 
-function explain(e: Error): Error {
+/** Why the addon failed to load and what to do, as a user can act on it (exported for tests). */
+export function explainLoadError(e: Error): Error {
   const msg = e.message;
   let why = 'the native addon could not be loaded';
   let fix = 'reinstall kiln (npm install kiln) so that a prebuilt binary or a local build is present';
@@ -140,7 +141,7 @@ export function native(): NativeAddon {
     addon = load(root);
     return addon;
   } catch (e) {
-    loadError = explain(e as Error);
+    loadError = explainLoadError(e as Error);
     throw loadError;
   }
 }

@@ -23,23 +23,31 @@ export type RuntimeInfo = NativeRuntimeInfo;
 
 let info: RuntimeInfo | undefined;
 
-/** The libonnxruntime shipped in the onnxruntime-node package, if it is installed. */
+/** The libonnxruntime Kiln loads by default: the one packed next to the prebuilt addon, else the one in the onnxruntime-node package, if installed. */
 export function bundledLibrary(): string | undefined {
+  // The packed package carries the library next to its prebuilt addon (scripts/prebuild.js).
+  const packed = path.join(__dirname, '..', '..', 'prebuilds', `${process.platform}-${process.arch}`);
+  const own = libraryIn(packed);
+  if (own) return own;
   let dir: string;
   try {
     dir = path.dirname(require.resolve('onnxruntime-node/package.json'));
   } catch {
     return undefined;
   }
-  const binDir = path.join(dir, 'bin', 'napi-v6', process.platform, process.arch);
+  return libraryIn(path.join(dir, 'bin', 'napi-v6', process.platform, process.arch));
+}
+
+/** The ONNX Runtime library in `dir`, if there is one. */
+function libraryIn(dir: string): string | undefined {
   let names: string[];
   try {
-    names = fs.readdirSync(binDir);
+    names = fs.readdirSync(dir);
   } catch {
     return undefined;
   }
   const lib = names.find((n) => /^libonnxruntime\.so\.\d+$/.test(n) || /^libonnxruntime\.\d[\d.]*\.dylib$/.test(n) || n === 'onnxruntime.dll');
-  return lib ? path.join(binDir, lib) : undefined;
+  return lib ? path.join(dir, lib) : undefined;
 }
 
 function resolveLibrary(explicit?: string): string {
@@ -47,9 +55,9 @@ function resolveLibrary(explicit?: string): string {
   if (!lib) {
     throw new KilnError(
       'E_PROVIDER_UNAVAILABLE',
-      'no ONNX Runtime library found: KILN_ORT_LIBRARY is not set and onnxruntime-node (which ships libonnxruntime) ' +
-        'is not installed or has no library for ' + `${process.platform}-${process.arch}` +
-        '; install onnxruntime-node or set KILN_ORT_LIBRARY to the path of libonnxruntime',
+      'no ONNX Runtime library found: KILN_ORT_LIBRARY is not set, this installation has no prebuilt library for ' +
+        `${process.platform}-${process.arch}` + ' (prebuilds/), and onnxruntime-node (which ships libonnxruntime) is not installed' +
+        '; install onnxruntime-node (npm install onnxruntime-node --onnxruntime-node-install=skip) or set KILN_ORT_LIBRARY to the path of libonnxruntime',
     );
   }
   if (!fs.existsSync(lib)) {
