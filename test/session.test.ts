@@ -1,5 +1,6 @@
 import { strict as assert } from 'assert';
 import { Session, Tensor, type Feeds, type Results, type TensorData, type TensorLike, type TensorType } from '../lib';
+import { GraphBuilder } from '../lib/onnx';
 import { getGc } from './helpers/gc';
 import {
   ALL_TYPES, BIG_OUTPUT_DIMS, IDENTITY_COMPUTE, addModel, bigOutputModel, convModel, convReference, identityModel,
@@ -253,6 +254,26 @@ describe('Session', function () {
   });
 
   describe('known values', () => {
+    it('an output that is a graph input passes its value through on every run, not only the first', async () => {
+      // The first run teaches the session the output's shape; later runs bind a buffer for
+      // it, which ORT does not write for a pass-through output (a regression of this).
+      const g = new GraphBuilder('passthrough');
+      const x = g.input('x', 'float32', ['N', 4]);
+      g.output(g.node('Relu', [x], { outputs: 'y' }), 'float32', ['N', 4]);
+      g.output(x, 'float32', ['N', 4]);
+      const session = await Session.create(g.build(17));
+      try {
+        for (let i = 0; i < 3; i++) {
+          const values = [1 + i, -2, 3, -4 - i];
+          const r = i < 2 ? await session.run({ x: f32([1, 4], values) }) : session.runSync({ x: f32([1, 4], values) });
+          assert.deepEqual([...(r.x.data as Float32Array)], values, `run ${i}: x`);
+          assert.deepEqual([...(r.y.data as Float32Array)], values.map((v) => Math.max(v, 0)), `run ${i}: y`);
+        }
+      } finally {
+        await session.dispose();
+      }
+    });
+
     it('add: y = a + b exactly, including overflow to Infinity', async () => {
       const session = await Session.create(addModel());
       try {

@@ -455,7 +455,20 @@ void Session::run_once(const Feed* feeds, size_t feed_count, const Fetch* fetche
   for (size_t i = 0; i < count; ++i) {
     OwnedTensor& t = out[i];
     read_output(owned[i].get(), t);
-    t.preallocated = fetches[i].preallocated != nullptr;
+    const TensorView* dst = fetches[i].preallocated;
+    // ORT may answer with a value of its own instead of writing into the bound buffer: an
+    // output that is a graph input or an initializer passes through unchanged. The caller
+    // reads the buffer, so the value goes there.
+    if (dst && t.data != dst->data && t.type != DType::String) {
+      if (t.bytes != dst->bytes) {
+        throw Error(Code::ShapeMismatch, Label{"output", outputs_[fetches[i].output].name}.str() + ": the run produced " +
+                                             format_shape(t.shape.data(), t.shape.size()) + ", the buffer given is for " +
+                                             format_shape(dst->shape.data(), dst->shape.size()));
+      }
+      if (t.bytes) std::memcpy(dst->data, t.data, t.bytes);
+      t.data = dst->data;
+    }
+    t.preallocated = dst != nullptr;
     t.value = std::move(owned[i]);
     t.session = self;
   }
