@@ -16,3 +16,4 @@ export { Model, loadModel } from './batching/model';
 export type { InferOptions } from './batching/model';
 export type { DynamicBatching, InputConfig, InstanceGroup, ModelConfig, QueuePolicy, ResolvedConfig } from './batching/config';
 export type { ModelStats } from './batching/stats';
+export * as optimize from './optimize';

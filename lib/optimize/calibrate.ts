@@ -40,6 +40,7 @@ const absMax = (s: Stats): number => Math.max(Math.abs(s.min), Math.abs(s.max));
  */
 export async function calibrate(model: ModelProto, tensors: readonly string[], samples: readonly Feeds[], options: CalibrationOptions = {}): Promise<Map<string, Range>> {
   if (samples.length === 0) throw new KilnError('E_INVALID_ARGUMENT', 'calibration needs at least one sample');
+  if (tensors.length === 0) return new Map();
   const method = options.method ?? 'minmax';
   const bins = options.bins ?? 2048;
   const augmented = structuredClone(model);

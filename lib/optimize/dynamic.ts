@@ -71,6 +71,7 @@ function quantizeNode(g: Graph, n: NodeProto, perChannel: boolean, quantizedInpu
   let alpha = 1;
   let bias: Float32Array | undefined;
   let biasName: string | undefined;
+  let computedBias: string | undefined;
   if (n.opType === 'Gemm') {
     if (intAttr(n, 'transA', 0) !== 0) return 'Gemm with transA';
     if (intAttr(n, 'transB', 0) !== 0) {
@@ -79,7 +80,11 @@ function quantizeNode(g: Graph, n: NodeProto, perChannel: boolean, quantizedInpu
     }
     alpha = floatAttr(n, 'alpha', 1);
     const beta = floatAttr(n, 'beta', 1);
-    if (cName) {
+    if (cName && !g.isConstant(cName)) {
+      // A computed C (ORT fuses MatMul + Add of an activation into such a Gemm): added as is.
+      if (beta !== 1) return 'a computed Gemm bias scaled by beta';
+      computedBias = cName;
+    } else if (cName) {
       const c = g.constant(cName);
       if (!c || c.type !== 'float32') return 'the Gemm bias is not a float32 constant';
       if (c.data.length !== cols || !(c.dims.length === 1 || (c.dims.length === 2 && c.dims[0] === 1))) return `the Gemm bias has dims [${c.dims.join(',')}], not [${cols}]`;
@@ -106,8 +111,8 @@ function quantizeNode(g: Graph, n: NodeProto, perChannel: boolean, quantizedInpu
     g.node('Cast', [product], [asFloat], [attrInt('to', 1)]),
     g.node('Mul', [xq[1], ws], [scale]),
   );
-  if (bias) {
-    biasName = g.addInitializer(`${base}.bias`, 'float32', [cols], bias);
+  if (bias || computedBias) {
+    biasName = bias ? g.addInitializer(`${base}.bias`, 'float32', [cols], bias) : (computedBias as string);
     const scaled = g.fresh(`${base}_scaled`);
     added.push(g.node('Mul', [asFloat, scale], [scaled]), g.node('Add', [scaled, biasName], [out]));
   } else {

@@ -13,9 +13,14 @@ import { DataLocation, type ModelProto, type TensorProto } from '../onnx/types';
 export function readModel(source: string | Uint8Array, baseDir?: string): ModelProto {
   const bytes = typeof source === 'string' ? readFile(source) : source;
   const model = decodeModel(bytes);
+  // A Constant's value is often unnamed: errors name the node's output instead.
+  const constantNames = new Map<TensorProto, string>();
+  for (const n of model.graph?.node ?? []) {
+    for (const a of n.attribute ?? []) if (a.t && n.opType === 'Constant' && n.output?.[0]) constantNames.set(a.t, n.output[0]);
+  }
   const dir = baseDir ?? (typeof source === 'string' ? path.dirname(source) : undefined);
   for (const t of initializersOf(model)) {
-    if (t.dataLocation === DataLocation.EXTERNAL) loadExternal(t, dir);
+    if (t.dataLocation === DataLocation.EXTERNAL) loadExternal(t, dir, constantNames.get(t));
   }
   return model;
 }
@@ -44,8 +49,8 @@ function entry(t: TensorProto, key: string): string | undefined {
 }
 
 /** Reads an external tensor's bytes into raw_data (ONNX's external data: location, offset, length). */
-function loadExternal(t: TensorProto, dir: string | undefined): void {
-  const what = `initializer '${t.name ?? ''}'`;
+function loadExternal(t: TensorProto, dir: string | undefined, constant: string | undefined): void {
+  const what = t.name ? `initializer '${t.name}'` : `the value of Constant '${constant ?? '?'}'`;
   const location = entry(t, 'location');
   if (!location) throw new KilnError('E_MODEL_LOAD', `${what}: external data without a location`);
   if (dir === undefined) throw new KilnError('E_MODEL_LOAD', `${what}: its data is in the file ${location}; read the model from a path (or give its folder)`);

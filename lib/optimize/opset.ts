@@ -21,15 +21,20 @@ export function upgradeOpset(model: ModelProto, target: number): void {
   const from = g.opset('');
   if (from >= target) return;
   if (from < 9 || target > 11) throw new KilnError('E_INVALID_ARGUMENT', `cannot upgrade a model from opset ${from} to ${target}: Kiln upgrades opset 9 and 10 to 10 or 11`);
-  for (const n of [...g.nodes]) {
-    if ((n.domain ?? '') !== '') continue;
+  const nodes = g.nodes.filter((n) => (n.domain ?? '') === '');
+  // Everything is checked before anything is rewritten: a refused model is left as it was.
+  for (const n of nodes) {
+    const op = n.opType ?? '';
+    if (REFUSED[op] !== undefined && REFUSED[op] > from && REFUSED[op] <= target) {
+      throw new KilnError('E_INVALID_ARGUMENT', `cannot upgrade the model from opset ${from} to ${target}: ${op} (node ${n.name || n.output?.[0]}) changed in opset ${REFUSED[op]}`);
+    }
+  }
+  for (const n of nodes) {
     const op = n.opType ?? '';
     if (op === 'Slice' && from < 10) sliceToInputs(g, n);
     else if (op === 'Clip' && target >= 11) attributesToInputs(g, n, [['min', 'float32'], ['max', 'float32']]);
     else if (op === 'Pad' && target >= 11) padToInputs(g, n);
-    else if (REFUSED[op] !== undefined && REFUSED[op] > from && REFUSED[op] <= target) {
-      throw new KilnError('E_INVALID_ARGUMENT', `cannot upgrade the model from opset ${from} to ${target}: ${op} (node ${n.name || n.output?.[0]}) changed in opset ${REFUSED[op]}`);
-    }
+    else if (op === 'Scatter' && target >= 11) n.opType = 'ScatterElements'; // deprecated in 11, same meaning
   }
   g.requireOpset('', target);
 }

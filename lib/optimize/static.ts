@@ -132,7 +132,8 @@ export function quantizeStatic(model: ModelProto, candidates: readonly Candidate
       report.skipped.push({ node: c.name, reason: 'not in this model' });
       continue;
     }
-    const x = qdq(n.input?.[0] as string);
+    // By its original name: an earlier reader of the same activation rewired this node's input.
+    const x = qdq(c.input);
     const wName = n.input?.[1] as string;
     const w = g.constant(wName);
     if (!w) {
@@ -183,11 +184,11 @@ export function quantizeStatic(model: ModelProto, candidates: readonly Candidate
  * Every Gemm with a constant weight (and no transA) becomes MatMul (alpha and a transposed B
  * folded into the weight) + Add (beta C). ONNX Runtime fuses DQ -> MatMul -> Q into
  * QLinearMatMul but leaves a QDQ Gemm in float, and the MatMul's own output can then be
- * calibrated and quantized. Returns the names of the MatMuls made, by Gemm name.
+ * calibrated and quantized. Each MatMul takes its Gemm's name. Returns the names decomposed.
  */
-export function decomposeGemm(model: ModelProto): Map<string, string> {
+export function decomposeGemm(model: ModelProto): Set<string> {
   const g = new Graph(model);
-  const made = new Map<string, string>();
+  const made = new Set<string>();
   for (const n of [...g.nodes]) {
     if ((n.domain ?? '') !== '' || n.opType !== 'Gemm' || intAttr(n, 'transA', 0) !== 0) continue;
     const [x, wName, cName] = n.input ?? [];
@@ -203,23 +204,27 @@ export function decomposeGemm(model: ModelProto): Map<string, string> {
     if (alpha !== 1) weight = weight.map((v) => v * alpha);
     const beta = floatAttr(n, 'beta', 1);
     const c = cName ? g.constant(cName) : undefined;
-    if (cName && (!c || c.type !== 'float32')) continue; // a computed C: leave the Gemm as it is
+    // A computed C (ORT fuses MatMul + Add of an activation into such a Gemm) is added as is;
+    // scaled by beta it would need a Mul: leave that Gemm alone.
+    if (cName && !c && beta !== 1) continue;
+    if (c && c.type !== 'float32') continue;
     const name = nodeName(n);
     const out = n.output?.[0] as string;
     const base = n.name || out;
     const wNew = g.addInitializer(`${base}.weight`, 'float32', dims, weight);
-    const matmul: NodeProto = { opType: 'MatMul', input: [x, wNew], name: g.fresh(`${base}_MatMul`) };
+    // The MatMul keeps the Gemm's name, so node lists and reports speak of the model's names.
+    const matmul: NodeProto = { opType: 'MatMul', input: [x, wNew], name };
     const nodes: NodeProto[] = [matmul];
-    if (c && beta !== 0) {
+    if (cName && beta !== 0) {
       const product = g.fresh(`${base}_product`);
       matmul.output = [product];
-      const bias = g.addInitializer(`${base}.bias`, 'float32', c.dims, (c.data as Float32Array).map((v) => v * beta));
+      const bias = c ? g.addInitializer(`${base}.bias`, 'float32', c.dims, (c.data as Float32Array).map((v) => v * beta)) : cName;
       nodes.push({ opType: 'Add', input: [product, bias], output: [out], name: g.fresh(`${base}_Add`) });
     } else {
       matmul.output = [out];
     }
     g.replace(n, nodes);
-    made.set(name, matmul.name as string);
+    made.add(name);
   }
   g.prune();
   return made;
