@@ -1,5 +1,7 @@
 #include "convert.h"
 
+#include <cstring>
+
 #include <memory>
 
 namespace kiln::napi {
@@ -133,6 +135,14 @@ napi_value output_data(Napi::Env env, OwnedTensor&& t) {
   napi_value buffer;
   if (t.bytes == 0) {
     check(env, napi_create_arraybuffer(env, 0, nullptr, &buffer));
+  } else if (t.bytes <= kSmallOutputBytes) {
+    // Small and allocated by ORT (its shape was not known before the run): copied into JS
+    // memory and released now. Handed over as an external buffer it would keep the session
+    // (and its weights) alive until V8 collected a few bytes it has no reason to collect.
+    void* data = nullptr;
+    check(env, napi_create_arraybuffer(env, t.bytes, &data, &buffer));
+    std::memcpy(data, t.data, t.bytes);
+    t = OwnedTensor{};
   } else {
     auto owned = std::make_unique<OwnedTensor>(std::move(t));
     void* data = owned->data;

@@ -27,8 +27,13 @@ void read_tensor(Napi::Env env, napi_value data, DType type, TensorView& view, s
 // The TypedArray kind that carries `type` (float16 and bfloat16 as Uint16Array, bool as Uint8Array).
 napi_typedarray_type typed_array_for(DType type);
 
-// The JS data for an output: a TypedArray over an external ArrayBuffer that owns `t`'s
-// memory (no copy), or a string[].
+// Outputs up to this size get a JS-owned ArrayBuffer: written into directly when the shape
+// is known before the run, copied from ORT's memory otherwise (cheaper than an external
+// buffer, and nothing of the session outlives the call).
+constexpr size_t kSmallOutputBytes = 64 * 1024;
+
+// The JS data for an output: a TypedArray over a copy (small outputs) or over an external
+// ArrayBuffer that owns `t`'s memory (no copy), or a string[].
 napi_value output_data(Napi::Env env, OwnedTensor&& t);
 napi_value dims_array(Napi::Env env, const std::vector<int64_t>& shape);
 

@@ -34,10 +34,9 @@ struct RunArgs {
 
 namespace {
 
-// Outputs up to this size get a zero-filled ArrayBuffer (cheapest for small sizes); larger
-// ones an uninitialized Node Buffer's memory, which ORT overwrites completely and which the
-// allocator recycles without faulting pages in again.
-constexpr size_t kSmallOutputBytes = 64 * 1024;
+// Outputs up to kSmallOutputBytes get a zero-filled ArrayBuffer (cheapest for small sizes);
+// larger ones an uninitialized Node Buffer's memory, which ORT overwrites completely and which
+// the allocator recycles without faulting pages in again.
 
 // JS memory for an output of `bytes`: V8 owns and accounts it, so a caller that drops
 // results in a tight loop lets GC reclaim them at once (an external buffer's finalizer
@@ -515,7 +514,11 @@ Napi::Value SessionWrap::run_sync(const Napi::CallbackInfo& info) {
   } catch (const Error& e) {
     throw_error(env, e.code(), e.what());
   }
-  return results(env, args, out, args.prealloc_values);
+  Napi::Value r = results(env, args, out, args.prealloc_values);
+  // What results() left (outputs written into JS memory) still references the session: a
+  // disposed session must not live on in this reused vector.
+  out.clear();
+  return r;
 }
 
 // (fetches, cancelId | undefined, ...feeds) -> Promise<flat results>
