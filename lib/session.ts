@@ -147,7 +147,9 @@ function checkTensor(p: Port, t: TensorLike | DeviceTensor | undefined): void {
     checkDims(p, t);
     return;
   }
-  if (!(t.data instanceof (p.ctor as Function))) {
+  // instanceof alone lets through objects that only borrow a TypedArray's prototype (or a
+  // Proxy of one): the native layer needs a real view.
+  if (!(t.data instanceof (p.ctor as Function)) || (p.type !== 'string' && !ArrayBuffer.isView(t.data))) {
     throw new KilnError('E_DTYPE_MISMATCH', `${name}: ${p.type} data must be a ${(p.ctor as Function).name}, received ${describeData(t.data)}`);
   }
   const n = checkDims(p, t);
@@ -301,8 +303,11 @@ export class Session {
   run(feeds: Feeds, options: RunOptions & { outputLocation: 'cuda' }): Promise<DeviceResults>;
   run(feeds: Feeds, options?: RunOptions): Promise<Results>;
   async run(feeds: Feeds, options?: RunOptions): Promise<Results | DeviceResults> {
-    const { args, ports } = this.#prepare(feeds, options?.outputs, true, options?.outputLocation);
     const signal = options?.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new KilnError('E_INVALID_ARGUMENT', `signal must be an AbortSignal, received ${describeData(signal)}`);
+    }
+    const { args, ports } = this.#prepare(feeds, options?.outputs, true, options?.outputLocation);
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
     let onAbort: (() => void) | undefined;
     if (signal) {
@@ -500,6 +505,7 @@ export class Session {
       if (fetches.length === 0) throw new KilnError('E_INVALID_ARGUMENT', 'outputs: name at least one output');
       for (const name of fetches) {
         const p = output(name);
+        if (ports.includes(p)) throw new KilnError('E_INVALID_ARGUMENT', `outputs: "${p.info.name}" is named twice`);
         fetchList.push(p.index, null, null);
         ports.push(p);
       }

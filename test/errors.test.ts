@@ -218,6 +218,11 @@ describe('errors', function () {
       assertKilnError(e, 'E_INVALID_ARGUMENT', 'unknown output "q"');
     });
 
+    it('an output named twice: E_INVALID_ARGUMENT naming it', async () => {
+      const e = await runError(session, feeds, { outputs: ['y', 'y'] });
+      assertKilnError(e, 'E_INVALID_ARGUMENT', 'outputs: "y" is named twice');
+    });
+
     it('an empty output list: E_INVALID_ARGUMENT', async () => {
       const e = await runError(session, feeds, { outputs: [] });
       assertKilnError(e, 'E_INVALID_ARGUMENT', 'outputs', 'at least one output');

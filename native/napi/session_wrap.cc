@@ -43,17 +43,21 @@ namespace {
 // waits for the event loop, and ORT's arena would grow meanwhile).
 napi_value output_buffer(napi_env env, size_t bytes, void** data) {
   napi_value buffer;
+  bool ok;
   if (bytes <= kSmallOutputBytes) {
-    if (napi_create_arraybuffer(env, bytes, data, &buffer) != napi_ok) return nullptr;
-    return buffer;
+    ok = napi_create_arraybuffer(env, bytes, data, &buffer) == napi_ok;
+  } else {
+    napi_value node_buffer;
+    size_t offset = 0;
+    ok = napi_create_buffer(env, bytes, data, &node_buffer) == napi_ok &&
+         napi_get_typedarray_info(env, node_buffer, nullptr, nullptr, nullptr, &buffer, &offset) == napi_ok && offset == 0;
   }
-  napi_value node_buffer;
-  size_t offset = 0;
-  if (napi_create_buffer(env, bytes, data, &node_buffer) != napi_ok ||
-      napi_get_typedarray_info(env, node_buffer, nullptr, nullptr, nullptr, &buffer, &offset) != napi_ok || offset != 0) {
-    return nullptr;
-  }
-  return buffer;
+  if (ok) return buffer;
+  // Too large for JS memory: ORT allocates the output instead (and says so if it cannot).
+  // The exception the failed call left pending is not the caller's.
+  napi_value ignored;
+  napi_get_and_clear_last_exception(env, &ignored);
+  return nullptr;
 }
 
 struct ExecutorSettings {
@@ -65,13 +69,10 @@ struct ExecutorSettings {
 class LoadJob : public JsJob {
  public:
   LoadJob(napi_env env, Napi::Promise::Deferred deferred) : env_(env), deferred_(deferred) {}
-  ~LoadJob() override {
-    if (bytes_ref_) napi_delete_reference(env_, bytes_ref_);
-  }
-
   void execute() noexcept override {
     try {
-      session_ = from_bytes_ ? Session::load_bytes(bytes_, size_, config_) : Session::load_file(path_, config_);
+      session_ = from_bytes_ ? Session::load_bytes(bytes_.data(), bytes_.size(), config_) : Session::load_file(path_, config_);
+      std::vector<char>().swap(bytes_);
     } catch (const Error& e) {
       code_ = e.code();
       message_ = e.what();
@@ -94,9 +95,9 @@ class LoadJob : public JsJob {
   Napi::Promise::Deferred deferred_;
   std::string path_;
   bool from_bytes_ = false;
-  const void* bytes_ = nullptr;
-  size_t size_ = 0;
-  napi_ref bytes_ref_ = nullptr;
+  // The model's bytes, copied: the caller's buffer could be resized, transferred or written
+  // while the loader thread parses it.
+  std::vector<char> bytes_;
   SessionConfig config_;
   ExecutorSettings executor_;
   std::shared_ptr<Session> session_;
@@ -269,12 +270,14 @@ Napi::Value SessionWrap::load(const Napi::CallbackInfo& info) {
   auto job = std::make_unique<LoadJob>(env, deferred);
   if (info[0].IsString()) {
     job->path_ = info[0].As<Napi::String>().Utf8Value();
+    if (job->path_.find('\0') != std::string::npos) {
+      throw_error(env, Code::InvalidArgument, "model path contains a NUL byte");
+    }
   } else if (info[0].IsTypedArray()) {
     Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
     job->from_bytes_ = true;
-    job->bytes_ = bytes.Data();
-    job->size_ = bytes.ByteLength();
-    napi_create_reference(env, bytes, 1, &job->bytes_ref_);
+    const char* data = reinterpret_cast<const char*>(bytes.Data());
+    job->bytes_.assign(data, data + bytes.ByteLength());
   } else {
     throw_error(env, Code::InvalidArgument, "model must be a path or a Uint8Array");
   }
@@ -480,6 +483,16 @@ void SessionWrap::parse(const Napi::CallbackInfo& info, RunArgs& args, bool batc
   }
 }
 
+// parse(), with any core error (a size check deep in a conversion) turned into a JS one: a
+// C++ exception other than Napi::Error must not leave the addon.
+void SessionWrap::parse_checked(const Napi::CallbackInfo& info, RunArgs& args, bool batch) const {
+  try {
+    parse(info, args, batch);
+  } catch (const Error& e) {
+    throw_error(info.Env(), e.code(), e.what());
+  }
+}
+
 Napi::Value SessionWrap::results(Napi::Env env, RunArgs& args, std::vector<OwnedTensor>& out,
                                  const std::vector<napi_value>& prealloc) const {
   napi_value arr;
@@ -506,7 +519,7 @@ Napi::Value SessionWrap::run_sync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ensure_open(env);
   RunArgs& args = *sync_args_;
-  parse(info, args, false);
+  parse_checked(info, args, false);
   std::vector<OwnedTensor>& out = sync_out_;
   out.clear();
   try {
@@ -533,7 +546,7 @@ Napi::Value SessionWrap::submit(const Napi::CallbackInfo& info, bool batch) {
   ensure_open(env);
   auto deferred = Napi::Promise::Deferred::New(env);
   auto job = std::make_unique<RunJob>(env, this, deferred);
-  parse(info, job->args_, batch);
+  parse_checked(info, job->args_, batch);
   RunArgs& a = job->args_;
   job->refs_.assign(a.feed_values.size() + a.prealloc_values.size(), nullptr);
   for (size_t i = 0; i < a.feed_values.size(); ++i) napi_create_reference(env, a.feed_values[i], 1, &job->refs_[i]);

@@ -41,6 +41,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   Napi::Value end_profiling(const Napi::CallbackInfo& info);
 
   void parse(const Napi::CallbackInfo& info, RunArgs& args, bool batch) const;
+  void parse_checked(const Napi::CallbackInfo& info, RunArgs& args, bool batch) const;
   Napi::Value results(Napi::Env env, RunArgs& args, std::vector<OwnedTensor>& out, const std::vector<napi_value>& prealloc) const;
   void ensure_open(Napi::Env env) const;
   void finished(Napi::Env env);
