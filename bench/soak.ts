@@ -156,8 +156,12 @@ type Metric = (typeof METRICS)[number];
 const LABELS: Record<Metric, string> = {
   rss: 'rss', external: 'external', heapTotal: 'heapTotal', heapUsed: 'heapUsed', arrayBuffers: 'arrayBuffers', rssOutsideHeap: 'rss − heapTotal',
 };
-/** The metrics with a verdict; the others are shown for diagnosis. */
-const JUDGED: readonly Metric[] = ['rss', 'external'];
+/**
+ * The metrics with a verdict; the others are shown for diagnosis. Without forced GCs, external
+ * memory also counts ArrayBuffers that are garbage V8 has not collected yet (a gc() takes it
+ * back): only RSS is judged there, where a session or model kept alive until a GC shows.
+ */
+const JUDGED: readonly Metric[] = gc ? ['rss', 'external'] : ['rss'];
 
 interface Sample extends Memory {
   /** rss − heapTotal: native memory, code and stacks, without V8's heap. */
