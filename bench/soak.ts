@@ -133,6 +133,24 @@ function verify(r: Results, c: Case, what: string): void {
   }
 }
 
+/**
+ * Waits for the requests sent just before a dispose: each must be answered (correctly: the
+ * promises verify) or turned away with E_DISPOSED. Returns how many were answered.
+ */
+async function settleLate(late: readonly Promise<unknown>[], caught: { answered: number; disposed: number }, what: string): Promise<number> {
+  let answered = 0;
+  for (const outcome of await Promise.allSettled(late)) {
+    if (outcome.status === 'fulfilled') {
+      answered++;
+    } else {
+      disposedOrThrow(outcome.reason, what);
+      caught.disposed++;
+    }
+  }
+  caught.answered += answered;
+  return answered;
+}
+
 /** An expected end of a run caught by dispose: E_DISPOSED. Anything else is a failure. */
 function disposedOrThrow(e: unknown, what: string): void {
   if (e instanceof KilnError && e.code === 'E_DISPOSED') return;
@@ -433,15 +451,7 @@ async function sessionPhase(bytes: Uint8Array, file: string): Promise<PhaseResul
     // Two runs in flight at dispose: the running one finishes, a queued one may be turned away.
     const late = [cases[0], cases[3]].map((c) => session.run(c.feeds()).then((r) => verify(r, c, what)));
     const disposed = session.dispose();
-    for (const outcome of await Promise.allSettled(late)) {
-      if (outcome.status === 'fulfilled') {
-        caught.answered++;
-        checked++;
-      } else {
-        disposedOrThrow(outcome.reason, what);
-        caught.disposed++;
-      }
-    }
+    checked += await settleLate(late, caught, what);
     await disposed;
   });
   const warm = warmupUnits(units);
@@ -480,15 +490,7 @@ async function modelPhase(bytes: Uint8Array, file: string): Promise<PhaseResult>
     await new Promise<void>((resolve) => setImmediate(resolve));
     for (let i = 0; i < QUEUED; i++) late.push(infer(i));
     const disposed = model.dispose();
-    for (const outcome of await Promise.allSettled(late)) {
-      if (outcome.status === 'fulfilled') {
-        caught.answered++;
-        checked++;
-      } else {
-        disposedOrThrow(outcome.reason, what);
-        caught.disposed++;
-      }
-    }
+    checked += await settleLate(late, caught, what);
     await disposed;
   });
   const warm = warmupUnits(units);

@@ -392,17 +392,6 @@ async function optimizeCommand(args: string[]): Promise<void> {
 const METRICS: Readonly<Record<string, optimize.Metric>> = { top1: 'top1', cosine: 'cosine', 'max-error': 'maxError' };
 const METHODS = ['minmax', 'percentile', 'entropy'] as const;
 
-async function outputsOf(model: Uint8Array, samples: readonly Feeds[]): Promise<Results[]> {
-  const session = await Session.create(model);
-  try {
-    const out: Results[] = [];
-    for (const s of samples) out.push(await session.run(s));
-    return out;
-  } finally {
-    await session.dispose();
-  }
-}
-
 /** float16 outputs as float32, so that they compare with a float32 model's. */
 function widen(results: Results[]): Results[] {
   return results.map((r) => {
@@ -501,8 +490,8 @@ async function quantizeCommand(args: string[]): Promise<void> {
     }, {}, calls)),
   ];
   if (evalSamples?.length) {
-    const reference = await outputsOf(original, evalSamples);
-    rows.push(...accuracyRows(reference, await outputsOf(result.model, evalSamples), metric ?? (tolerance ? 'top1' : undefined), evalSamples.length, evalSpec ? 'eval' : 'calibration'));
+    const reference = await optimize.outputsOf(original, evalSamples);
+    rows.push(...accuracyRows(reference, await optimize.outputsOf(result.model, evalSamples), metric ?? (tolerance ? 'top1' : undefined), evalSamples.length, evalSpec ? 'eval' : 'calibration'));
   }
   const what = result.mode === 'dynamic'
     ? 'dynamic INT8 (weights int8, activations quantized at run time)'
@@ -586,8 +575,8 @@ async function fp16Command(args: string[]): Promise<void> {
   };
   const rows: string[][] = [['', 'FP32', 'FP16', 'change']];
   try {
-    const reference = await outputsOf(original, samples);
-    const candidate = widen(await outputsOf(converted, samples.map(asFp16)));
+    const reference = await optimize.outputsOf(original, samples);
+    const candidate = widen(await optimize.outputsOf(converted, samples.map(asFp16)));
     rows.push(...accuracyRows(reference, candidate, undefined, samples.length, evalSpec ? 'eval' : 'random'));
   } catch (e) {
     rows.push(['accuracy', `not measured: ${(e as Error).message}`]);

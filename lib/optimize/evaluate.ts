@@ -11,7 +11,8 @@ export type Metric = 'top1' | 'cosine' | 'maxError';
 /** A function scoring model bytes (higher is better). */
 export type Evaluator = (model: Uint8Array) => Promise<number>;
 
-async function outputsOf(model: Uint8Array, samples: readonly Feeds[]): Promise<Results[]> {
+/** The outputs of `model` on each sample, in a session of its own (disposed after). */
+export async function outputsOf(model: Uint8Array, samples: readonly Feeds[]): Promise<Results[]> {
   const session = await Session.create(model);
   try {
     const out: Results[] = [];

@@ -13,7 +13,7 @@ export { decomposeGemm, quantizeStatic, staticCandidates, STATIC_OP_TYPES } from
 export type { Candidate, StaticOptions } from './static';
 export { calibrate } from './calibrate';
 export type { CalibrationMethod, CalibrationOptions, Range } from './calibrate';
-export { acceptable, compareOutputs, referenceEvaluator } from './evaluate';
+export { acceptable, compareOutputs, outputsOf, referenceEvaluator } from './evaluate';
 export type { Evaluator, Metric, Tolerance } from './evaluate';
 export { upgradeOpset } from './opset';
 export { opCounts } from './graph';
