@@ -710,9 +710,15 @@ describe('optimize', () => {
     let quantized = 0;
     for (const n of compute) {
       const wdq = made.get(n.input?.[1] as string);
-      if (!isDq(wdq)) continue; // left in FP32 (e.g. MatMul of two activations)
+      if (!isDq(wdq)) continue; // left in FP32
       quantized++;
       const wq = inits.get(wdq?.input?.[0] as string);
+      if (!wq) {
+        // A MatMul of two activations: both come from Q -> DQ pairs of their own.
+        assert.equal(n.opType, 'MatMul', `${n.name}: only a MatMul may take two activations`);
+        for (const i of [0, 1]) assert.equal(made.get(made.get(n.input?.[i] as string)?.input?.[0] as string)?.opType, 'QuantizeLinear', `${n.name}: input ${i} from a QuantizeLinear`);
+        continue;
+      }
       assert.equal(wq?.dataType, ONNX_INT8, `${n.name}: weight is int8`);
       const scales = tensorFromProto(inits.get(wdq?.input?.[1] as string) as TensorProto).data as Float32Array;
       assert.ok(scales.every((s) => s > 0), `${n.name}: positive weight scales`);

@@ -16,7 +16,7 @@ import { quantizeDynamic, type QuantizeReport } from './dynamic';
 import { acceptable, referenceEvaluator, type Evaluator, type Metric, type Tolerance } from './evaluate';
 import { readModel } from './io';
 import { upgradeOpset } from './opset';
-import { decomposeGemm, quantizeStatic, staticCandidates, type Candidate } from './static';
+import { calibratedTensors, decomposeGemm, quantizeStatic, staticCandidates, type Candidate } from './static';
 
 export interface QuantizeOptions {
   /** Default: 'static' when calibration samples are given, else 'dynamic'. */
@@ -117,7 +117,7 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
     const found = staticCandidates(base(), options);
     candidates = found.candidates.map((c) => c.name);
     ineligible = found.skipped;
-    const tensors = [...new Set(found.candidates.flatMap((c) => [c.input, c.output]))];
+    const tensors = [...new Set(found.candidates.flatMap(calibratedTensors))];
     const ranges = await calibrate(base(), tensors, options.calibration ?? [], {
       method: options.method, percentile: options.percentile,
       onProgress: (d, t) => options.onProgress?.('calibration', d, t),

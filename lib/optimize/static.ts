@@ -30,7 +30,12 @@ export interface Candidate {
   name: string;
   input: string;
   output: string;
+  /** A MatMul of two activations (attention's Q·Kᵀ, P·V): its second input, calibrated too. */
+  input2?: string;
 }
+
+/** The tensors a candidate needs calibrated. */
+export const calibratedTensors = (c: Candidate): string[] => (c.input2 ? [c.input, c.input2, c.output] : [c.input, c.output]);
 
 /** The nodes of `model` eligible for static quantization under `options` (in graph order). */
 export function staticCandidates(model: ModelProto, options: StaticOptions = {}): { candidates: Candidate[]; skipped: QuantizeReport['skipped'] } {
@@ -45,6 +50,11 @@ export function staticCandidates(model: ModelProto, options: StaticOptions = {})
     const name = nodeName(n);
     if (exclude.has(name) || (include && !include.has(name))) {
       skipped.push({ node: name, reason: 'excluded by the node lists' });
+      continue;
+    }
+    const [a, b] = n.input ?? [];
+    if (n.opType === 'MatMul' && a && b && !g.isConstant(a) && !g.isConstant(b)) {
+      candidates.push({ node: n, name, input: a, input2: b, output: n.output?.[0] as string });
       continue;
     }
     const why = ineligible(g, n);
@@ -134,6 +144,12 @@ export function quantizeStatic(model: ModelProto, candidates: readonly Candidate
     }
     // By its original name: an earlier reader of the same activation rewired this node's input.
     const x = qdq(c.input);
+    if (c.input2) {
+      // Two activations: both through Q/DQ, per tensor (ORT: QLinearMatMul).
+      n.input = [x.value, qdq(c.input2).value];
+      report.quantized.push(c.name);
+      continue;
+    }
     const wName = n.input?.[1] as string;
     const w = g.constant(wName);
     if (!w) {
