@@ -13,6 +13,7 @@ import { Session, type Feeds, type Results } from '../lib';
 import { attr, DataLocation, decodeModel, encodeModel, GraphBuilder, tensorFromProto, type ModelProto, type NodeProto, type TensorProto } from '../lib/onnx';
 import { calibrate, type Range } from '../lib/optimize/calibrate';
 import { quantizeDynamic } from '../lib/optimize/dynamic';
+import { fuseAffineConv, fuseConvAffine, fuseHardSwish } from '../lib/optimize/fusions';
 import { Graph, opCounts } from '../lib/optimize/graph';
 import { initializersOf, readModel, writeModel } from '../lib/optimize/io';
 import { upgradeOpset } from '../lib/optimize/opset';
@@ -546,6 +547,78 @@ describe('optimize', () => {
   });
 
   // --- 3. Dynamic INT8 ---------------------------------------------------------------------------
+
+  describe('graph rewrites before quantizing', function () {
+    this.timeout(60_000);
+
+    /** A PP-LCNet-like block: Conv, scalar affine, hard-swish as exported, scalar affine, 1x1 Conv. */
+    function block(padSecond: boolean): Uint8Array {
+      const rand = prng(91);
+      const g = new GraphBuilder('lcnet_block');
+      const x = g.input('x', 'float32', ['N', 4, 6, 6]);
+      const w1 = g.initializer('w1', 'float32', [8, 4, 3, 3], uniform(rand, [8, 4, 3, 3], 0.5).data);
+      const b1 = g.initializer('b1', 'float32', [8], uniform(rand, [8], 0.5).data);
+      let h = g.node('Conv', [x, w1, b1], { name: 'conv1', attrs: { pads: attr.ints([1, 1, 1, 1]) } });
+      h = g.node('Mul', [h, g.initializer('s1', 'float32', [1], Float32Array.of(1.5))], { name: 'scale1' });
+      h = g.node('Add', [h, g.initializer('t1', 'float32', [1], Float32Array.of(0.2))], { name: 'shift1' });
+      const plus3 = g.node('Add', [h, g.initializer('three', 'float32', [], Float32Array.of(3))]);
+      const clipped = g.node('Clip', [plus3, g.initializer('zero', 'float32', [], Float32Array.of(0)), g.initializer('six', 'float32', [], Float32Array.of(6))]);
+      const prod = g.node('Mul', [h, clipped]);
+      h = g.node('Div', [prod, g.initializer('six_d', 'float32', [], Float32Array.of(6))]);
+      h = g.node('Mul', [h, g.initializer('s2', 'float32', [1], Float32Array.of(0.7))], { name: 'scale2' });
+      h = g.node('Add', [h, g.initializer('t2', 'float32', [1], Float32Array.of(-0.1))], { name: 'shift2' });
+      const w2 = g.initializer('w2', 'float32', [5, 8, padSecond ? 3 : 1, padSecond ? 3 : 1], uniform(rand, [5, 8, padSecond ? 3 : 1, padSecond ? 3 : 1], 0.5).data);
+      const y = g.node('Conv', [h, w2], { name: 'conv2', outputs: 'y', attrs: padSecond ? { pads: attr.ints([1, 1, 1, 1]) } : {} });
+      g.output(y, 'float32', ['N', 5, 6, 6]);
+      return g.build({ opset: 11 });
+    }
+
+    async function outputsEqual(a: Uint8Array, b: Uint8Array): Promise<number> {
+      const rand = prng(5);
+      const feeds = { x: uniform(rand, [2, 4, 6, 6], 4) };
+      const [sa, sb] = await Promise.all([Session.create(a), Session.create(b)]);
+      try {
+        const ya = sa.runSync(feeds).y.data as Float32Array;
+        const yb = sb.runSync(feeds).y.data as Float32Array;
+        let err = 0;
+        for (let i = 0; i < ya.length; i++) err = Math.max(err, Math.abs(ya[i] - yb[i]));
+        return err;
+      } finally {
+        await Promise.all([sa.dispose(), sb.dispose()]);
+      }
+    }
+
+    it('hard-swish becomes HardSigmoid + Mul and the affines fold into both Convs, outputs unchanged', async () => {
+      const original = block(false);
+      const m = readModel(original);
+      assert.equal(fuseConvAffine(m), 1);
+      assert.equal(fuseHardSwish(m), 1);
+      assert.equal(fuseAffineConv(m), 1);
+      const counts = opCounts(m);
+      assert.deepEqual(counts, { Conv: 2, HardSigmoid: 1, Mul: 1 }, JSON.stringify(counts));
+      const hs = m.graph?.node?.find((n) => n.opType === 'HardSigmoid');
+      assert.ok(Math.abs((hs?.attribute?.find((a) => a.name === 'alpha')?.f ?? 0) - 1 / 6) < 1e-7);
+      assert.equal(hs?.attribute?.find((a) => a.name === 'beta')?.f, 0.5);
+      assert.ok((await outputsEqual(original, encodeModel(m))) < 1e-4);
+    });
+
+    it('a scale and shift before a padded Conv stay (the border would change); the rest still fold', async () => {
+      const original = block(true);
+      const m = readModel(original);
+      assert.equal(fuseConvAffine(m), 1);
+      assert.equal(fuseHardSwish(m), 1);
+      assert.equal(fuseAffineConv(m), 0);
+      assert.equal(opCounts(m).Add, 1, 'shift2 stays');
+      assert.ok((await outputsEqual(original, encodeModel(m))) < 1e-4);
+    });
+
+    it('quantize() applies them and reports them', async () => {
+      const r = await quantize(block(false), { mode: 'dynamic' });
+      assert.deepEqual(r.fused, { convAffine: 2, hardSwish: 1 });
+      const off = await quantize(block(false), { mode: 'dynamic', fuse: false });
+      assert.deepEqual(off.fused, { convAffine: 0, hardSwish: 0 });
+    });
+  });
 
   describe('dynamic INT8 on the MLP', function () {
     this.timeout(60000);

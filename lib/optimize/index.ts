@@ -16,6 +16,7 @@ export type { CalibrationMethod, CalibrationOptions, Range } from './calibrate';
 export { acceptable, compareOutputs, outputsOf, referenceEvaluator } from './evaluate';
 export type { Evaluator, Metric, Tolerance } from './evaluate';
 export { upgradeOpset } from './opset';
+export { fuseAffineConv, fuseConvAffine, fuseHardSwish } from './fusions';
 export { opCounts } from './graph';
 export { addValueTypes, convertFloat16, float16Bits, float16Value, toFloat16Array, FLOAT16_BLOCKED_OPS } from './fp16';
 export type { Float16Options, Float16Report } from './fp16';

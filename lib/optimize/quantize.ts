@@ -15,6 +15,7 @@ import { calibrate, type CalibrationMethod, type Range } from './calibrate';
 import { quantizeDynamic, type QuantizeReport } from './dynamic';
 import { acceptable, referenceEvaluator, type Evaluator, type Metric, type Tolerance } from './evaluate';
 import { readModel } from './io';
+import { fuseAffineConv, fuseConvAffine, fuseHardSwish } from './fusions';
 import { upgradeOpset } from './opset';
 import { calibratedTensors, decomposeGemm, quantizeStatic, staticCandidates, type Candidate } from './static';
 
@@ -35,6 +36,12 @@ export interface QuantizeOptions {
    * folded into Conv), so that the quantized graph is the one ORT will run. Default true.
    */
   preprocess?: boolean;
+  /**
+   * Fold multi-op patterns into fewer ops before quantizing (default true): hard-swish (Add,
+   * Clip, Mul, Div) becomes HardSigmoid + Mul; a constant scale and shift after a Conv (or a
+   * scalar one before an unpadded Conv) go into its weights and bias. See fusions.ts.
+   */
+  fuse?: boolean;
   /** Turns on accuracy-aware tuning. */
   tolerance?: Tolerance;
   /** Tuning's score: your function (higher is better), or a comparison with FP32 on `evaluationSamples`. */
@@ -68,6 +75,8 @@ export interface QuantizeResult {
   tuning?: TuningReport;
   sizeBefore: number;
   sizeAfter: number;
+  /** Graph rewrites made before quantizing (fusions.ts), by pattern. */
+  fused: { convAffine: number; hardSwish: number };
 }
 
 /** ORT's basic optimizations applied offline: the optimized model's bytes. */
@@ -95,6 +104,8 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
   // 11 (dynamic: DynamicQuantizeLinear).
   const upgraded = readModel(preprocessed);
   upgradeOpset(upgraded, mode === 'dynamic' ? 11 : 10);
+  const convAffine = options.fuse === false ? 0 : fuseConvAffine(upgraded) + fuseAffineConv(upgraded);
+  const hardSwish = options.fuse === false ? 0 : fuseHardSwish(upgraded);
   if (mode === 'static') decomposeGemm(upgraded);
   const fp32 = encodeModel(upgraded);
   const base = (): ModelProto => readModel(fp32);
@@ -152,6 +163,7 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
     tuning,
     sizeBefore: original.byteLength,
     sizeAfter: result.bytes.byteLength,
+    fused: { convAffine, hardSwish },
   };
 }
 
