@@ -7,7 +7,7 @@ import { KilnError, Session, Tensor, runtime, type Feeds, type KilnErrorCode, ty
 import { native } from '../lib/binding';
 import { addModel, identityModel, slowModel } from './fixtures/models';
 import { getGc } from './helpers/gc';
-import { assertKilnError } from './helpers/assert-error';
+import { assertKilnError, thrown } from './helpers/assert-error';
 
 // --- helpers -----------------------------------------------------------------------------------
 
@@ -33,14 +33,6 @@ async function rejection(start: () => Promise<unknown>): Promise<unknown> {
   assert.fail('expected a rejection, but the promise resolved');
 }
 
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (e) {
-    return e;
-  }
-  assert.fail('expected a throw');
-}
 
 /** The error of an invalid run: run() rejects, runSync() throws the same code and message. */
 async function runError(session: Session, feeds: unknown, options?: unknown): Promise<unknown> {

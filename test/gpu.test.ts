@@ -13,7 +13,7 @@ import { GraphBuilder } from '../lib/onnx';
 import { sessionConfig } from '../lib/options';
 import { addModel, mlpModel, mlpReference, multiIOModel, symbolicDimsModel } from './fixtures/models';
 import { batchInput } from './helpers/cuda-probe';
-import { assertKilnError } from './helpers/assert-error';
+import { assertKilnError, thrown } from './helpers/assert-error';
 
 // --- helpers -----------------------------------------------------------------------------------
 
@@ -68,14 +68,6 @@ function assertSession(r: unknown): CreateResult {
   return r as CreateResult;
 }
 
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (e) {
-    return e;
-  }
-  assert.fail('expected a throw');
-}
 
 async function rejected(p: Promise<unknown>): Promise<unknown> {
   try {

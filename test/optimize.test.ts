@@ -19,7 +19,7 @@ import { initializersOf, readModel, writeModel } from '../lib/optimize/io';
 import { upgradeOpset } from '../lib/optimize/opset';
 import { quantize, writeTensorRtTable } from '../lib/optimize/quantize';
 import { addModel, convModel, convReference, mlpModel, mlpReference, prng } from '../lib/samples';
-import { assertKilnError } from './helpers/assert-error';
+import { assertKilnError, thrown } from './helpers/assert-error';
 import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, loadKeys, recPreprocess, rotate180, type FloatTensor } from './helpers/ppocr';
 import { renderText, type RgbImage } from './helpers/text-image';
 
@@ -131,14 +131,6 @@ async function failure(fn: () => unknown): Promise<unknown> {
   return assert.fail('expected an error');
 }
 
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (e) {
-    return e;
-  }
-  return assert.fail('expected a throw');
-}
 
 const producers = (model: ModelProto): Map<string, NodeProto> => {
   const out = new Map<string, NodeProto>();

@@ -13,3 +13,13 @@ export function assertKilnError(e: unknown, code: KilnErrorCode, ...fragments: r
   }
   return e;
 }
+
+/** The error `fn` throws; fails the test when it returns. */
+export function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  assert.fail('expected a throw');
+}
