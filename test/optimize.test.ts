@@ -771,16 +771,18 @@ describe('optimize', () => {
     const prefix = new Graph(model).opset('') >= 13 ? '' : 'com.microsoft:';
     assert.ok((counts[`${prefix}QuantizeLinear`] ?? 0) > 0 && (counts[`${prefix}DequantizeLinear`] ?? 0) > 0, JSON.stringify(counts));
     const isDq = (n: NodeProto | undefined): boolean => n?.opType === 'DequantizeLinear';
-    const compute = (model.graph?.node ?? []).filter((n) => n.opType === 'MatMul' || n.opType === 'Conv');
+    const compute = (model.graph?.node ?? []).filter((n) => n.opType === 'MatMul' || n.opType === 'Conv' || n.opType === 'Mul');
     let quantized = 0;
     for (const n of compute) {
       const wdq = made.get(n.input?.[1] as string);
       if (!isDq(wdq)) continue; // left in FP32
+      // A Mul left in FP32 may still read dequantized values (another node's Q/DQ pair).
+      if (n.opType === 'Mul' && !isDq(made.get(n.input?.[0] as string))) continue;
       quantized++;
       const wq = inits.get(wdq?.input?.[0] as string);
       if (!wq) {
         // A MatMul of two activations: both come from Q -> DQ pairs of their own.
-        assert.equal(n.opType, 'MatMul', `${n.name}: only a MatMul may take two activations`);
+        assert.ok(n.opType === 'MatMul' || n.opType === 'Mul', `${n.name}: only a MatMul or a Mul may take two activations`);
         for (const i of [0, 1]) assert.equal(made.get(made.get(n.input?.[i] as string)?.input?.[0] as string)?.opType, 'QuantizeLinear', `${n.name}: input ${i} from a QuantizeLinear`);
         continue;
       }
@@ -796,7 +798,7 @@ describe('optimize', () => {
         assert.equal(inits.get(bdq?.input?.[0] as string)?.dataType, ONNX_INT32, `${n.name}: bias is int32`);
       }
     }
-    assert.equal(quantized, expectedNodes, 'quantized MatMul/Conv nodes');
+    assert.equal(quantized, expectedNodes, 'quantized MatMul/Conv/Mul nodes');
     return (model.graph?.node ?? []).filter((n) => n.opType === 'QuantizeLinear').map((n) => inits.get(n.input?.[2] as string) as TensorProto);
   }
 
