@@ -421,7 +421,7 @@ async function quantizeCommand(args: string[]): Promise<void> {
   const p = parseArgs('quantize', args, [
     'output', 'calibration', 'tolerance', 'tolerance-absolute', 'metric', 'method', 'percentile', 'op-types', 'include', 'exclude',
     'eval', 'trt-table', 'external-data', 'dim', 'calls',
-  ], ['per-tensor', 'symmetric', 'no-preprocess']);
+  ], ['per-tensor', 'symmetric', 'no-preprocess', 'no-fuse']);
   const { input, output } = files('quantize', p);
   const dims = dimsValue(p);
   const calibration = value(p, 'calibration');
@@ -468,6 +468,7 @@ async function quantizeCommand(args: string[]): Promise<void> {
       perChannel: !p.switches.has('per-tensor'),
       symmetricActivations: p.switches.has('symmetric'),
       preprocess: !p.switches.has('no-preprocess'),
+      fuse: !p.switches.has('no-fuse'),
       tolerance,
       metric: metric ?? 'top1',
       evaluationSamples: evalSamples,
@@ -507,6 +508,9 @@ async function quantizeCommand(args: string[]): Promise<void> {
     out.push(metric === 'maxError'
       ? `  tuning: max abs error at most ${(-t.required).toPrecision(4)} required, final ${(-t.score).toPrecision(4)} (${how}) after ${t.evaluations} evaluations\n`
       : `  tuning: ${metric ?? 'top1'} baseline ${t.baseline.toFixed(4)}, required >= ${t.required.toFixed(4)}, final ${t.score.toFixed(4)} (${how}) after ${t.evaluations} evaluations\n`);
+  }
+  if (result.fused.hardSwish || result.fused.convAffine) {
+    out.push(`  rewrites: ${result.fused.hardSwish} hard-swish folded into HardSigmoid + Mul, ${result.fused.convAffine} Conv(s) absorbed a scale/shift\n`);
   }
   out.push(`  nodes: ${result.quantized.length} quantized, ${result.skipped.length} left in FP32\n`);
   if (result.skipped.length) {
@@ -601,8 +605,10 @@ const USAGE = `usage:
       --method minmax|percentile|entropy   --percentile P (default 99.999)
       --per-tensor           one weight scale per tensor (default per channel)
       --symmetric            int8 activations with zero point 0 (TensorRT's form; default uint8)
-      --op-types Conv,MatMul,Gemm   --include NODE,...   --exclude NODE,...  (node names as after
-                             preprocessing; the summary lists them)
+      --op-types LIST        default: dynamic MatMul,Gemm; static Conv,MatMul (Gemms split into
+                             MatMul + Add), plus Mul,Add of two activations when listed
+      --include NODE,...   --exclude NODE,...  (node names as after preprocessing; the summary lists them)
+      --no-fuse              skip the rewrites (hard-swish, scales and shifts around Convs)
       --tolerance R | --tolerance-absolute A   tuning: return the most sensitive nodes to FP32
                              until the score is within R (relative) or A (absolute) of FP32's
       --metric top1|cosine|max-error (default top1)   --eval DATA (default: the calibration samples)
