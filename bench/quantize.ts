@@ -7,6 +7,7 @@
  */
 import * as fs from 'fs';
 import { Session, type Feeds, type Results } from '../lib';
+import { compareOutputs } from '../lib/optimize/evaluate';
 import { quantize, type QuantizeResult } from '../lib/optimize/quantize';
 import { mlpModel, prng } from '../lib/samples';
 import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, detPreprocess, loadKeys, recPreprocess, rotate180 } from '../test/helpers/ppocr';
@@ -63,28 +64,6 @@ function stack(feed: Feeds, n: number): Feeds {
 const WORDS = ['hello world', 'Kiln 2026', 'ONNX Runtime', 'quick brown fox', 'int8 speed', 'node js', 'batching', 'TensorRT',
   'accuracy', 'latency', 'jumps over', 'the lazy dog', 'PaddleOCR', 'inference', 'quantize me', 'model zoo'];
 
-function top1(reference: Results[], candidate: Results[]): number {
-  let agree = 0;
-  let rows = 0;
-  for (let s = 0; s < reference.length; s++) {
-    const name = Object.keys(reference[s])[0];
-    const a = reference[s][name].data as Float32Array;
-    const b = candidate[s][name].data as Float32Array;
-    const w = reference[s][name].dims[reference[s][name].dims.length - 1];
-    for (let r = 0; r < a.length; r += w) {
-      let ia = 0;
-      let ib = 0;
-      for (let j = 1; j < w; j++) {
-        if (a[r + j] > a[r + ia]) ia = j;
-        if (b[r + j] > b[r + ib]) ib = j;
-      }
-      rows++;
-      if (ia === ib) agree++;
-    }
-  }
-  return agree / rows;
-}
-
 function cases(only: string[]): Case[] {
   const out: Case[] = [];
   if (only.includes('mlp')) {
@@ -94,7 +73,7 @@ function cases(only: string[]): Case[] {
       name: 'mlp', fp32: mlpModel(),
       calibration: Array.from({ length: 32 }, row), heldOut: Array.from({ length: 500 }, row),
       accuracy: (r, c) => {
-        const v = top1(r, c);
+        const v = compareOutputs(r, c, 'top1');
         return { text: `top-1 agreement ${(v * 100).toFixed(1)}%`, value: v };
       },
       batch: (n) => stack(row(), n),

@@ -97,7 +97,6 @@ export interface NativeAddon {
   crop<T extends ArrayBufferView>(data: T, dims: readonly number[], row: number, shape: readonly number[]): T;
   /** Delivers finished runs now; `keepPolling` says whether another call follows soon. */
   poll(keepPolling: boolean): void;
-  cudaDriverProblem(): string;
   cudaDevices(): {
     driverVersion: number;
     library: string;

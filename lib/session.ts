@@ -416,7 +416,7 @@ export class Session {
   }
 
   /** Validates `feeds` and appends (data, dims) per model input, in the model's order. */
-  #pushFeeds(feeds: Feeds, async: boolean, into: unknown[]): void {
+  #pushFeeds(feeds: Feeds, async: boolean, into: unknown[], batched = false): void {
     if (feeds === null || typeof feeds !== 'object') {
       throw new KilnError('E_INVALID_ARGUMENT', `feeds must be an object of input name -> tensor, received ${describeData(feeds)}`);
     }
@@ -425,6 +425,9 @@ export class Session {
       const p = inputs[i];
       const t = feeds[p.info.name];
       if (t === undefined) this.#missingOrUnknown(feeds);
+      if (batched && t instanceof DeviceTensor) {
+        throw new KilnError('E_INVALID_ARGUMENT', `${p.label}: a device tensor cannot join a batch (batches are assembled in host memory); run it with session.run()`);
+      }
       checkTensor(p, t);
       if (t instanceof DeviceTensor) {
         into.push(t._handle(p.label), t.dims);
@@ -444,13 +447,8 @@ export class Session {
    */
   _requestFeeds(feeds: Feeds): unknown[] {
     this.#checkOpen();
-    for (const name in feeds) {
-      if (feeds[name] instanceof DeviceTensor) {
-        throw new KilnError('E_INVALID_ARGUMENT', `input "${name}": a device tensor cannot join a batch (batches are assembled in host memory); run it with session.run()`);
-      }
-    }
     const out: unknown[] = [];
-    this.#pushFeeds(feeds, true, out);
+    this.#pushFeeds(feeds, true, out, true);
     return out;
   }
 

@@ -3,8 +3,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { KilnError, Session, Tensor, runtime, type Feeds, type KilnErrorCode, type RunOptions, type SessionOptions, type TensorLike, type TensorType } from '../lib';
-import { native } from '../lib/binding';
+import { KilnError, Session, Tensor, cuda, runtime, type Feeds, type KilnErrorCode, type RunOptions, type SessionOptions, type TensorLike, type TensorType } from '../lib';
 import { addModel, identityModel, slowModel } from './fixtures/models';
 import { getGc } from './helpers/gc';
 import { assertKilnError, thrown } from './helpers/assert-error';
@@ -303,7 +302,7 @@ describe('errors', function () {
     /** Why CUDA cannot be used here, as Kiln should explain it; '' if it might be usable. */
     function cudaProblem(): string {
       if (!runtime().providers.includes('CUDAExecutionProvider')) return 'has no CUDAExecutionProvider';
-      return native().cudaDriverProblem();
+      return cuda.devices().problem ?? '';
     }
 
     it("'cuda' alone where CUDA is unavailable: E_PROVIDER_UNAVAILABLE naming what is missing", async function () {

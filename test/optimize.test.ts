@@ -9,9 +9,10 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Session, type Feeds, type Results } from '../lib';
+import { Session, type Feeds } from '../lib';
 import { attr, DataLocation, decodeModel, encodeModel, GraphBuilder, tensorFromProto, type ModelProto, type NodeProto, type TensorProto } from '../lib/onnx';
 import { calibrate, type Range } from '../lib/optimize/calibrate';
+import { outputsOf } from '../lib/optimize/evaluate';
 import { quantizeDynamic } from '../lib/optimize/dynamic';
 import { fuseAffineConv, fuseConvAffine, fuseHardSwish } from '../lib/optimize/fusions';
 import { Graph, opCounts } from '../lib/optimize/graph';
@@ -48,17 +49,6 @@ function assertSameBytes(actual: ArrayBufferView, expected: ArrayBufferView, wha
   assert.fail(`${what}: ${a.length} bytes vs ${b.length} expected, first difference at byte ${i}`);
 }
 
-/** Runs `model` (path or bytes) on each feed; the session is disposed afterwards. */
-async function outputsOf(model: string | Uint8Array, feeds: readonly Feeds[]): Promise<Results[]> {
-  const session = await Session.create(model);
-  try {
-    const out: Results[] = [];
-    for (const f of feeds) out.push(await session.run(f));
-    return out;
-  } finally {
-    await session.dispose();
-  }
-}
 
 /** The float32 output `name` of one run. */
 async function runY(model: string | Uint8Array, feeds: Feeds, name = 'y'): Promise<Float32Array> {

@@ -12,7 +12,7 @@ export type Metric = 'top1' | 'cosine' | 'maxError';
 export type Evaluator = (model: Uint8Array) => Promise<number>;
 
 /** The outputs of `model` on each sample, in a session of its own (disposed after). */
-export async function outputsOf(model: Uint8Array, samples: readonly Feeds[]): Promise<Results[]> {
+export async function outputsOf(model: string | Uint8Array, samples: readonly Feeds[]): Promise<Results[]> {
   const session = await Session.create(model);
   try {
     const out: Results[] = [];

@@ -82,8 +82,6 @@ Napi::Value crop_rows(const Napi::CallbackInfo& info) {
   return Napi::Value(env, out);
 }
 
-Napi::Value cuda_driver(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), cuda::problem()); }
-
 // {driverVersion, library, problem, devices: [{id, name, totalMemory, computeCapability, multiprocessors, pciBusId}]}
 Napi::Value cuda_devices(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -139,7 +137,6 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   exports.Set("poll", Napi::Function::New<poll>(env, "poll"));
   exports.Set("crop", Napi::Function::New<crop_rows>(env, "crop"));
   exports.Set("initialized", Napi::Function::New<initialized>(env, "initialized"));
-  exports.Set("cudaDriverProblem", Napi::Function::New<cuda_driver>(env, "cudaDriverProblem"));
   exports.Set("cudaDevices", Napi::Function::New<cuda_devices>(env, "cudaDevices"));
   exports.Set("deviceRelease", Napi::Function::New<device_release>(env, "deviceRelease"));
   exports.Set("deviceDownload", Napi::Function::New<device_download>(env, "deviceDownload"));
