@@ -211,18 +211,18 @@ int Session::output_index(const std::string& name) const {
   return -1;
 }
 
-ort::IoBindingPtr Session::acquire_binding() const {
+Session::BindingLease Session::acquire_binding() const {
   {
     std::lock_guard<std::mutex> lock(bindings_mutex_);
     if (!bindings_.empty()) {
       ort::IoBindingPtr b = std::move(bindings_.back());
       bindings_.pop_back();
-      return b;
+      return BindingLease(*this, std::move(b));
     }
   }
   OrtIoBinding* raw = nullptr;
   ort::check(ort::api().CreateIoBinding(session_.get(), &raw));
-  return ort::IoBindingPtr(raw);
+  return BindingLease(*this, ort::IoBindingPtr(raw));
 }
 
 void Session::release_binding(ort::IoBindingPtr binding) const {
@@ -419,12 +419,7 @@ void Session::run(const Feed* feeds, size_t feed_count, const Fetch* fetches, si
 void Session::run_once(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
                        std::vector<OwnedTensor>& out, OrtRunOptions* options) const {
   const OrtApi& a = ort::api();
-  ort::IoBindingPtr binding = acquire_binding();
-  struct Return {  // the binding goes back to the pool on every path, cleared
-    const Session* s;
-    ort::IoBindingPtr* b;
-    ~Return() { s->release_binding(std::move(*b)); }
-  } give_back{this, &binding};
+  const BindingLease binding = acquire_binding();
 
   for (size_t i = 0; i < feed_count; ++i) {
     const Feed& f = feeds[i];
@@ -513,12 +508,7 @@ void Session::device_attempt(const Feed* feeds, size_t feed_count, const Fetch* 
   const int id = g.device->id();
   std::unique_lock<std::mutex> graph_turn;
   if (g.graph) graph_turn = std::unique_lock<std::mutex>(g.graph_mutex);
-  ort::IoBindingPtr binding = acquire_binding();
-  struct Return {
-    const Session* s;
-    ort::IoBindingPtr* b;
-    ~Return() { s->release_binding(std::move(*b)); }
-  } give_back{this, &binding};
+  const BindingLease binding = acquire_binding();
 
   // Device buffers holding this run's inputs and the outputs copied back: released only
   // after the synchronisation.

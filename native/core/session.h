@@ -123,7 +123,20 @@ class Session : public std::enable_shared_from_this<Session> {
   Session() = default;
   void create(const std::string* path, const void* data, size_t size, const SessionConfig& config);
   void read_metadata();
-  ort::IoBindingPtr acquire_binding() const;
+  // A pooled IoBinding for one run, given back (cleared) to the pool on every path.
+  class BindingLease {
+   public:
+    BindingLease(const Session& s, ort::IoBindingPtr b) : session_(s), binding_(std::move(b)) {}
+    ~BindingLease() { session_.release_binding(std::move(binding_)); }
+    BindingLease(const BindingLease&) = delete;
+    BindingLease& operator=(const BindingLease&) = delete;
+    OrtIoBinding* get() const { return binding_.get(); }
+
+   private:
+    const Session& session_;
+    ort::IoBindingPtr binding_;
+  };
+  BindingLease acquire_binding() const;
   void release_binding(ort::IoBindingPtr binding) const;
 
   struct Gpu;
