@@ -4,14 +4,14 @@
  * Membership of batches is decided here; tensor bytes are gathered by the native core (one
  * copy per request per input) and every caller receives zero-copy views of its rows.
  */
-import { native, type NativePadding } from '../binding';
+import type { NativePadding } from '../binding';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { SessionOptions } from '../options';
 import { Session, type Feeds, type Results } from '../session';
-import { wrapTensor, type Tensor, type TensorType } from '../tensor';
-import { resolveConfig, type ModelConfig, type ResolvedConfig, type ResolvedInput } from './config';
+import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config';
 import { BatchCostModel } from './cost';
 import { providersFor, tensorRtProfiles, wantsTensorRt } from './gpu';
+import { RaggedPadding, rowsOf, splitOf } from './padding';
 import { PriorityQueue, type Queued } from './queue';
 import { emptyStats, type ModelStats } from './stats';
 
@@ -51,10 +51,8 @@ export class Model {
   readonly #held = new Map<number, () => void>();
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
-  /** Per model input (in order): its padding settings, when its requests may be padded. */
-  readonly #padded: (ResolvedInput | undefined)[];
-  /** Where padding shows in the outputs: see ownDimsOf(). */
-  readonly #ownDims: OwnDims;
+  /** Padding of ragged requests, when an input allows it. */
+  readonly #padding: RaggedPadding | undefined;
   #scheduled = false;
   #disposed = false;
   #running = 0; // batches executing
@@ -92,21 +90,21 @@ export class Model {
       const resolved = resolveConfig(config, batchable, session.inputs.map((i) => i.name));
       // A CPU group is one session with `count` executor threads: each free slot names it.
       const instances = sessions.length > 1 ? sessions : Array.from({ length: count }, () => session);
-      return new Model(instances, { ...resolved, instances: instances.length });
+      const padding = await RaggedPadding.create(session, resolved);
+      return new Model(instances, { ...resolved, instances: instances.length }, padding);
     } catch (e) {
       await Promise.all(sessions.map((s) => s.dispose()));
       throw e;
     }
   }
 
-  private constructor(instances: Session[], config: ResolvedConfig) {
+  private constructor(instances: Session[], config: ResolvedConfig, padding: RaggedPadding | undefined) {
     this.#session = instances[0];
     this.#sessions = [...new Set(instances)];
     this.#freeInstances = instances;
     this.#config = config;
     this.#queue = new PriorityQueue<Request>(config.policies);
-    this.#padded = this.#session.inputs.map((i) => config.padded.get(i.name));
-    this.#ownDims = ownDimsOf(this.#session, this.#padded);
+    this.#padding = padding;
   }
 
   /** The sessions serving this model: one for a CPU group, one per instance on GPUs. */
@@ -180,7 +178,7 @@ export class Model {
           throw new KilnError('E_SHAPE_MISMATCH', `every input needs the same batch dim: received ${size} and ${dims[0]}`);
         }
         // Requests batch together when their non-batch dims agree, except where padding may even them out.
-        shapeKey += (this.#padded[(i - 1) / 2] ? `rank ${dims.length}` : dims.slice(1).join(',')) + ';';
+        shapeKey += (this.#padding ? this.#padding.keyOf((i - 1) / 2, dims) : dims.slice(1).join(',')) + ';';
       }
       if (size < 1 || size > c.maxBatchSize) {
         throw new KilnError('E_INVALID_ARGUMENT', `request batch dim ${size} is outside [1, maxBatchSize = ${c.maxBatchSize}]`);
@@ -396,7 +394,7 @@ export class Model {
       let inputUs = 0;
       let padding: NativePadding = null;
       if (c.batching) {
-        padding = this.#padding(batch);
+        padding = this.#padding?.spec(batch) ?? null;
         const r = await session._runBatch(batch.map((q) => q.pairs), padding);
         outputs = r.outputs;
         computeUs = r.computeUs;
@@ -412,7 +410,7 @@ export class Model {
       let offset = 0;
       const split = c.batching ? splitOf(outputs, rows) : undefined;
       const parts = batch.map((r) => {
-        const part = split ? rowsOf(split, offset, r, padding ? this.#ownDims : undefined) : outputs;
+        const part = split ? rowsOf(split, offset, r, padding ? this.#padding : undefined) : outputs;
         offset += r.size;
         return part;
       });
@@ -437,32 +435,6 @@ export class Model {
       if (this.#running === 0) for (const done of this.#idle.splice(0)) done();
       this.#scheduleSoon();
     }
-  }
-
-  /**
-   * Per input, the dims its requests are padded to in this batch: the largest of each dim,
-   * rounded up to a length bucket; null where no request needs padding.
-   */
-  #padding(batch: readonly Request[]): NativePadding {
-    let any = false;
-    const spec = this.#padded.map((settings, i) => {
-      if (!settings) return null;
-      const first = batch[0].pairs[2 * i + 1] as readonly number[];
-      const target = first.slice(1);
-      let ragged = false;
-      for (const r of batch) {
-        const dims = r.pairs[2 * i + 1] as readonly number[];
-        for (let d = 1; d < dims.length; d++) {
-          if (dims[d] !== target[d - 1]) ragged = true;
-          if (dims[d] > target[d - 1]) target[d - 1] = dims[d];
-        }
-      }
-      if (!ragged) return null;
-      any = true;
-      const rounded = target.map((len) => settings.lengthBuckets.find((b) => b >= len) ?? len);
-      return [settings.padValue, ...rounded];
-    });
-    return any ? spec : null;
   }
 
   #count(e: KilnError): void {
@@ -491,79 +463,6 @@ export class Model {
       next();
     }
   }
-}
-
-/**
- * Per output, per non-batch dim: the (input, dim) whose padded length it carries — matched
- * by the symbolic dim names of the model's metadata (x ['N','L'] -> y ['N','L']), so an
- * output dim that merely happens to equal a padded length is left alone.
- */
-type OwnDims = Map<string, ({ input: number; dim: number } | undefined)[]>;
-
-function ownDimsOf(session: Session, padded: readonly (ResolvedInput | undefined)[]): OwnDims {
-  const byName = new Map<string, { input: number; dim: number }>();
-  session.inputs.forEach((input, i) => {
-    if (!padded[i]) return;
-    input.shape.forEach((d, k) => {
-      if (k > 0 && typeof d === 'string' && d !== '?' && !byName.has(d)) byName.set(d, { input: i, dim: k });
-    });
-  });
-  const out: OwnDims = new Map();
-  for (const o of session.outputs) {
-    out.set(o.name, o.shape.slice(1).map((d) => (typeof d === 'string' ? byName.get(d) : undefined)));
-  }
-  return out;
-}
-
-/**
- * A request's part of the batch's outputs: its rows [offset, offset + size) of every output
- * whose first dim is the batch's — views, unless padding made the batch wider than the
- * request, in which case the padded dims are cut back to the request's own lengths (a
- * copy made by the addon: the block is not contiguous).
- */
-interface OutputSplit {
-  name: string;
-  tensor: Tensor;
-  /** Whether dim 0 is the batch's rows (else every request sees the whole output). */
-  batched: boolean;
-  per: number; // elements per row
-  rest: readonly number[];
-}
-
-/** What every request's share of the batch outputs needs, computed once per batch. */
-function splitOf(outputs: Results, rows: number): OutputSplit[] {
-  return Object.entries(outputs).map(([name, tensor]) => {
-    const batched = tensor.dims.length > 0 && tensor.dims[0] === rows;
-    return { name, tensor, batched, per: batched ? (tensor.data as { length: number }).length / rows : 0, rest: tensor.dims.slice(1) };
-  });
-}
-
-function rowsOf(split: readonly OutputSplit[], offset: number, r: Request, ownDims: OwnDims | undefined): Results {
-  const size = r.size;
-  const out: Results = {};
-  for (const { name, tensor: t, batched, per, rest } of split) {
-    if (!batched) {
-      out[name] = t;
-      continue;
-    }
-    const dims = ownDims?.get(name);
-    if (dims && !Array.isArray(t.data)) {
-      const own = rest.map((len, k) => {
-        const src = dims[k];
-        return src ? (r.pairs[2 * src.input + 1] as readonly number[])[src.dim] : len;
-      });
-      if (own.some((d, k) => d !== rest[k])) {
-        const data = native().crop(t.data as ArrayBufferView, t.dims, offset, [size, ...own]);
-        out[name] = wrapTensor(t.type as TensorType, data as unknown as Tensor['data'], [size, ...own]);
-        continue;
-      }
-    }
-    const data = Array.isArray(t.data)
-      ? (t.data as string[]).slice(offset * per, (offset + size) * per)
-      : (t.data as Exclude<Tensor['data'], string[]>).subarray(offset * per, (offset + size) * per);
-    out[name] = wrapTensor(t.type as TensorType, data as Tensor['data'], [size, ...rest]);
-  }
-  return out;
 }
 
 /** kiln.loadModel(pathOrBytes, config): a model behind the dynamic batcher. */
