@@ -426,7 +426,7 @@ export class Model {
         this.#settle(r, () => r.resolve(parts[i]));
       });
     } catch (e) {
-      const err = toKilnError(e);
+      const err = padding && this.#padding ? this.#padding.describeFailure(toKilnError(e), padding, batch) : toKilnError(e);
       for (const r of batch) this.#fail(r, err);
     } finally {
       this.#freeInstances.push(session);

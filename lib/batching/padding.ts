@@ -4,6 +4,7 @@
  * outputs are cut back to its own lengths.
  */
 import { native, type NativePadding } from '../binding';
+import type { KilnError } from '../errors';
 import type { Results, Session } from '../session';
 import { wrapTensor, type Tensor, type TensorType } from '../tensor';
 import type { ResolvedConfig, ResolvedInput } from './config';
@@ -65,6 +66,11 @@ export class RaggedPadding {
       return [settings.padValue, ...rounded];
     });
     return any ? spec : null;
+  }
+
+  /** The error a padded batch's run failed with, told in terms of the padding applied. */
+  describeFailure(e: KilnError, _spec: NativePadding, _batch: readonly PaddedRequest[]): KilnError {
+    return e;
   }
 
   /** The lengths of output `name`'s non-batch dims for request `r`, or undefined if they are the batch's. */
