@@ -388,11 +388,11 @@ export class Model {
 
   async #execute(session: Session, batch: Request[], rows: number, started: number): Promise<void> {
     const c = this.#config;
+    let padding: NativePadding = null;
     try {
       let outputs: Results;
       let computeUs = 0;
       let inputUs = 0;
-      let padding: NativePadding = null;
       if (c.batching) {
         padding = this.#padding?.spec(batch) ?? null;
         const r = await session._runBatch(batch.map((q) => q.pairs), padding);
