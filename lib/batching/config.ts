@@ -5,6 +5,7 @@
  */
 import { KilnError } from '../errors';
 import { OptionReader, describeValue, optionError, type SessionOptions } from '../options';
+import { isTensorType, type TensorLike } from '../tensor';
 
 export interface QueuePolicy {
   /** What happens to a request whose timeout expires while queued. */
@@ -44,18 +45,96 @@ export interface InstanceGroup {
 export interface InputConfig {
   name: string;
   /**
-   * Requests whose non-batch dims of this input differ may share a batch: each is padded to
-   * the batch's largest (rounded up to a length bucket) and its outputs cut back to its own.
+   * Requests whose lengths on this input's padded axes differ may share a batch: each is
+   * padded to the batch's largest (rounded up to a length bucket) and its outputs cut back to
+   * its own. Safe only for padding-invariant models: see docs/padding.md.
    */
   allowPadding?: boolean;
+  /** The value padded positions hold (default 0). */
   padValue?: number;
-  /** Padded lengths to round up to (fewer distinct shapes for the runtime to plan). */
+  /** Padded lengths to round up to (fewer distinct shapes for the runtime to plan); padded axes only. */
   lengthBuckets?: number[];
+  /**
+   * The non-batch axes padding may lengthen (Triton's ragged batching pads named axes too).
+   * Default: the input's symbolic non-batch axes. Requests share a batch only when their
+   * other axes agree.
+   */
+  padAxes?: number[];
+}
+
+/** One step of an output axis's length rule: length = ceil or floor(length × ratio). */
+export interface LengthStep {
+  ratio: number;
+  /** Default 'ceil'. */
+  rounding?: 'ceil' | 'floor';
+}
+
+/**
+ * How long output axis `axis` is for a caller: a function of the caller's own length on
+ * `input`'s padded axis `inputAxis` — ceil or floor(length × ratio), or `steps` applied in
+ * order for a model that shortens in stages (e.g. a stride-4 stem rounding up, then a
+ * stride-2 pool rounding down).
+ */
+export interface CropAxis {
+  axis: number;
+  input: string;
+  inputAxis: number;
+  /** Default 1. */
+  ratio?: number;
+  /** Default 'ceil'. */
+  rounding?: 'ceil' | 'floor';
+  /** Instead of ratio and rounding: several steps, applied in order. */
+  steps?: LengthStep[];
+}
+
+/** Per-output settings (Triton's `output` list); Kiln adds how padded outputs are cut back. */
+export interface OutputConfig {
+  name: string;
+  /** Axes whose length follows a padded input length (needed when their dim names differ). */
+  cropAxes?: CropAxis[];
+  /** Symbolic non-batch axes whose length does not depend on padding: every caller gets the batch's. */
+  keepAxes?: number[];
+}
+
+/** Kiln's load-time check that padding does not change a model's results. */
+export interface PaddingCheck {
+  /** 'refuse' (default): a model whose results change when padded is not loaded; 'warn': one process warning; 'off': no check. */
+  action?: 'refuse' | 'warn' | 'off';
+  /** Largest difference allowed, relative to the largest magnitude of the unpadded output (default 1e-4). */
+  tolerance?: number;
+  /** [unpadded, padded] length of every padded axis in the generated sample (default: see docs/padding.md). */
+  sampleLengths?: [number, number];
+  /** The sample to run instead of generated values: feeds of one row, at their unpadded lengths. */
+  sample?: Record<string, TensorLike>;
 }
 
 export interface ResolvedInput {
+  /** Position in the config's `input` list (for messages naming the field). */
+  index: number;
   padValue: number;
   lengthBuckets: number[];
+  /** undefined: the input's symbolic non-batch axes (known once the model is). */
+  padAxes: number[] | undefined;
+}
+
+export interface ResolvedCropAxis {
+  axis: number;
+  input: string;
+  inputAxis: number;
+  steps: Required<LengthStep>[];
+}
+
+export interface ResolvedOutput {
+  index: number;
+  cropAxes: ResolvedCropAxis[];
+  keepAxes: number[];
+}
+
+export interface ResolvedPaddingCheck {
+  action: 'refuse' | 'warn' | 'off';
+  tolerance: number;
+  sampleLengths: [number, number] | undefined;
+  sample: Record<string, TensorLike> | undefined;
 }
 
 export interface ModelConfig {
@@ -65,6 +144,8 @@ export interface ModelConfig {
   dynamicBatching?: DynamicBatching | false;
   instanceGroup?: InstanceGroup[];
   input?: InputConfig[];
+  output?: OutputConfig[];
+  paddingCheck?: PaddingCheck;
   /** Options of the underlying session (providers, threads, ...). */
   session?: SessionOptions;
 }
@@ -92,6 +173,9 @@ export interface ResolvedConfig {
   gpus: number[];
   /** Inputs whose requests may be padded, by name. */
   padded: Map<string, ResolvedInput>;
+  /** Outputs with cut-back settings, by name. */
+  outputs: Map<string, ResolvedOutput>;
+  paddingCheck: ResolvedPaddingCheck;
   session: SessionOptions;
 }
 
@@ -107,13 +191,21 @@ function policy(value: unknown, field: string): ResolvedPolicy {
   };
 }
 
-/** Validates `config` for a model whose first input dim is dynamic (`batchable`) or not. */
+/** A list of distinct integer axes >= 1 (ranks are checked once the model is known). */
+function axisList(value: unknown, field: string, what: string): number[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || !value.every((a) => Number.isInteger(a) && a >= 1) || new Set(value).size !== value.length) {
+    throw optionError(field, `an array of distinct ${what} (integers >= 1; axis 0 is the batch)`, value);
+  }
+  return [...(value as number[])].sort((a, b) => a - b);
+}
+
 function inputs(value: unknown, names: readonly string[] | undefined): Map<string, ResolvedInput> {
   const padded = new Map<string, ResolvedInput>();
   if (value === undefined) return padded;
-  if (!Array.isArray(value)) throw optionError('input', 'an array of { name, allowPadding, padValue, lengthBuckets }', value);
+  if (!Array.isArray(value)) throw optionError('input', 'an array of { name, allowPadding, padValue, lengthBuckets, padAxes }', value);
   value.forEach((item: unknown, i: number) => {
-    const r = OptionReader.of(item, `input[${i}]`, ['name', 'allowPadding', 'padValue', 'lengthBuckets']);
+    const r = OptionReader.of(item, `input[${i}]`, ['name', 'allowPadding', 'padValue', 'lengthBuckets', 'padAxes']);
     const name = r.string('name');
     if (name === undefined || (names && !names.includes(name))) {
       throw optionError(`input[${i}].name`, names ? `one of the model's inputs (${names.join(', ')})` : 'an input name', name);
@@ -124,9 +216,96 @@ function inputs(value: unknown, names: readonly string[] | undefined): Map<strin
     if (!Array.isArray(buckets) || !buckets.every((b) => Number.isInteger(b) && b > 0)) {
       throw optionError(`input[${i}].lengthBuckets`, 'an array of positive integers', buckets);
     }
-    if (r.bool('allowPadding')) padded.set(name, { padValue: pad, lengthBuckets: [...buckets].sort((a, b) => a - b) });
+    const padAxes = axisList(r.raw('padAxes'), `input[${i}].padAxes`, 'non-batch axes to pad');
+    if (padAxes?.length === 0) throw optionError(`input[${i}].padAxes`, 'at least one axis (or allowPadding: false)', padAxes);
+    if (r.bool('allowPadding')) {
+      if (padded.has(name)) throw optionError(`input[${i}].name`, 'an input not listed before', name);
+      padded.set(name, { index: i, padValue: pad, lengthBuckets: [...buckets].sort((a, b) => a - b), padAxes });
+    }
   });
   return padded;
+}
+
+function ratioOf(value: unknown, field: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw optionError(field, 'a positive number', value);
+  return value;
+}
+
+function cropAxis(value: unknown, field: string): ResolvedCropAxis {
+  const r = OptionReader.of(value, field, ['axis', 'input', 'inputAxis', 'ratio', 'rounding', 'steps']);
+  const axis = r.int('axis', 1);
+  if (axis === undefined) throw optionError(r.field('axis'), 'the output axis (an integer >= 1)', axis);
+  const input = r.string('input');
+  if (input === undefined) throw optionError(r.field('input'), 'the name of a padded input', input);
+  const inputAxis = r.int('inputAxis', 1);
+  if (inputAxis === undefined) throw optionError(r.field('inputAxis'), 'one of the input\'s padded axes', inputAxis);
+  const stepsRaw = r.raw('steps');
+  if (stepsRaw !== undefined) {
+    if (r.raw('ratio') !== undefined || r.raw('rounding') !== undefined) {
+      throw optionError(r.field('steps'), 'steps, or ratio and rounding, not both', stepsRaw);
+    }
+    if (!Array.isArray(stepsRaw) || stepsRaw.length === 0) throw optionError(r.field('steps'), 'a non-empty array of { ratio, rounding }', stepsRaw);
+    const steps = stepsRaw.map((s: unknown, k: number) => {
+      const sr = OptionReader.of(s, `${r.field('steps')}[${k}]`, ['ratio', 'rounding']);
+      return { ratio: ratioOf(sr.raw('ratio'), sr.field('ratio')), rounding: sr.oneOf('rounding', ['ceil', 'floor'] as const) ?? 'ceil' };
+    });
+    return { axis, input, inputAxis, steps };
+  }
+  const ratio = r.raw('ratio') === undefined ? 1 : ratioOf(r.raw('ratio'), r.field('ratio'));
+  return { axis, input, inputAxis, steps: [{ ratio, rounding: r.oneOf('rounding', ['ceil', 'floor'] as const) ?? 'ceil' }] };
+}
+
+function outputs(value: unknown): Map<string, ResolvedOutput> {
+  const out = new Map<string, ResolvedOutput>();
+  if (value === undefined) return out;
+  if (!Array.isArray(value)) throw optionError('output', 'an array of { name, cropAxes, keepAxes }', value);
+  value.forEach((item: unknown, i: number) => {
+    const r = OptionReader.of(item, `output[${i}]`, ['name', 'cropAxes', 'keepAxes']);
+    const name = r.string('name');
+    if (name === undefined) throw optionError(`output[${i}].name`, 'an output name', name);
+    if (out.has(name)) throw optionError(`output[${i}].name`, 'an output not listed before', name);
+    const raw = r.raw('cropAxes') ?? [];
+    if (!Array.isArray(raw)) throw optionError(`output[${i}].cropAxes`, 'an array of { axis, input, inputAxis, ratio, rounding }', raw);
+    const cropAxes = raw.map((c: unknown, j: number) => cropAxis(c, `output[${i}].cropAxes[${j}]`));
+    const keepAxes = axisList(r.raw('keepAxes'), `output[${i}].keepAxes`, 'output axes') ?? [];
+    const seen = new Set<number>();
+    for (const [j, axis] of [...cropAxes.map((c) => c.axis), ...keepAxes].entries()) {
+      if (seen.has(axis)) {
+        const field = j < cropAxes.length ? `output[${i}].cropAxes[${j}].axis` : `output[${i}].keepAxes`;
+        throw optionError(field, 'an axis that no other rule of this output names', axis);
+      }
+      seen.add(axis);
+    }
+    out.set(name, { index: i, cropAxes, keepAxes });
+  });
+  return out;
+}
+
+function paddingCheck(value: unknown): ResolvedPaddingCheck {
+  const r = OptionReader.of(value, 'paddingCheck', ['action', 'tolerance', 'sampleLengths', 'sample']);
+  const tolerance = r.raw('tolerance') ?? 1e-4;
+  if (typeof tolerance !== 'number' || !Number.isFinite(tolerance) || tolerance < 0) {
+    throw optionError('paddingCheck.tolerance', 'a non-negative number (relative to the output\'s largest magnitude)', tolerance);
+  }
+  const lengths = r.raw('sampleLengths');
+  if (lengths !== undefined && !(Array.isArray(lengths) && lengths.length === 2 && lengths.every((l) => Number.isInteger(l) && l >= 1) && lengths[0] < lengths[1])) {
+    throw optionError('paddingCheck.sampleLengths', '[unpadded, padded]: integers with 1 <= unpadded < padded', lengths);
+  }
+  const sample = r.raw('sample');
+  if (sample !== undefined) {
+    if (typeof sample !== 'object' || sample === null || Array.isArray(sample)) throw optionError('paddingCheck.sample', 'an object of input name -> tensor', sample);
+    for (const [name, t] of Object.entries(sample)) {
+      if (typeof t !== 'object' || t === null || !isTensorType((t as TensorLike).type) || !Array.isArray((t as TensorLike).dims)) {
+        throw optionError(`paddingCheck.sample.${name}`, 'a tensor ({ type, data, dims })', t);
+      }
+    }
+  }
+  return {
+    action: r.oneOf('action', ['refuse', 'warn', 'off'] as const) ?? 'refuse',
+    tolerance,
+    sampleLengths: lengths as [number, number] | undefined,
+    sample: sample as Record<string, TensorLike> | undefined,
+  };
 }
 
 /**
@@ -137,7 +316,7 @@ export function resolveConfig(config: unknown, batchable: boolean, inputNames?: 
   if (config !== undefined && (config === null || typeof config !== 'object' || Array.isArray(config))) {
     throw new KilnError('E_INVALID_ARGUMENT', `model config must be an object, received ${describeValue(config)}`);
   }
-  const r = OptionReader.of(config, '', ['maxBatchSize', 'dynamicBatching', 'instanceGroup', 'input', 'session']);
+  const r = OptionReader.of(config, '', ['maxBatchSize', 'dynamicBatching', 'instanceGroup', 'input', 'output', 'paddingCheck', 'session']);
   const maxBatchSize = r.int('maxBatchSize', 0) ?? (batchable ? DEFAULT_MAX_BATCH : 0);
   if (maxBatchSize > 0 && !batchable) {
     throw optionError('maxBatchSize', '0: the model\'s first input dimension is fixed, so it cannot batch', maxBatchSize);
@@ -210,6 +389,8 @@ export function resolveConfig(config: unknown, batchable: boolean, inputNames?: 
     kind,
     gpus: gpusRaw as number[],
     padded: inputs(r.raw('input'), inputNames),
+    outputs: outputs(r.raw('output')),
+    paddingCheck: paddingCheck(r.raw('paddingCheck')),
     session: session as SessionOptions,
   };
 }

@@ -1,13 +1,19 @@
 /**
- * Padding of ragged batches: requests whose padded input dims differ share a batch, each
- * padded to the batch's largest length (rounded up to a length bucket), and every caller's
- * outputs are cut back to its own lengths.
+ * Padding of ragged batches: requests whose lengths on an input's padded axes differ share a
+ * batch, each padded to the batch's largest length (rounded up to a length bucket), and every
+ * caller's outputs are cut back to its own lengths by a rule per output axis. At load, the
+ * configuration is checked (every output axis a padded length may reach has a rule) and the
+ * model is run on a sample unpadded and padded, so that a model whose results padding would
+ * change is refused (or warned about) before it serves anyone. See docs/padding.md.
  */
 import { native, type NativePadding } from '../binding';
-import type { KilnError } from '../errors';
+import { KilnError } from '../errors';
+import { optionError } from '../options';
+import { float16Bits, float16Value } from '../optimize/fp16';
+import { prng } from '../samples';
 import type { Results, Session } from '../session';
-import { wrapTensor, type Tensor, type TensorType } from '../tensor';
-import type { ResolvedConfig, ResolvedInput } from './config';
+import { ARRAY_TYPE, wrapTensor, type Tensor, type TensorLike, type TensorType } from '../tensor';
+import type { ResolvedConfig, ResolvedCropAxis, ResolvedInput, ResolvedPaddingCheck } from './config';
 
 /** One request as the batcher holds it: its feeds as (data, dims) pairs in input order. */
 export interface PaddedRequest {
@@ -15,89 +21,449 @@ export interface PaddedRequest {
   readonly size: number;
 }
 
-/**
- * Per output, per non-batch dim: the (input, dim) whose padded length it carries — matched
- * by the symbolic dim names of the model's metadata (x ['N','L'] -> y ['N','L']), so an
- * output dim that merely happens to equal a padded length is left alone.
- */
-type OwnDims = Map<string, ({ input: number; dim: number } | undefined)[]>;
+/** A padded input: its settings, with the axes resolved against the model. */
+interface PaddedInput {
+  readonly name: string;
+  readonly padValue: number;
+  readonly lengthBuckets: readonly number[];
+  /** Sorted non-batch axes that padding may lengthen. */
+  readonly padAxes: readonly number[];
+}
+
+/** An output axis's length for one caller: steps applied to its length on (input, inputAxis). */
+interface LengthRule {
+  readonly input: number;
+  readonly inputAxis: number;
+  readonly steps: ResolvedCropAxis['steps'];
+}
+
+function lengthBy(rule: LengthRule, length: number): number {
+  let len = length;
+  for (const s of rule.steps) len = s.rounding === 'floor' ? Math.floor(len * s.ratio + 1e-9) : Math.ceil(len * s.ratio - 1e-9);
+  return len;
+}
+
+function formatDims(dims: readonly (number | string)[]): string {
+  return `[${dims.join(',')}]`;
+}
 
 export class RaggedPadding {
-  /** Per model input (in order): its padding settings, when its requests may be padded. */
-  readonly #padded: (ResolvedInput | undefined)[];
-  readonly #ownDims: OwnDims;
+  /** Per model input (in order): its padding, when its requests may be padded. */
+  readonly #inputs: (PaddedInput | undefined)[];
+  /** Per output: per non-batch axis (index axis - 1), the rule of its length, if padding reaches it. */
+  readonly #rules = new Map<string, (LengthRule | undefined)[]>();
 
   private constructor(session: Session, config: ResolvedConfig) {
-    this.#padded = session.inputs.map((i) => config.padded.get(i.name));
-    this.#ownDims = ownDimsOf(session, this.#padded);
+    const names = session.inputs.map((i) => i.name);
+    this.#inputs = session.inputs.map((info) => {
+      const settings = config.padded.get(info.name);
+      return settings && { name: info.name, padValue: settings.padValue, lengthBuckets: settings.lengthBuckets, padAxes: padAxesOf(info, settings) };
+    });
+    // Which padded axis each symbolic dim name stands for, and the names of axes that must agree.
+    const padded = new Map<string, { input: number; axis: number }>();
+    const agreed = new Set<string>();
+    session.inputs.forEach((info, i) => {
+      info.shape.forEach((d, k) => {
+        if (k === 0 || typeof d !== 'string' || d === '?') return;
+        if (this.#inputs[i]?.padAxes.includes(k)) {
+          if (!padded.has(d)) padded.set(d, { input: i, axis: k });
+        } else {
+          agreed.add(d);
+        }
+      });
+    });
+    const outputNames = session.outputs.map((o) => o.name);
+    for (const [name, settings] of config.outputs) {
+      if (!outputNames.includes(name)) {
+        throw optionError(`output[${settings.index}].name`, `one of the model's outputs (${outputNames.join(', ')})`, name);
+      }
+    }
+    for (const info of session.outputs) {
+      const settings = config.outputs.get(info.name);
+      const rank = info.shape.length;
+      const field = `output[${settings?.index ?? 0}]`;
+      const rules: (LengthRule | undefined)[] = [];
+      for (const [j, c] of (settings?.cropAxes ?? []).entries()) {
+        const f = `${field}.cropAxes[${j}]`;
+        if (rank > 0 && c.axis >= rank) throw optionError(`${f}.axis`, `a non-batch axis of output "${info.name}" ${formatDims(info.shape)} (1..${rank - 1})`, c.axis);
+        const input = names.indexOf(c.input);
+        const target = this.#inputs[input];
+        if (!target) {
+          const list = this.#inputs.filter((p) => p).map((p) => (p as PaddedInput).name).join(', ');
+          throw optionError(`${f}.input`, `an input with allowPadding (${list})`, c.input);
+        }
+        if (!target.padAxes.includes(c.inputAxis)) {
+          throw optionError(`${f}.inputAxis`, `one of input "${c.input}"'s padded axes (${target.padAxes.join(', ')})`, c.inputAxis);
+        }
+        rules[c.axis - 1] = { input, inputAxis: c.inputAxis, steps: c.steps };
+      }
+      for (const k of settings?.keepAxes ?? []) {
+        if (rank > 0 && k >= rank) throw optionError(`${field}.keepAxes`, `non-batch axes of output "${info.name}" ${formatDims(info.shape)} (1..${rank - 1})`, k);
+      }
+      for (let k = 1; k < rank; k++) {
+        const d = info.shape[k];
+        if (rules[k - 1] || typeof d === 'number' || settings?.keepAxes.includes(k)) continue;
+        const tied = padded.get(d);
+        if (tied) {
+          rules[k - 1] = { input: tied.input, inputAxis: tied.axis, steps: [{ ratio: 1, rounding: 'ceil' }] };
+        } else if (d === '?' || !agreed.has(d)) {
+          throw this.#unmapped(info.name, info.shape, k, session);
+        }
+      }
+      if (rules.some((r) => r)) this.#rules.set(info.name, rules);
+    }
   }
 
-  /** The padding of a model, or undefined when no input may be padded. */
+  /** The refusal of an output axis whose length padding may change, with no rule to cut it back by. */
+  #unmapped(output: string, shape: readonly (number | string)[], axis: number, session: Session): KilnError {
+    const i = this.#inputs.findIndex((p) => p);
+    const p = this.#inputs[i] as PaddedInput;
+    const example = `output: [{ name: "${output}", cropAxes: [{ axis: ${axis}, input: "${p.name}", inputAxis: ${p.padAxes[0]}, ratio: <output length / input length> }] }]`;
+    return new KilnError('E_INVALID_ARGUMENT',
+      `output "${output}" ${formatDims(shape)}: axis ${axis} ("${String(shape[axis])}") may depend on the padded length of input "${p.name}" ${formatDims(session.inputs[i].shape)} ` +
+      `(axes ${p.padAxes.join(', ')}), and no rule says how to cut it back to each caller's length; add ${example} to the model config, ` +
+      `or output: [{ name: "${output}", keepAxes: [${axis}] }] if its length does not depend on padding`);
+  }
+
+  /**
+   * The padding of a model, or undefined when no input may be padded (or the model does not
+   * batch). Validates the padding configuration against the model, then runs the padding
+   * check (config.paddingCheck) on `session`. Throws a KilnError to refuse the load.
+   */
   static async create(session: Session, config: ResolvedConfig): Promise<RaggedPadding | undefined> {
-    return config.padded.size > 0 ? new RaggedPadding(session, config) : undefined;
+    if (config.padded.size === 0) {
+      const [first] = config.outputs.values();
+      if (first) throw optionError(`output[${first.index}]`, 'cut-back rules only with an input that has allowPadding: true', 'rules without one');
+      return undefined;
+    }
+    const padding = new RaggedPadding(session, config);
+    if (!config.batching) return undefined;
+    await padding.#check(session, config.paddingCheck);
+    return padding;
   }
 
   /** The part of a request's batching key for input `input` with `dims`: what must agree. */
   keyOf(input: number, dims: readonly number[]): string {
-    return this.#padded[input] ? `rank ${dims.length}` : dims.slice(1).join(',');
+    const settings = this.#inputs[input];
+    if (!settings) return dims.slice(1).join(',');
+    let key = `${dims.length}:`;
+    for (let k = 1; k < dims.length; k++) key += settings.padAxes.includes(k) ? '*,' : `${dims[k]},`;
+    return key;
   }
 
   /**
-   * Per input, the dims its requests are padded to in this batch: the largest of each dim,
-   * rounded up to a length bucket; null where no request needs padding.
+   * Per input, the dims its requests are padded to in this batch: on each padded axis the
+   * largest length, rounded up to a length bucket; null where no request needs padding.
    */
   spec(batch: readonly PaddedRequest[]): NativePadding {
     let any = false;
-    const spec = this.#padded.map((settings, i) => {
+    const spec = this.#inputs.map((settings, i) => {
       if (!settings) return null;
-      const first = batch[0].pairs[2 * i + 1] as readonly number[];
-      const target = first.slice(1);
+      const target = (batch[0].pairs[2 * i + 1] as readonly number[]).slice(1);
       let ragged = false;
       for (const r of batch) {
         const dims = r.pairs[2 * i + 1] as readonly number[];
-        for (let d = 1; d < dims.length; d++) {
-          if (dims[d] !== target[d - 1]) ragged = true;
-          if (dims[d] > target[d - 1]) target[d - 1] = dims[d];
+        for (const k of settings.padAxes) {
+          if (dims[k] !== target[k - 1]) ragged = true;
+          if (dims[k] > target[k - 1]) target[k - 1] = dims[k];
         }
       }
       if (!ragged) return null;
       any = true;
-      const rounded = target.map((len) => settings.lengthBuckets.find((b) => b >= len) ?? len);
-      return [settings.padValue, ...rounded];
+      for (const k of settings.padAxes) target[k - 1] = settings.lengthBuckets.find((b) => b >= target[k - 1]) ?? target[k - 1];
+      return [settings.padValue, ...target];
     });
     return any ? spec : null;
   }
 
-  /** The error a padded batch's run failed with, told in terms of the padding applied. */
-  describeFailure(e: KilnError, _spec: NativePadding, _batch: readonly PaddedRequest[]): KilnError {
-    return e;
+  /**
+   * The error a padded batch's run failed with, told in terms of the padding applied: one
+   * line naming the padded inputs, their target and the requests' own shapes, then the
+   * runtime's own reason (the first line of it, without source locations).
+   */
+  describeFailure(e: KilnError, spec: NativePadding, batch: readonly PaddedRequest[]): KilnError {
+    if (!spec) return e;
+    const parts: string[] = [];
+    spec.forEach((s, i) => {
+      const settings = this.#inputs[i];
+      if (!s || !settings) return;
+      const own = batch.map((r) => formatDims(r.pairs[2 * i + 1] as readonly number[]));
+      parts.push(`input "${settings.name}" padded with ${s[0]} to ${formatDims(['N', ...s.slice(1)])} on axes ${settings.padAxes.join(', ')} from ${[...new Set(own)].join(', ')}`);
+    });
+    const reason = runtimeReason(e.message);
+    return new KilnError(e.code, `model run failed on a padded batch of ${batch.length} request${batch.length > 1 ? 's' : ''} (${parts.join('; ')}): ${reason}`, { cause: e });
   }
 
   /** The lengths of output `name`'s non-batch dims for request `r`, or undefined if they are the batch's. */
   ownDims(name: string, rest: readonly number[], r: PaddedRequest): number[] | undefined {
-    const dims = this.#ownDims.get(name);
-    if (!dims) return undefined;
+    const rules = this.#rules.get(name);
+    if (!rules) return undefined;
+    let differs = false;
     const own = rest.map((len, k) => {
-      const src = dims[k];
-      return src ? (r.pairs[2 * src.input + 1] as readonly number[])[src.dim] : len;
+      const rule = rules[k];
+      if (!rule) return len;
+      const mine = Math.min(len, lengthBy(rule, (r.pairs[2 * rule.input + 1] as readonly number[])[rule.inputAxis]));
+      if (mine !== len) differs = true;
+      return mine;
     });
-    return own.some((d, k) => d !== rest[k]) ? own : undefined;
+    return differs ? own : undefined;
+  }
+
+  /**
+   * Runs a one-row sample unpadded and padded through the batch path, cuts the padded outputs
+   * back by the rules and compares; also checks that the rules predict the unpadded output
+   * lengths (over consecutive sample lengths, so a wrong rounding shows). Refuses or warns.
+   */
+  async #check(session: Session, check: ResolvedPaddingCheck): Promise<void> {
+    if (check.action === 'off') return;
+    const problem = await this.#measure(session, check);
+    if (!problem) return;
+    if (check.action === 'warn' && !problem.config) {
+      process.emitWarning(`Kiln padding check: ${problem.message}; loading anyway (paddingCheck.action is 'warn')`, { code: 'KILN_PADDING' });
+      return;
+    }
+    throw new KilnError('E_INVALID_ARGUMENT', `padding check: ${problem.message}`);
+  }
+
+  /** What the padding check found wrong, or undefined; `config` marks a wrong rule (refused under 'warn' too). */
+  async #measure(session: Session, check: ResolvedPaddingCheck): Promise<{ message: string; config?: boolean } | undefined> {
+    const [u, p] = this.#sampleLengths(check);
+    const generated = check.sample === undefined;
+    const feeds = check.sample ?? this.#generated(session, u);
+    const sampleWords = generated
+      ? `Kiln's generated sample (${describeFeeds(feeds)}, pseudo-random values)`
+      : `the given sample (${describeFeeds(feeds)})`;
+    const howToSample = 'give a sample the model accepts with paddingCheck: { sample: { <input>: tensor of one row } } (or other lengths with paddingCheck.sampleLengths), or skip the check with paddingCheck: { action: "off" }';
+    let pairs: unknown[];
+    let unpadded: Results;
+    try {
+      pairs = session._requestFeeds(feeds);
+      unpadded = (await session._runBatch([pairs], null)).outputs;
+    } catch (e) {
+      return { message: `the model failed on ${sampleWords}: ${runtimeReason((e as Error).message)}; ${howToSample}` };
+    }
+    const request = { pairs, size: 1 };
+    // The rules must predict each output length of an unpadded run.
+    const wrong = this.#mispredicted(unpadded, request);
+    if (wrong) return { message: `${wrong} (${sampleWords}); fix the output's cropAxes rule`, config: true };
+    if (generated && !check.sampleLengths) {
+      for (let extra = 1; extra < this.#probeCount(); extra++) {
+        const probe = this.#generated(session, u + extra);
+        let outputs: Results;
+        try {
+          const probePairs = session._requestFeeds(probe);
+          outputs = (await session._runBatch([probePairs], null)).outputs;
+          const miss = this.#mispredicted(outputs, { pairs: probePairs, size: 1 });
+          if (miss) return { message: `${miss} (Kiln's generated sample, ${describeFeeds(probe)}); fix the output's cropAxes rule`, config: true };
+        } catch {
+          break; // a length the model does not take: the probes stop there
+        }
+      }
+    }
+    const spec: NativePadding = this.#inputs.map((settings, i) => {
+      if (!settings) return null;
+      const dims = (pairs[2 * i + 1] as readonly number[]).slice(1);
+      for (const k of settings.padAxes) dims[k - 1] = Math.max(p, dims[k - 1] + 1);
+      return [settings.padValue, ...dims];
+    });
+    const paddedWords = this.#inputs.flatMap((settings, i) => {
+      if (!settings || !spec[i]) return [];
+      const own = pairs[2 * i + 1] as readonly number[];
+      return [`input "${settings.name}" ${formatDims(own)} padded with ${settings.padValue} to ${formatDims([own[0], ...(spec[i] as number[]).slice(1)])}`];
+    }).join(', ');
+    let padded: Results;
+    try {
+      padded = (await session._runBatch([pairs], spec)).outputs;
+    } catch (e) {
+      return { message: `the model failed on ${sampleWords} with ${paddedWords}, though it ran unpadded: ${runtimeReason((e as Error).message)}; padding these axes breaks the model` };
+    }
+    for (const [name, ref] of Object.entries(unpadded)) {
+      const got = cutBack(padded[name], this.ownDims(name, padded[name].dims.slice(1), request));
+      const diff = compare(ref, got);
+      if (diff === undefined) continue;
+      if (typeof diff === 'string') {
+        return { message: `output "${name}" of ${sampleWords} with ${paddedWords} ${diff}, unpadded ${formatDims(ref.dims)}: padding changes the model's results` };
+      }
+      if (diff.max <= check.tolerance * diff.scale) continue;
+      return {
+        message: `output "${name}" of ${sampleWords} with ${paddedWords}, cut back to ${formatDims(got.dims)}, differs from the unpadded run by up to ` +
+          `${precise(diff.max)} at ${formatDims(diff.at)} (${precise(diff.padded)} instead of ${precise(diff.reference)}; the output's largest magnitude is ${precise(diff.scale)}, ` +
+          `tolerance ${check.tolerance} of it): the model is not padding-invariant, so a padded batch would change callers' results (see docs/padding.md). ` +
+          'Keep allowPadding off for this input, or accept the difference with paddingCheck: { action: "warn" } (or "off"), or raise paddingCheck.tolerance',
+      };
+    }
+    return undefined;
+  }
+
+  /** The [unpadded, padded] sample lengths: given, else below and at the first bucket, else 12 and 24. */
+  #sampleLengths(check: ResolvedPaddingCheck): [number, number] {
+    if (check.sampleLengths) return check.sampleLengths;
+    const firsts = this.#inputs.flatMap((s) => (s && s.lengthBuckets.length > 0 ? [s.lengthBuckets[0]] : []));
+    if (firsts.length === 0) return [12, 24];
+    const p = Math.max(2, Math.min(...firsts));
+    return [Math.max(1, p - Math.ceil(p / 4)), p];
+  }
+
+  /** How many consecutive lengths show a wrong rounding: the largest denominator of the rules' ratios (at most 16). */
+  #probeCount(): number {
+    let n = 1;
+    for (const rules of this.#rules.values()) {
+      for (const rule of rules) {
+        if (!rule) continue;
+        const total = rule.steps.reduce((t, s) => t * s.ratio, 1);
+        if (total < 1) n = Math.max(n, Math.min(16, Math.round(1 / total)));
+      }
+    }
+    return n;
+  }
+
+  /** A one-row feed of every input: fixed dims as declared, every other non-batch dim `length`. */
+  #generated(session: Session, length: number): Record<string, TensorLike> {
+    const rand = prng(0x9add1e);
+    const feeds: Record<string, TensorLike> = {};
+    for (const info of session.inputs) {
+      const dims = info.shape.map((d, k) => (k === 0 ? 1 : typeof d === 'number' ? d : length));
+      feeds[info.name] = sampleTensor(info.type as TensorType, dims, rand);
+    }
+    return feeds;
+  }
+
+  /** Where a rule's predicted length differs from an unpadded run's, in words. */
+  #mispredicted(outputs: Results, request: PaddedRequest): string | undefined {
+    for (const [name, rules] of this.#rules) {
+      const dims = outputs[name]?.dims;
+      if (!dims) continue;
+      for (const [k, rule] of rules.entries()) {
+        if (!rule || k + 1 >= dims.length) continue;
+        const length = (request.pairs[2 * rule.input + 1] as readonly number[])[rule.inputAxis];
+        const predicted = lengthBy(rule, length);
+        if (predicted !== dims[k + 1]) {
+          const input = (this.#inputs[rule.input] as PaddedInput).name;
+          return `output "${name}" axis ${k + 1}: its rule predicts length ${predicted} for input "${input}" axis ${rule.inputAxis} of length ${length}, the model gives ${dims[k + 1]}`;
+        }
+      }
+    }
+    return undefined;
   }
 }
 
-function ownDimsOf(session: Session, padded: readonly (ResolvedInput | undefined)[]): OwnDims {
-  const byName = new Map<string, { input: number; dim: number }>();
-  session.inputs.forEach((input, i) => {
-    if (!padded[i]) return;
-    input.shape.forEach((d, k) => {
-      if (k > 0 && typeof d === 'string' && d !== '?' && !byName.has(d)) byName.set(d, { input: i, dim: k });
-    });
-  });
-  const out: OwnDims = new Map();
-  for (const o of session.outputs) {
-    out.set(o.name, o.shape.slice(1).map((d) => (typeof d === 'string' ? byName.get(d) : undefined)));
+/** The padded axes of `info`: as configured (checked against the model), else its symbolic non-batch axes. */
+function padAxesOf(info: Session['inputs'][number], settings: ResolvedInput): number[] {
+  const field = `input[${settings.index}].padAxes`;
+  const rank = info.shape.length;
+  if (!settings.padAxes) {
+    const axes = info.shape.flatMap((d, k) => (k > 0 && typeof d === 'string' ? [k] : []));
+    if (axes.length === 0) {
+      throw optionError(field, `the axes to pad: input "${info.name}" ${formatDims(info.shape)} has no symbolic non-batch axis to pad by default`, undefined);
+    }
+    return axes;
   }
-  return out;
+  for (const k of settings.padAxes) {
+    if (rank > 0 && k >= rank) throw optionError(field, `non-batch axes of input "${info.name}" ${formatDims(info.shape)} (1..${rank - 1})`, settings.padAxes);
+    if (typeof info.shape[k] === 'number') {
+      throw optionError(field, `axes of dynamic length: input "${info.name}" ${formatDims(info.shape)} has axis ${k} fixed at ${info.shape[k]}`, settings.padAxes);
+    }
+  }
+  return settings.padAxes;
+}
+
+function describeFeeds(feeds: Record<string, TensorLike>): string {
+  return Object.entries(feeds).map(([name, t]) => `"${name}" ${t.type} ${formatDims(t.dims)}`).join(', ');
+}
+
+/** One row of deterministic pseudo-random values of `type`: floats in [-1, 1), integers in [0, 16), booleans. */
+function sampleTensor(type: TensorType, dims: number[], rand: () => number): TensorLike {
+  const n = dims.reduce((a, b) => a * b, 1);
+  if (type === 'string') return { type, data: Array.from({ length: n }, () => 'a'), dims };
+  const data = new ARRAY_TYPE[type](new ArrayBuffer(n * ARRAY_TYPE[type].BYTES_PER_ELEMENT), 0, n);
+  const f32 = new Float32Array(1);
+  const u16 = new Uint16Array(f32.buffer);
+  for (let i = 0; i < n; i++) {
+    const v = rand();
+    if (type === 'float32' || type === 'float64') data[i] = v;
+    else if (type === 'float16') data[i] = float16Bits(v);
+    else if (type === 'bfloat16') {
+      f32[0] = v;
+      data[i] = u16[1];
+    } else if (type === 'bool') data[i] = v >= 0 ? 1 : 0;
+    else if (type === 'int64' || type === 'uint64') data[i] = BigInt(Math.floor((v + 1) * 8));
+    else data[i] = Math.floor((v + 1) * 8);
+  }
+  return { type, data, dims } as TensorLike;
+}
+
+/** `t` cut back to non-batch dims `own` (undefined: as it is). */
+function cutBack(t: Tensor, own: readonly number[] | undefined): Tensor {
+  if (!own || Array.isArray(t.data)) return t;
+  const dims = [t.dims[0], ...own];
+  return wrapTensor(t.type as TensorType, native().crop(t.data as ArrayBufferView, t.dims, 0, dims) as unknown as Tensor['data'], dims);
+}
+
+interface Difference {
+  max: number;
+  at: number[];
+  padded: number;
+  reference: number;
+  scale: number;
+}
+
+/** How `got` differs from `ref`: a shape or value mismatch in words, the largest numeric difference, or undefined when equal. */
+function compare(ref: Tensor, got: Tensor): Difference | string | undefined {
+  if (ref.dims.join() !== got.dims.join()) return `has shape ${formatDims(got.dims)} after the cut-back`;
+  if (Array.isArray(ref.data)) {
+    const i = (ref.data as string[]).findIndex((v, k) => v !== (got.data as string[])[k]);
+    return i < 0 ? undefined : `holds ${JSON.stringify((got.data as string[])[i])} at element ${i} instead of ${JSON.stringify((ref.data as string[])[i])}`;
+  }
+  const a = ref.data as ArrayLike<number | bigint>;
+  const b = got.data as ArrayLike<number | bigint>;
+  const value = ref.type === 'float16' ? (x: number | bigint) => float16Value(Number(x))
+    : ref.type === 'bfloat16' ? (x: number | bigint) => bfloat16Value(Number(x)) : Number;
+  let max = 0;
+  let at = -1;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    const r = value(a[i]);
+    const d = Math.abs(value(b[i]) - r);
+    if (Math.abs(r) > scale) scale = Math.abs(r);
+    if (d > max || (Number.isNaN(d) && at < 0)) {
+      max = Number.isNaN(d) ? Infinity : d;
+      at = i;
+    }
+  }
+  if (at < 0) return undefined;
+  return { max, at: unravel(at, ref.dims), padded: value(b[at]), reference: value(a[at]), scale: scale || 1 };
+}
+function bfloat16Value(h: number): number {
+  return new Float32Array(new Uint32Array([h << 16]).buffer)[0];
+}
+
+/** The multi-index of flat element `i` of `dims`. */
+function unravel(i: number, dims: readonly number[]): number[] {
+  const at: number[] = [];
+  let rest = i;
+  for (let k = dims.length - 1; k >= 0; k--) {
+    at[k] = rest % dims[k];
+    rest = Math.floor(rest / dims[k]);
+  }
+  return at;
+}
+
+function precise(v: number): string {
+  return Number.isFinite(v) ? String(Number(v.toPrecision(4))) : String(v);
+}
+
+/**
+ * ONNX Runtime's reason for a failed run on one line: the status message without the
+ * "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" prefix and source locations, whitespace
+ * collapsed, at most 400 characters.
+ */
+function runtimeReason(message: string): string {
+  const reason = message
+    .replace(/\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*/g, '')
+    .replace(/\S*\.(?:cc|h|cpp):\d+\s+(?:[\w:<>,~ ]*\([^)]*\)\s*(?:const\s*)?)?/g, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+  return reason.length > 400 ? `${reason.slice(0, 400)}...` : reason;
 }
 
 /**
