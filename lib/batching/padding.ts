@@ -222,11 +222,11 @@ export class RaggedPadding {
       process.emitWarning(`Kiln padding check: ${problem.message}; loading anyway (paddingCheck.action is 'warn')`, { code: 'KILN_PADDING' });
       return;
     }
-    throw new KilnError('E_INVALID_ARGUMENT', `padding check: ${problem.message}`);
+    throw new KilnError('E_INVALID_ARGUMENT', `padding check: ${problem.message}${problem.advice ? `. ${problem.advice[0].toUpperCase()}${problem.advice.slice(1)}` : ''}`);
   }
 
   /** What the padding check found wrong, or undefined; `config` marks a wrong rule (refused under 'warn' too). */
-  async #measure(session: Session, check: ResolvedPaddingCheck): Promise<{ message: string; config?: boolean } | undefined> {
+  async #measure(session: Session, check: ResolvedPaddingCheck): Promise<{ message: string; advice?: string; config?: boolean } | undefined> {
     const [u, p] = this.#sampleLengths(check);
     const generated = check.sample === undefined;
     const feeds = check.sample ?? this.#generated(session, u);
@@ -282,14 +282,15 @@ export class RaggedPadding {
       const diff = compare(ref, got);
       if (diff === undefined) continue;
       if (typeof diff === 'string') {
-        return { message: `output "${name}" of ${sampleWords} with ${paddedWords} ${diff}, unpadded ${formatDims(ref.dims)}: padding changes the model's results` };
+        return { message: `output "${name}" of ${sampleWords} with ${paddedWords} ${diff}, unpadded ${formatDims(ref.dims)}: padding changes the model's results`, advice: 'keep allowPadding off for this input, or add a cropAxes rule for the output' };
       }
       if (diff.max <= check.tolerance * diff.scale) continue;
+      const cut = got === padded[name] ? '' : `, cut back to ${formatDims(got.dims)},`;
       return {
-        message: `output "${name}" of ${sampleWords} with ${paddedWords}, cut back to ${formatDims(got.dims)}, differs from the unpadded run by up to ` +
+        message: `output "${name}" of ${sampleWords} with ${paddedWords}${cut} differs from the unpadded run by up to ` +
           `${precise(diff.max)} at ${formatDims(diff.at)} (${precise(diff.padded)} instead of ${precise(diff.reference)}; the output's largest magnitude is ${precise(diff.scale)}, ` +
-          `tolerance ${check.tolerance} of it): the model is not padding-invariant, so a padded batch would change callers' results (see docs/padding.md). ` +
-          'Keep allowPadding off for this input, or accept the difference with paddingCheck: { action: "warn" } (or "off"), or raise paddingCheck.tolerance',
+          `tolerance ${check.tolerance} of it): the model is not padding-invariant, so a padded batch would change callers' results (see docs/padding.md)`,
+        advice: 'keep allowPadding off for this input, or accept the difference with paddingCheck: { action: "warn" } (or "off"), or raise paddingCheck.tolerance',
       };
     }
     return undefined;
