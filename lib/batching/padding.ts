@@ -455,12 +455,13 @@ function precise(v: number): string {
 
 /**
  * ONNX Runtime's reason for a failed run on one line: the status message without the
- * "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" prefix and source locations, whitespace
- * collapsed, at most 400 characters.
+ * "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" prefix, the node named briefly, source
+ * locations dropped, whitespace collapsed, at most 400 characters.
  */
 function runtimeReason(message: string): string {
   const reason = message
     .replace(/\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*/g, '')
+    .replace(/Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message:\s*/g, '$1 node "$2": ')
     .replace(/\S*\.(?:cc|h|cpp):\d+\s+(?:[\w:<>,~ ]*\([^)]*\)\s*(?:const\s*)?)?/g, '')
     .replace(/\s+/g, ' ')
     .trim();
