@@ -311,9 +311,7 @@ export class Session {
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
     let onAbort: (() => void) | undefined;
     if (signal) {
-      // Only cancellable runs get an id: the addon then gives them ORT run options to stop.
-      const id = nextCancelId++;
-      if (nextCancelId > 0xffffffff) nextCancelId = 1;
+      const id = this.#cancelId();
       args[1] = id;
       onAbort = (): void => void this.#native.cancel(id);
     }
@@ -333,6 +331,13 @@ export class Session {
     }
     this.#computeMs += ((raw[raw.length - 2] as number) / 1000 - this.#computeMs) * 0.125;
     return this.#wrap(ports, raw, options?.outputLocation);
+  }
+
+  /** Only cancellable runs get an id: the addon then gives them ORT run options to stop. */
+  #cancelId(): number {
+    const id = nextCancelId++;
+    if (nextCancelId > 0xffffffff) nextCancelId = 1;
+    return id;
   }
 
   #submitted(): void {
@@ -457,18 +462,22 @@ export class Session {
    * gathers each input into one pooled buffer. Resolves with the whole batch's outputs, the
    * run's time in ORT and the time gathering its inputs (µs).
    */
-  async _runBatch(requests: readonly unknown[][], padding: NativePadding = null): Promise<{ outputs: Results; computeUs: number; inputUs: number }> {
+  async _runBatch(requests: readonly unknown[][], padding: NativePadding = null, signal?: AbortSignal): Promise<{ outputs: Results; computeUs: number; inputUs: number }> {
     this.#checkOpen();
-    const args: unknown[] = [null, undefined, requests.length, padding];
+    const cancelId = signal ? this.#cancelId() : undefined;
+    const args: unknown[] = [null, cancelId, requests.length, padding];
     for (const r of requests) for (let i = 0; i < r.length; i++) args.push(r[i]);
+    const onAbort = cancelId === undefined ? undefined : (): void => void this.#native.cancel(cancelId);
     let raw: NativeResults;
     try {
       const pending = this.#native.runBatch(...(args as NativeBatchArgs));
       this.#submitted();
+      if (onAbort) signal?.addEventListener('abort', onAbort, { once: true });
       try {
         raw = await pending;
       } finally {
         this.#answered();
+        if (onAbort) signal?.removeEventListener('abort', onAbort);
       }
     } catch (e) {
       throw toKilnError(e);

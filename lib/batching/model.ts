@@ -9,7 +9,8 @@ import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { SessionOptions } from '../options';
 import { Session, type Feeds, type Results } from '../session';
 import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config';
-import { BatchCostModel } from './cost';
+import { AdaptivePolicy, type RunningBatch } from './adaptive';
+import { BatchCosts } from './cost';
 import { providersFor, tensorRtProfiles, wantsTensorRt } from './gpu';
 import { RaggedPadding, rowsOf, splitOf } from './padding';
 import { PriorityQueue, type Queued } from './queue';
@@ -20,7 +21,11 @@ export interface InferOptions {
   priority?: number;
   /** Queue timeout; only shorter than the policy's default, and only where overrides are allowed. */
   timeoutMs?: number;
-  /** Aborting removes a queued request at once; an executing one completes undelivered. */
+  /**
+   * Aborting removes a queued request at once; an executing one is answered at once with
+   * E_ABORTED while its batch runs on for the others (the run stops once every request of
+   * the batch is aborted).
+   */
   signal?: AbortSignal;
 }
 
@@ -32,6 +37,14 @@ interface Request extends Queued {
   resolve(r: Results): void;
   reject(e: KilnError): void;
   detach?: () => void;
+  /** While running: the batch it runs in. */
+  batch?: Batch;
+}
+
+interface Batch extends RunningBatch {
+  readonly requests: Request[];
+  /** Stops the run; present when a request of the batch can be aborted. */
+  readonly stop?: AbortController;
 }
 
 const now = (): number => performance.now();
@@ -44,7 +57,10 @@ export class Model {
   readonly #freeInstances: Session[];
   readonly #config: ResolvedConfig;
   readonly #queue: PriorityQueue<Request>;
-  readonly #cost = new BatchCostModel();
+  readonly #costs = new BatchCosts();
+  /** Present with maxLatencyMs. */
+  readonly #adaptive: AdaptivePolicy | undefined;
+  readonly #runningBatches = new Set<Batch>();
   readonly #stats: ModelStats = emptyStats();
   #seq = 0;
   #nextDelivery = 0;
@@ -105,6 +121,7 @@ export class Model {
     this.#config = config;
     this.#queue = new PriorityQueue<Request>(config.policies);
     this.#padding = padding;
+    if (config.maxLatencyMs !== undefined) this.#adaptive = new AdaptivePolicy(config.maxLatencyMs, instances.length, this.#costs);
   }
 
   /** The sessions serving this model: one for a CPU group, one per instance on GPUs. */
@@ -192,7 +209,9 @@ export class Model {
     const level = levelNumber - 1;
     const policy = this.#queue.policy(level);
     if (policy.maxQueueSize > 0 && this.#queue.levelCount(level) >= policy.maxQueueSize) {
-      throw new KilnError('E_QUEUE_FULL', `queue of priority level ${levelNumber} is full (${policy.maxQueueSize} requests)`, { retryAfterMs: this.#drainEstimateMs() });
+      const retryAfterMs = this.#slotFreeInMs(shapeKey);
+      throw new KilnError('E_QUEUE_FULL', `queue of priority level ${levelNumber} is full (${policy.maxQueueSize} requests)` +
+        (retryAfterMs === undefined ? '; no batch has finished yet to estimate when to retry' : ''), { retryAfterMs });
     }
     const t = now();
     let timeoutUs = policy.defaultTimeoutUs;
@@ -203,11 +222,14 @@ export class Model {
       const asked = options.timeoutMs * 1000;
       if (policy.allowTimeoutOverride && (timeoutUs === 0 || asked < timeoutUs)) timeoutUs = asked;
     }
-    if (c.maxLatencyMs !== undefined && this.#cost.samples > 0) {
-      const predicted = this.#predictedLatencyMs(this.#queue.rows + size);
-      if (predicted > c.maxLatencyMs) {
-        throw new KilnError('E_OVERLOADED', `request would take about ${predicted.toFixed(1)} ms, over maxLatencyMs = ${c.maxLatencyMs}`,
-          { retryAfterMs: Math.max(1, predicted - c.maxLatencyMs) });
+    const adaptive = this.#adaptive;
+    if (adaptive) {
+      adaptive.arrived(size, t);
+      const rowsAhead = this.#queue.rowsThrough(level);
+      const a = adaptive.admit(shapeKey, size, rowsAhead, this.#freeInstances.length, this.#runningBatches, c.maxBatchSize || 1, t);
+      if (!a.accept) {
+        throw new KilnError('E_OVERLOADED', `request would take about ${a.predictedMs.toFixed(1)} ms (${rowsAhead} rows queued ahead, ` +
+          `${this.#runningBatches.size} of ${c.instances} instances busy), over maxLatencyMs = ${adaptive.target}`, { retryAfterMs: a.retryAfterMs });
       }
     }
     const request: Request = {
@@ -227,22 +249,25 @@ export class Model {
   #abort(r: Request): void {
     if (r.state === 'queued') this.#queue.remove(r);
     if (r.state !== 'settled') this.#fail(r, new KilnError('E_ABORTED', r.state === 'queued' ? 'request was aborted while queued' : 'request was aborted while its batch ran'));
+    // Nobody waits for a batch whose every request is answered: stop its run.
+    const batch = r.batch;
+    if (batch && this.#runningBatches.has(batch) && batch.requests.every((q) => q.state === 'settled')) batch.stop?.abort();
     this.#scheduleSoon();
   }
 
-  /** Time for the queue ahead to drain at the recent batch cost: a retry hint. */
-  #drainEstimateMs(): number {
-    const c = this.#config;
-    const batches = Math.ceil(this.#queue.rows / Math.max(c.maxBatchSize, 1)) / c.instances;
-    return Math.max(1, Math.ceil(batches * Math.max(this.#cost.predict(Math.max(c.maxBatchSize, 1)), 1)));
-  }
-
-  /** Latency a request would see with `rows` queued ahead of and including it. */
-  #predictedLatencyMs(rows: number): number {
-    const c = this.#config;
-    const full = Math.max(c.maxBatchSize, 1);
-    const batches = Math.ceil(rows / full);
-    return (batches / c.instances) * this.#cost.predict(Math.min(rows, full));
+  /**
+   * A retry hint for a full queue: when the next running batch is expected to end (and take
+   * queued requests), from measured batch costs; undefined before any batch has finished.
+   */
+  #slotFreeInMs(key: string): number | undefined {
+    const t = now();
+    let soonest = Infinity;
+    for (const b of this.#runningBatches) {
+      const ms = this.#costs.of(b.key).hint(b.rows);
+      if (ms !== undefined) soonest = Math.min(soonest, b.started + ms - t);
+    }
+    if (soonest === Infinity) soonest = this.#costs.of(key).hint(1) ?? Infinity;
+    return soonest === Infinity ? undefined : Math.max(1, Math.ceil(soonest));
   }
 
   /**
@@ -267,7 +292,7 @@ export class Model {
     for (const r of this.#queue.expire(t)) {
       this.#fail(r, new KilnError('E_TIMEOUT', `request timed out after ${((t - r.enqueuedAt)).toFixed(1)} ms in the queue`));
     }
-    this.#rejectHopeless(t);
+    this.#rejectLate(t);
     let wakeAt = this.#queue.nextDeadline();
     while (this.#freeInstances.length > 0 && this.#queue.count > 0) {
       const decision = this.#formBatch(t);
@@ -281,16 +306,20 @@ export class Model {
     if (wakeAt !== Infinity && this.#queue.count > 0) this.#wake(wakeAt);
   }
 
-  /** Adaptive batching: a queued request that can no longer meet maxLatencyMs is rejected. */
-  #rejectHopeless(t: number): void {
-    const target = this.#config.maxLatencyMs;
-    if (target === undefined || this.#cost.samples === 0) return;
+  /**
+   * Adaptive batching: a queued request that has already waited past maxLatencyMs is
+   * answered with E_OVERLOADED rather than served late (only once costs are measured: the
+   * slow first runs of a cold model do not count against the requests queued behind them).
+   */
+  #rejectLate(t: number): void {
+    const adaptive = this.#adaptive;
+    if (!adaptive || this.#queue.count === 0) return;
+    const limit = t - adaptive.target;
     for (const r of [...this.#queue.ordered()]) {
-      if (t - r.enqueuedAt + this.#cost.predict(r.size) > target) {
-        this.#queue.remove(r);
-        this.#fail(r, new KilnError('E_OVERLOADED', `request can no longer finish within maxLatencyMs = ${target}`,
-          { retryAfterMs: Math.max(1, this.#drainEstimateMs()) }));
-      }
+      if (r.enqueuedAt >= limit || !this.#costs.of(r.shapeKey).warm) continue;
+      this.#queue.remove(r);
+      const retryAfterMs = this.#slotFreeInMs(r.shapeKey);
+      this.#fail(r, new KilnError('E_OVERLOADED', `request waited ${(t - r.enqueuedAt).toFixed(1)} ms in the queue, past maxLatencyMs = ${adaptive.target}`, { retryAfterMs }));
     }
   }
 
@@ -325,18 +354,17 @@ export class Model {
     let scan = this.#scan(preferredCap);
     // As in Triton, no delay means nothing is ever "exceeded": preferred sizes still cut.
     const due = scan.oldest + c.maxQueueDelayUs / 1000;
-    if (c.maxLatencyMs === undefined && c.maxQueueDelayUs > 0 && t >= due) {
+    const adaptive = this.#adaptive;
+    if (!adaptive && c.maxQueueDelayUs > 0 && t >= due) {
       if (preferredCap < c.maxBatchSize) scan = this.#scan(c.maxBatchSize);
       return { batch: scan.batch };
     }
     const { batch, rows, preferredCount, oldest, full } = scan;
     if (preferredCount > 0) return { batch: batch.slice(0, preferredCount) };
-    if (full || (c.maxLatencyMs === undefined && c.maxQueueDelayUs === 0)) return { batch };
-    if (c.maxLatencyMs !== undefined) {
-      // Wait while one more request could still join without breaching the target.
-      const slack = c.maxLatencyMs - this.#cost.predict(rows + 1);
-      const dispatchAt = oldest + Math.max(0, slack) * 0.8;
-      return t >= dispatchAt ? { batch } : { waitUntil: dispatchAt };
+    if (full || (!adaptive && c.maxQueueDelayUs === 0)) return { batch };
+    if (adaptive) {
+      const waitUntil = adaptive.waitUntil(batch[0].shapeKey, rows, oldest, c.maxBatchSize, t);
+      return waitUntil === undefined ? { batch } : { waitUntil };
     }
     return { waitUntil: due };
   }
@@ -372,22 +400,29 @@ export class Model {
     return { batch, rows, preferredCount, oldest, full };
   }
 
-  #dispatch(batch: Request[]): void {
+  #dispatch(requests: Request[]): void {
     const session = this.#freeInstances.pop() as Session;
     this.#running++;
-    this.#runningRequests += batch.length;
+    this.#runningRequests += requests.length;
     const t = now();
     let rows = 0;
-    for (const r of batch) {
+    let abortable = false;
+    for (const r of requests) {
       this.#queue.remove(r);
       r.state = 'running';
       rows += r.size;
+      if (r.detach) abortable = true;
     }
-    void this.#execute(session, batch, rows, t);
+    const batch: Batch = { started: t, rows, key: requests[0].shapeKey, requests, stop: abortable ? new AbortController() : undefined };
+    for (const r of requests) r.batch = batch;
+    this.#runningBatches.add(batch);
+    this.#adaptive?.dispatched(rows, t);
+    void this.#execute(session, batch);
   }
 
-  async #execute(session: Session, batch: Request[], rows: number, started: number): Promise<void> {
+  async #execute(session: Session, run: Batch): Promise<void> {
     const c = this.#config;
+    const { requests: batch, rows, started } = run;
     let padding: NativePadding = null;
     try {
       let outputs: Results;
@@ -395,15 +430,17 @@ export class Model {
       let inputUs = 0;
       if (c.batching) {
         padding = this.#padding?.spec(batch) ?? null;
-        const r = await session._runBatch(batch.map((q) => q.pairs), padding);
+        const r = await session._runBatch(batch.map((q) => q.pairs), padding, run.stop?.signal);
         outputs = r.outputs;
         computeUs = r.computeUs;
         inputUs = r.inputUs;
       } else {
         outputs = await session.run(batch[0].feeds);
       }
-      const ms = now() - started;
-      this.#cost.observe(rows, ms);
+      const ended = now();
+      // The batch's full shape: a first run at it is not a cost sample.
+      const shape = `${rows};${run.key}${padding ? JSON.stringify(padding) : ''}`;
+      this.#costs.of(run.key).observe(shape, rows, ended - started, ended);
       this.#stats.executionCount++;
       this.#stats.batchSizes[rows] = (this.#stats.batchSizes[rows] ?? 0) + 1;
       const t0 = now();
@@ -429,6 +466,7 @@ export class Model {
       const err = padding && this.#padding ? this.#padding.describeFailure(toKilnError(e), padding, batch) : toKilnError(e);
       for (const r of batch) this.#fail(r, err);
     } finally {
+      this.#runningBatches.delete(run);
       this.#freeInstances.push(session);
       this.#running--;
       this.#runningRequests -= batch.length;

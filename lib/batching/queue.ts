@@ -42,6 +42,14 @@ export class PriorityQueue<T extends Queued> {
     return this.#levels[level].policy;
   }
 
+  /** Rows queued at levels up to and including `level`: what is served before a new request there. */
+  rowsThrough(level: number): number {
+    if (level >= this.#levels.length - 1) return this.#rows;
+    let rows = 0;
+    for (let i = 0; i <= level; i++) for (const list of [this.#levels[i].main, this.#levels[i].delayed]) for (const item of list) rows += item.size;
+    return rows;
+  }
+
   /** Requests queued at `level` (for its maxQueueSize). */
   levelCount(level: number): number {
     const l = this.#levels[level];
