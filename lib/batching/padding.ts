@@ -9,10 +9,10 @@
 import { native, type NativePadding } from '../binding';
 import { KilnError } from '../errors';
 import { optionError } from '../options';
-import { float16Bits, float16Value } from '../optimize/fp16';
-import { prng } from '../samples';
+import { randomFeeds } from '../optimize/data';
+import { float16Value } from '../optimize/fp16';
 import type { Results, Session } from '../session';
-import { ARRAY_TYPE, wrapTensor, type Tensor, type TensorLike, type TensorType } from '../tensor';
+import { wrapTensor, type Tensor, type TensorLike, type TensorType } from '../tensor';
 import type { ResolvedConfig, ResolvedCropAxis, ResolvedInput, ResolvedPaddingCheck } from './config';
 
 /** One request as the batcher holds it: its feeds as (data, dims) pairs in input order. */
@@ -318,15 +318,13 @@ export class RaggedPadding {
     return n;
   }
 
-  /** A one-row feed of every input: fixed dims as declared, every other non-batch dim `length`. */
+  /** A one-row feed of every input: fixed dims as declared, every other named non-batch dim `length`. */
   #generated(session: Session, length: number): Record<string, TensorLike> {
-    const rand = prng(0x9add1e);
-    const feeds: Record<string, TensorLike> = {};
-    for (const info of session.inputs) {
-      const dims = info.shape.map((d, k) => (k === 0 ? 1 : typeof d === 'number' ? d : length));
-      feeds[info.name] = sampleTensor(info.type as TensorType, dims, rand);
-    }
-    return feeds;
+    const dims: Record<string, number> = {};
+    for (const info of session.inputs) info.shape.forEach((d, k) => {
+      if (typeof d === 'string' && d !== '?') dims[d] = k === 0 ? 1 : length;
+    });
+    return randomFeeds(session.inputs, { dims, seed: 0x9add1e });
   }
 
   /** Where a rule's predicted length differs from an unpadded run's, in words. */
@@ -372,27 +370,6 @@ function describeFeeds(feeds: Record<string, TensorLike>): string {
   return Object.entries(feeds).map(([name, t]) => `"${name}" ${t.type} ${formatDims(t.dims)}`).join(', ');
 }
 
-/** One row of deterministic pseudo-random values of `type`: floats in [-1, 1), integers in [0, 16), booleans. */
-function sampleTensor(type: TensorType, dims: number[], rand: () => number): TensorLike {
-  const n = dims.reduce((a, b) => a * b, 1);
-  if (type === 'string') return { type, data: Array.from({ length: n }, () => 'a'), dims };
-  const data = new ARRAY_TYPE[type](new ArrayBuffer(n * ARRAY_TYPE[type].BYTES_PER_ELEMENT), 0, n);
-  const f32 = new Float32Array(1);
-  const u16 = new Uint16Array(f32.buffer);
-  for (let i = 0; i < n; i++) {
-    const v = rand();
-    if (type === 'float32' || type === 'float64') data[i] = v;
-    else if (type === 'float16') data[i] = float16Bits(v);
-    else if (type === 'bfloat16') {
-      f32[0] = v;
-      data[i] = u16[1];
-    } else if (type === 'bool') data[i] = v >= 0 ? 1 : 0;
-    else if (type === 'int64' || type === 'uint64') data[i] = BigInt(Math.floor((v + 1) * 8));
-    else data[i] = Math.floor((v + 1) * 8);
-  }
-  return { type, data, dims } as TensorLike;
-}
-
 /** `t` cut back to non-batch dims `own` (undefined: as it is). */
 function cutBack(t: Tensor, own: readonly number[] | undefined): Tensor {
   if (!own || Array.isArray(t.data)) return t;
@@ -434,6 +411,7 @@ function compare(ref: Tensor, got: Tensor): Difference | string | undefined {
   if (at < 0) return undefined;
   return { max, at: unravel(at, ref.dims), padded: value(b[at]), reference: value(a[at]), scale: scale || 1 };
 }
+
 function bfloat16Value(h: number): number {
   return new Float32Array(new Uint32Array([h << 16]).buffer)[0];
 }
