@@ -8,8 +8,12 @@
  *   behaves as batching without a delay until it has measured something.
  * - Admission: a request is refused (E_OVERLOADED) only when the queue ahead of it and the
  *   batches running on busy instances would, at the measured costs, finish it after the
- *   target. A request that an idle instance could take at once is always accepted: an idle
- *   model never refuses, so a cold start or a pause cannot lock it out.
+ *   limit. A request that an idle instance could take at once is always accepted: an idle
+ *   model never refuses, so a cold start or a pause cannot lock it out. The limit starts at
+ *   the target and is lowered while served requests that had to queue still end late (the
+ *   spread of run times and of the machine's scheduling, which the mean costs leave out),
+ *   then drifts back up; lateness of requests that did not queue is the machine's, and
+ *   refusing others would not cure it.
  * - Waiting: a batch waits for companions only when batches of its size would keep the
  *   instances busy at the measured arrival rate (waiting is what raises throughput there),
  *   a companion is likely to arrive within the slack the target leaves, and waits have been
@@ -30,9 +34,19 @@ export type Admission = { accept: true } | { accept: false; predictedMs: number;
 /** Arrival rate memory (ms): the rate follows changes in load within about this long. */
 const RATE_TAU_MS = 100;
 /** A batch waits only while the instances would be at least this busy at its size. */
-const BUSY_ENOUGH = 0.8;
+const BUSY_ENOUGH = 0.5;
 /** How quickly a record of futile waits is forgotten (ms), so waiting is tried again. */
 const FUTILE_TAU_MS = 2000;
+/**
+ * The admission limit, as a share of the target: lowered by LATE_STEP for each queued request
+ * served late, raised by ON_TIME_STEP for each on time (so it settles where about one in
+ * LATE_STEP / ON_TIME_STEP = 100 is late), never below MIN_LIMIT.
+ */
+const LATE_STEP = 0.02;
+const ON_TIME_STEP = 0.0002;
+const MIN_LIMIT = 0.5;
+/** A served request "queued" when it waited at least this share of the target before its run. */
+const QUEUED_SHARE = 0.1;
 
 export class AdaptivePolicy {
   readonly target: number;
@@ -45,6 +59,10 @@ export class AdaptivePolicy {
   #lastWaitEnd = 0;
   /** Rows of the batch that started waiting, while it waits. */
   #waitingRows: number | undefined;
+  /** Admission limit as a share of the target. */
+  #limit = 1;
+  /** Mean delay (ms) between a batch's end in the core and its answer on the JS thread. */
+  #answerMs = 0;
 
   constructor(targetMs: number, instances: number, costs: BatchCosts) {
     this.target = targetMs;
@@ -69,23 +87,29 @@ export class AdaptivePolicy {
    */
   admit(key: string, size: number, rowsAhead: number, free: number, running: Iterable<RunningBatch>, cap: number, t: number): Admission {
     if (free > 0 && rowsAhead === 0) return { accept: true };
+    const limit = this.target * this.#limit;
     const predicted = this.completion(key, size, rowsAhead, free, running, cap, t);
-    if (predicted === undefined || predicted <= this.target) return { accept: true };
-    return { accept: false, predictedMs: predicted, retryAfterMs: Math.max(1, Math.ceil(predicted - this.target)) };
+    if (predicted === undefined || predicted <= limit) return { accept: true };
+    return { accept: false, predictedMs: predicted, retryAfterMs: Math.max(1, Math.ceil(predicted - limit)) };
   }
 
   /**
    * Predicted milliseconds from `t` until a request of `size` rows behind `rowsAhead` rows
    * finishes: the rows are cut into batches of `cap` rows, each taken by the instance free
-   * first (idle ones now, busy ones when their batch is expected to end); the request's own
-   * batch is costed high. Undefined before any warm measurement.
+   * first (idle ones now, busy ones when their batch is expected to end), at mean costs.
+   * Undefined without a fresh measurement.
    */
   completion(key: string, size: number, rowsAhead: number, free: number, running: Iterable<RunningBatch>, cap: number, t: number): number | undefined {
     const cost = this.#costs.of(key);
     if (!cost.fresh(t)) return undefined;
     const available: number[] = [];
     for (let i = 0; i < free; i++) available.push(t);
-    for (const b of running) available.push(Math.max(t, b.started + (this.#costs.of(b.key).mean(b.rows) ?? 0)));
+    for (const b of running) {
+      // A batch past its expected cost is taken to need as long again as it has overrun.
+      const expected = this.#costs.of(b.key).mean(b.rows) ?? 0;
+      const elapsed = t - b.started;
+      available.push(elapsed <= expected ? b.started + expected : t + (elapsed - expected));
+    }
     if (available.length === 0) available.push(t);
     available.sort((a, b) => a - b);
     const rows = rowsAhead + size;
@@ -94,8 +118,8 @@ export class AdaptivePolicy {
     const instance = before % available.length;
     const rounds = Math.floor(before / available.length);
     const own = rows - before * cap;
-    const end = available[instance] + rounds * (cost.mean(cap) as number) + (cost.high(own) as number);
-    return end - t;
+    const end = available[instance] + rounds * (cost.mean(cap) as number) + (cost.mean(own) as number);
+    return end + this.#answerMs - t;
   }
 
   /**
@@ -106,13 +130,24 @@ export class AdaptivePolicy {
     const cost = this.#costs.of(key);
     const batchMs = cost.mean(rows);
     if (batchMs === undefined || rows >= cap || !cost.fresh(t)) return undefined;
-    const slack = oldest + this.target * 0.9 - t - (cost.high(rows + 1) as number);
+    const slack = oldest + this.target * this.#limit * 0.9 - t - (cost.mean(rows + 1) as number) - this.#answerMs;
     const rate = this.rate(t);
     const busy = (rate * batchMs) / rows / this.#instances;
     const pays = 1 - (1 - this.#waitPays) * Math.exp((this.#lastWaitEnd - t) / FUTILE_TAU_MS);
     if (slack <= 0 || rate * slack < 1 || busy < BUSY_ENOUGH || pays < 0.5) return undefined;
     this.#waitingRows ??= rows;
     return t + slack;
+  }
+
+  /** A warm batch's answer reached the JS thread `ms` after its run ended in the core. */
+  answered(ms: number): void {
+    this.#answerMs += (ms - this.#answerMs) / 16;
+  }
+
+  /** A request was served `latencyMs` after it arrived, `queuedMs` of it before its batch ran. */
+  served(latencyMs: number, queuedMs: number): void {
+    if (latencyMs <= this.target) this.#limit = Math.min(1, this.#limit + ON_TIME_STEP);
+    else if (queuedMs >= QUEUED_SHARE * this.target) this.#limit = Math.max(MIN_LIMIT, this.#limit - LATE_STEP);
   }
 
   /** A batch of `rows` rows goes at `t`: if it had waited, learn whether the wait gained anything. */

@@ -2,13 +2,12 @@
  * What a batch costs, learned per batch size from warm runs. A run at a shape the model has
  * not run before is not a sample (ONNX Runtime plans and allocates for a new shape on its
  * first run, which can cost several times a warm run): it is remembered only as a rough
- * figure for retry hints. Each size keeps a running mean and mean absolute deviation that
- * weigh recent runs most; a size not run for a while is forgotten.
+ * figure for retry hints. Each size keeps a running mean that weighs recent runs most; a
+ * size not run for a while is forgotten.
  */
 interface SizeCost {
   rows: number;
   mean: number;
-  dev: number;
   samples: number;
   at: number; // ms, last sample
 }
@@ -63,13 +62,11 @@ export class BatchCostModel {
     if (i < 0) i = this.#sizes.length;
     let s = this.#sizes[i];
     if (s === undefined || s.rows !== rows) {
-      s = { rows, mean: ms, dev: 0, samples: 0, at: t };
+      s = { rows, mean: ms, samples: 0, at: t };
       this.#sizes.splice(i, 0, s);
     }
     s.samples++;
-    const w = 1 / Math.min(s.samples, WINDOW);
-    s.dev += (Math.abs(ms - s.mean) - s.dev) * w;
-    s.mean += (ms - s.mean) * w;
+    s.mean += (ms - s.mean) / Math.min(s.samples, WINDOW);
     s.at = t;
     this.#lastSample = t;
     this.#fit();
@@ -84,33 +81,23 @@ export class BatchCostModel {
    * larger batches that would correct it, one too low is corrected by the next run.
    */
   mean(rows: number): number | undefined {
-    return this.#at(rows, (s) => s.mean);
-  }
-
-  /** A high estimate (mean plus three deviations): what a latency promise must allow for. */
-  high(rows: number): number | undefined {
-    return this.#at(rows, (s) => s.mean + 3 * s.dev);
+    const sizes = this.#sizes;
+    if (sizes.length === 0) return undefined;
+    const i = sizes.findIndex((s) => s.rows >= rows);
+    if (i === 0) return sizes[0].mean;
+    if (i < 0) {
+      const last = sizes[sizes.length - 1];
+      return last.mean + this.#slope * (rows - last.rows);
+    }
+    const hi = sizes[i];
+    if (hi.rows === rows) return hi.mean;
+    const lo = sizes[i - 1];
+    return lo.mean + ((hi.mean - lo.mean) * (rows - lo.rows)) / (hi.rows - lo.rows);
   }
 
   /** A retry hint for `rows`: the warm estimate, else the last run's time. */
   hint(rows: number): number | undefined {
     return this.mean(rows) ?? this.#lastMs;
-  }
-
-  #at(rows: number, value: (s: SizeCost) => number): number | undefined {
-    const sizes = this.#sizes;
-    if (sizes.length === 0) return undefined;
-    const i = sizes.findIndex((s) => s.rows >= rows);
-    if (i === 0) return value(sizes[0]);
-    if (i < 0) {
-      const last = sizes[sizes.length - 1];
-      return value(last) + this.#slope * (rows - last.rows);
-    }
-    const hi = sizes[i];
-    if (hi.rows === rows) return value(hi);
-    const lo = sizes[i - 1];
-    const f = (rows - lo.rows) / (hi.rows - lo.rows);
-    return value(lo) + (value(hi) - value(lo)) * f;
   }
 
   #fit(): void {

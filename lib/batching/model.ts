@@ -315,9 +315,8 @@ export class Model {
     const adaptive = this.#adaptive;
     if (!adaptive || this.#queue.count === 0) return;
     const limit = t - adaptive.target;
-    for (const r of [...this.#queue.ordered()]) {
-      if (r.enqueuedAt >= limit || !this.#costs.of(r.shapeKey).warm) continue;
-      this.#queue.remove(r);
+    const late = this.#queue.removeWhere((r) => r.enqueuedAt < limit && this.#costs.of(r.shapeKey).warm);
+    for (const r of late) {
       const retryAfterMs = this.#slotFreeInMs(r.shapeKey);
       this.#fail(r, new KilnError('E_OVERLOADED', `request waited ${(t - r.enqueuedAt).toFixed(1)} ms in the queue, past maxLatencyMs = ${adaptive.target}`, { retryAfterMs }));
     }
@@ -438,9 +437,13 @@ export class Model {
         outputs = await session.run(batch[0].feeds);
       }
       const ended = now();
+      // A batch costs its time in the core (gather and run); the rest of its wall time is the
+      // JS thread's delay in taking the answer, which depends on load, not on the batch size.
+      const coreMs = (computeUs + inputUs) / 1000;
+      const costMs = coreMs > 0 ? Math.min(coreMs, ended - started) : ended - started;
       // The batch's full shape: a first run at it is not a cost sample.
       const shape = `${rows};${run.key}${padding ? JSON.stringify(padding) : ''}`;
-      this.#costs.of(run.key).observe(shape, rows, ended - started, ended);
+      if (this.#costs.of(run.key).observe(shape, rows, costMs, ended)) this.#adaptive?.answered(ended - started - costMs);
       this.#stats.executionCount++;
       this.#stats.batchSizes[rows] = (this.#stats.batchSizes[rows] ?? 0) + 1;
       const t0 = now();
@@ -451,9 +454,11 @@ export class Model {
         offset += r.size;
         return part;
       });
-      const outputUs = (now() - t0) * 1000;
+      const t1 = now();
+      const outputUs = (t1 - t0) * 1000;
       batch.forEach((r, i) => {
         if (r.state === 'settled') return;
+        this.#adaptive?.served(t1 - r.enqueuedAt, started - r.enqueuedAt);
         this.#stats.success++;
         this.#stats.inferenceCount += r.size;
         this.#stats.queueUs += (started - r.enqueuedAt) * 1000;

@@ -74,6 +74,25 @@ export class PriorityQueue<T extends Queued> {
     return true;
   }
 
+  /** Removes and returns every queued item `drop` selects, in one pass over the queue. */
+  removeWhere(drop: (item: T) => boolean): T[] {
+    const removed: T[] = [];
+    for (const l of this.#levels) {
+      for (const key of ['main', 'delayed'] as const) {
+        if (l[key].length === 0) continue;
+        const keep: T[] = [];
+        for (const item of l[key]) (drop(item) ? removed : keep).push(item);
+        if (keep.length === l[key].length) continue;
+        l[key] = keep;
+      }
+    }
+    for (const item of removed) {
+      this.#count--;
+      this.#rows -= item.size;
+    }
+    return removed;
+  }
+
   /** Scan order: level by level, each level's requests in arrival order, delayed ones last. */
   *ordered(): Generator<T> {
     for (const l of this.#levels) {
