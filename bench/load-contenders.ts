@@ -16,6 +16,8 @@ export interface KilnSettings {
   maxQueueDelayUs: number;
   preferredBatchSize: number[];
   instances: number;
+  /** Adaptive batching's target, when set. */
+  maxLatencyMs?: number;
 }
 
 export interface LoadCase {
@@ -63,7 +65,7 @@ export class KilnContender {
   static async create(c: LoadCase, intra: number, inputs: Float32Array[], k: KilnSettings = c.kiln): Promise<KilnContender> {
     const model = await loadModel(c.file, {
       maxBatchSize: k.maxBatchSize,
-      dynamicBatching: { maxQueueDelayMicroseconds: k.maxQueueDelayUs, preferredBatchSize: k.preferredBatchSize },
+      dynamicBatching: { maxQueueDelayMicroseconds: k.maxQueueDelayUs, preferredBatchSize: k.preferredBatchSize, maxLatencyMs: k.maxLatencyMs },
       instanceGroup: [{ count: k.instances, kind: 'CPU' }],
       session: { intraOpThreads: intra, interOpThreads: 1, executionMode: 'sequential' },
     });

@@ -3,11 +3,13 @@
  * as soon as the previous one is answered) and an open loop (requests sent on a fixed
  * schedule whether or not earlier ones were answered). Latency is in microseconds; in the
  * open loop it runs from the *scheduled* send time, so a sender held up by a blocked event
- * loop is charged to the contender that blocked it (no coordinated omission).
+ * loop is charged to the contender that blocked it (no coordinated omission), and refusals
+ * (backpressure) are counted apart from the answers.
  */
 import { once } from 'events';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
+import { KilnError } from '../lib';
 import { prng } from '../lib/samples';
 import type { TickerStart } from './load-ticker';
 import { quantile } from './stats';
@@ -24,6 +26,8 @@ export interface Measured {
   p99Us: number;
   /** Process CPU time (user + system, every thread) per request, µs. */
   cpuUsPerRequest: number;
+  /** Requests refused (E_OVERLOADED, E_QUEUE_FULL): not in the latencies or the throughput. */
+  refused: number;
 }
 
 /** Raw result of one measurement. */
@@ -32,12 +36,16 @@ export interface Sample {
   seconds: number;
   /** Process CPU time (user + system, every thread), µs. */
   cpuUs: number;
+  refused: number;
 }
 
-function sample(latenciesUs: number[], t0: number, cpu0: NodeJS.CpuUsage): Sample {
+function sample(latenciesUs: number[], t0: number, cpu0: NodeJS.CpuUsage, refused = 0): Sample {
   const cpu = process.cpuUsage(cpu0);
-  return { latenciesUs, seconds: (performance.now() - t0) / 1000, cpuUs: cpu.user + cpu.system };
+  return { latenciesUs, seconds: (performance.now() - t0) / 1000, cpuUs: cpu.user + cpu.system, refused };
 }
+
+/** Whether `e` is a refusal to be counted (backpressure) rather than a failure of the run. */
+const isRefusal = (e: unknown): boolean => e instanceof KilnError && (e.code === 'E_OVERLOADED' || e.code === 'E_QUEUE_FULL');
 
 /** Pools samples (e.g. interleaved rounds) into one summary. */
 export function summarize(samples: readonly Sample[]): Measured {
@@ -52,6 +60,7 @@ export function summarize(samples: readonly Sample[]): Measured {
     p50Us: quantile(sorted, 0.5),
     p99Us: quantile(sorted, 0.99),
     cpuUsPerRequest: n > 0 ? cpuUs / n : NaN,
+    refused: samples.reduce((a, s) => a + s.refused, 0),
   };
 }
 
@@ -88,13 +97,16 @@ const TICKER = path.join(__dirname, 'load-ticker.js');
 
 /**
  * Sends request i at `schedule[i]` ms (a worker thread keeps the time); `callers` rotates the
- * inputs used. A send delayed by a busy event loop is charged to the contender that kept it busy.
+ * inputs used. A send delayed by a busy event loop is charged to the contender that kept it
+ * busy; with `from: 'call'` latency runs from the call instead (what the callee is responsible
+ * for, without the sender's own lag).
  */
-export async function openLoop(infer: Infer, schedule: readonly number[], callers: number): Promise<Sample> {
-  if (schedule.length === 0) return { latenciesUs: [], seconds: 0, cpuUs: 0 };
+export async function openLoop(infer: Infer, schedule: readonly number[], callers: number, from: 'scheduled' | 'call' = 'scheduled'): Promise<Sample> {
+  if (schedule.length === 0) return { latenciesUs: [], seconds: 0, cpuUs: 0, refused: 0 };
   const worker = new Worker(TICKER);
   await once(worker, 'online');
   const latencies: number[] = [];
+  let refused = 0;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now() + 20;
   const start: TickerStart = { start: performance.timeOrigin + t0, schedule: Float64Array.from(schedule) };
@@ -104,13 +116,18 @@ export async function openLoop(infer: Infer, schedule: readonly number[], caller
       latencies.push((performance.now() - due) * 1000);
       if (++answered === schedule.length) done();
     };
-    worker.on('message', ([from, to]: [number, number]) => {
-      for (let i = from; i < to; i++) infer(i % callers).then(answer(t0 + schedule[i]), fail);
+    const refusal = (e: unknown): void => {
+      if (!isRefusal(e)) return fail(e);
+      refused++;
+      if (++answered === schedule.length) done();
+    };
+    worker.on('message', ([first, to]: [number, number]) => {
+      for (let i = first; i < to; i++) infer(i % callers).then(answer(from === 'call' ? performance.now() : t0 + schedule[i]), refusal);
     });
     worker.on('error', fail);
     worker.postMessage(start);
   });
-  const result = sample(latencies, t0, cpu0);
+  const result = sample(latencies, t0, cpu0, refused);
   await worker.terminate();
   return result;
 }

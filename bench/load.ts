@@ -16,6 +16,7 @@
  *        [--intra 1] [--open-seconds 3] [--json bench/results/load.json]
  *        [--instances N] [--delay µs] [--preferred 16,32] [--max-batch N]   override Kiln's settings
  *        [--tune]                                   Kiln alone over a grid of settings at 64 callers
+ *        [--adaptive] [--multiples 2,5,20]          adaptive batching against fixed delays (bench/load-adaptive.ts)
  *        [--ort-defaults]                           onnxruntime-node with its own thread settings instead
  */
 import * as fs from 'fs';
@@ -25,6 +26,7 @@ import { configure, runtime } from '../lib';
 import { mlpModel } from '../lib/samples';
 import { OCR_MODELS } from '../test/helpers/ppocr';
 import { callerInputs, Ceiling, KilnContender, OrtContender, type BatchDelta, type CeilingPoint, type KilnSettings, type LoadCase } from './load-contenders';
+import { adaptiveReport, runAdaptive, type AdaptiveResult } from './load-adaptive';
 import { otherLoad } from './load-proc';
 import { closedLoop, openLoop, poissonSchedule, summarize, type Infer, type Sample } from './load-drive';
 import {
@@ -47,6 +49,8 @@ const OPTIONS = {
   openSeconds: Number(arg('open-seconds', '3')),
   json: arg('json', path.join('bench', 'results', 'load.json')),
   tune: process.argv.includes('--tune'),
+  adaptive: process.argv.includes('--adaptive'),
+  multiples: numbers(arg('multiples', '2,5,20')),
   ortDefaults: process.argv.includes('--ort-defaults'),
 };
 const TARGET_CALLERS = 64;
@@ -250,6 +254,16 @@ async function main(): Promise<void> {
       for (const c of selected) rows.push(...(await tune(c)));
       process.stdout.write(`${header()}\n\n${tuneTable(rows)}\n`);
       save(OPTIONS.json.replace(/\.json$/, '-tune.json'), { tune: rows });
+      return;
+    }
+    if (OPTIONS.adaptive) {
+      const results: AdaptiveResult[] = [];
+      for (const c of selected) {
+        const o = { intra: OPTIONS.intra, seconds: OPTIONS.seconds, multiples: OPTIONS.multiples };
+        results.push(await runAdaptive(c, o, callerInputs(c, 64)));
+      }
+      process.stdout.write(`${header()}\n\n${adaptiveReport(results)}\n`);
+      save(OPTIONS.json.replace(/\.json$/, '-adaptive.json'), { adaptive: results });
       return;
     }
     const results: ModelResult[] = [];
