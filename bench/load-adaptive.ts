@@ -45,6 +45,8 @@ export interface TargetResult {
   targetMs: number;
   /** Highest offered rate at which a fixed delay kept p99 within the target (0: none did). */
   capacity: number;
+  /** The lowest p99 any fixed delay reached on the ladder, ms: what the machine allows. */
+  floorMs: number;
   bestDelayUs: number;
   ladder: FixedPoint[];
   rows: AdaptiveRow[];
@@ -62,10 +64,12 @@ export interface AdaptiveResult {
   targets: TargetResult[];
 }
 
-const MIN_REQUESTS = 200;
+const MIN_REQUESTS = 400;
 const LADDER = [0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.65, 0.8, 1];
-const LOADS = [0.1, 0.25, 0.5, 0.8, 1, 1.5];
+const LOADS = [0.1, 0.25, 0.5, 0.65, 0.8, 1, 1.5];
 const CALLERS = 64;
+/** Where no fixed delay meets a target, the loads are shares of this share of the closed-loop maximum. */
+const NO_CAPACITY_BASE = 0.25;
 const log = (s: string): void => void process.stderr.write(s + '\n');
 
 async function open(k: KilnContender, rate: number, seconds: number, seed: number): Promise<Sample> {
@@ -101,12 +105,13 @@ async function forTarget(c: LoadCase, o: AdaptiveOptions, inputs: Float32Array[]
     const within = ladder.filter((p) => p.result.p99Us <= 1000 * targetMs);
     const best = within.reduce<FixedPoint | undefined>((a, p) => (!a || p.rate > a.rate ? p : a), undefined);
     const capacity = best?.rate ?? 0;
+    const floorMs = Math.min(...ladder.map((p) => p.result.p99Us)) / 1000;
     const bestDelayUs = best?.delayUs ?? 0;
     log(`${c.name} T=${targetMs.toFixed(2)} ms (${multiple}x): capacity ${capacity.toFixed(0)}/s with delay ${bestDelayUs} µs`);
     const rows: AdaptiveRow[] = [];
     const bestFixed = fixed[delays.indexOf(bestDelayUs)];
     for (const [step, load] of LOADS.entries()) {
-      const rate = load * (capacity || LADDER[0] * closedMax);
+      const rate = load * (capacity || NO_CAPACITY_BASE * closedMax);
       const first = step % 2 === 0;
       const a1 = first ? await open(adaptive, rate, o.seconds, 0xbe0 + step) : undefined;
       const f = await open(bestFixed, rate, o.seconds, 0xbe0 + step);
@@ -123,7 +128,7 @@ async function forTarget(c: LoadCase, o: AdaptiveOptions, inputs: Float32Array[]
       }
     }
     return {
-      multiple, targetMs, capacity, bestDelayUs, ladder, rows,
+      multiple, targetMs, capacity, floorMs, bestDelayUs, ladder, rows,
       light: { without: summarize(light.without), with: summarize(light.with) },
     };
   } finally {
@@ -162,8 +167,11 @@ export function adaptiveReport(results: readonly AdaptiveResult[]): string {
       `${CALLERS} callers closed loop: ${r.closedMax.toFixed(0)} req/s. ` +
       `maxBatchSize ${r.settings.maxBatchSize}, instances ${r.settings.instances}.`, '');
     for (const t of r.targets) {
-      out.push(`**Target ${t.targetMs.toFixed(2)} ms (${t.multiple}×)**: capacity ${t.capacity.toFixed(0)} req/s ` +
-        `(best fixed delay ${t.bestDelayUs} µs keeps p99 within the target up to there)`, '',
+      const capacity = t.capacity > 0
+        ? `capacity ${t.capacity.toFixed(0)} req/s (best fixed delay ${t.bestDelayUs} µs keeps p99 within the target up to there)`
+        : `no fixed delay keeps p99 within the target at any rate tried (lowest p99 ${t.floorMs.toFixed(2)} ms), so the loads below are ` +
+          `shares of ${(NO_CAPACITY_BASE * r.closedMax).toFixed(0)} req/s`;
+      out.push(`**Target ${t.targetMs.toFixed(2)} ms (${t.multiple}×)**: ${capacity}`, '',
         '| load | offered req/s | adaptive p99 ms | adaptive served req/s | refused | fixed p99 ms | fixed served req/s |',
         '|---|---|---|---|---|---|---|');
       for (const row of t.rows) {
@@ -179,14 +187,16 @@ export function adaptiveReport(results: readonly AdaptiveResult[]): string {
 function verdicts(t: TargetResult): string[] {
   const bound = 1.05 * t.targetMs * 1000;
   const over = t.rows.filter((r) => r.adaptive.p99Us > bound);
-  const early = t.rows.filter((r) => r.load <= 0.8 && r.adaptive.refused > 0);
+  const early = t.rows.filter((r) => r.load < 0.8 && r.adaptive.refused > 0);
   const heavy = t.rows.filter((r) => r.load >= 1);
   const served = Math.max(...heavy.map((r) => r.adaptive.throughput));
   const light = t.light.with.p50Us / t.light.without.p50Us;
   return [
     `p99 of served requests ≤ target + 5% at every load: ${over.length === 0 ? 'met' : `missed at ${over.map((r) => `${(r.load * 100).toFixed(0)}% (${ms(r.adaptive.p99Us)} ms)`).join(', ')}`}`,
-    `no refusal up to 80% of capacity: ${early.length === 0 ? 'met' : `missed at ${early.map((r) => `${(r.load * 100).toFixed(0)}% (${r.adaptive.refused})`).join(', ')}`}`,
-    `served at ≥ 100% load ≥ the best fixed delay's capacity (${t.capacity.toFixed(0)}/s): ${served >= 0.98 * t.capacity ? 'met' : 'missed'} (${served.toFixed(0)}/s)`,
+    `no refusal below 80% of capacity: ${early.length === 0 ? 'met' : `missed at ${early.map((r) => `${(r.load * 100).toFixed(0)}% (${r.adaptive.refused})`).join(', ')}`}`,
+    t.capacity > 0
+      ? `served at ≥ 100% load within 2% of the best fixed delay's capacity (${t.capacity.toFixed(0)}/s) or above: ${served >= 0.98 * t.capacity ? 'met' : 'missed'} (${served.toFixed(0)}/s)`
+      : 'throughput against the best fixed delay: no fixed delay meets this target',
     `one caller: p50 ${ms(t.light.with.p50Us)} ms with the target, ${ms(t.light.without.p50Us)} ms without (${light.toFixed(2)}×): ${light <= 1.1 ? 'met' : 'missed'}`,
   ];
 }

@@ -38,12 +38,14 @@ const BUSY_ENOUGH = 0.5;
 /** How quickly a record of futile waits is forgotten (ms), so waiting is tried again. */
 const FUTILE_TAU_MS = 2000;
 /**
- * The admission limit, as a share of the target: lowered by LATE_STEP for each queued request
- * served late, raised by ON_TIME_STEP for each on time (so it settles where about one in
- * LATE_STEP / ON_TIME_STEP = 100 is late), never below MIN_LIMIT.
+ * The admission limit, as a share of the target: lowered by LATE_STEP for each batch that
+ * served a queued request late, raised by ON_TIME_STEP for each request served on time (so
+ * it settles where about one request in LATE_STEP / ON_TIME_STEP = 200 meets a late batch),
+ * never below MIN_LIMIT. Per batch, not per request: one stall of the JS thread makes a
+ * whole batch late at once, and should count once.
  */
 const LATE_STEP = 0.02;
-const ON_TIME_STEP = 0.0002;
+const ON_TIME_STEP = 0.0001;
 const MIN_LIMIT = 0.5;
 /** A served request "queued" when it waited at least this share of the target before its run. */
 const QUEUED_SHARE = 0.1;
@@ -105,10 +107,11 @@ export class AdaptivePolicy {
     const available: number[] = [];
     for (let i = 0; i < free; i++) available.push(t);
     for (const b of running) {
-      // A batch past its expected cost is taken to need as long again as it has overrun.
+      // A batch past its expected cost may be running long, or may have ended while the JS
+      // thread was busy: it is taken to need its overrun again, at most its expected cost.
       const expected = this.#costs.of(b.key).mean(b.rows) ?? 0;
       const elapsed = t - b.started;
-      available.push(elapsed <= expected ? b.started + expected : t + (elapsed - expected));
+      available.push(elapsed <= expected ? b.started + expected : t + Math.min(elapsed - expected, expected));
     }
     if (available.length === 0) available.push(t);
     available.sort((a, b) => a - b);
@@ -130,7 +133,8 @@ export class AdaptivePolicy {
     const cost = this.#costs.of(key);
     const batchMs = cost.mean(rows);
     if (batchMs === undefined || rows >= cap || !cost.fresh(t)) return undefined;
-    const slack = oldest + this.target * this.#limit * 0.9 - t - (cost.mean(rows + 1) as number) - this.#answerMs;
+    // A batch that waited to the last moment would end late whenever it runs long: keep a fifth of the target spare.
+    const slack = oldest + this.target * this.#limit * 0.8 - t - (cost.mean(rows + 1) as number) - this.#answerMs;
     const rate = this.rate(t);
     const busy = (rate * batchMs) / rows / this.#instances;
     const pays = 1 - (1 - this.#waitPays) * Math.exp((this.#lastWaitEnd - t) / FUTILE_TAU_MS);
@@ -144,10 +148,18 @@ export class AdaptivePolicy {
     this.#answerMs += (ms - this.#answerMs) / 16;
   }
 
-  /** A request was served `latencyMs` after it arrived, `queuedMs` of it before its batch ran. */
-  served(latencyMs: number, queuedMs: number): void {
-    if (latencyMs <= this.target) this.#limit = Math.min(1, this.#limit + ON_TIME_STEP);
-    else if (queuedMs >= QUEUED_SHARE * this.target) this.#limit = Math.max(MIN_LIMIT, this.#limit - LATE_STEP);
+  /**
+   * A batch started at `started` answered its requests (arrival times `arrivals`) at `t`:
+   * lateness of requests that queued moves the admission limit.
+   */
+  served(arrivals: readonly number[], started: number, t: number): void {
+    let onTime = 0;
+    let lateQueued = false;
+    for (const a of arrivals) {
+      if (t - a <= this.target) onTime++;
+      else if (started - a >= QUEUED_SHARE * this.target) lateQueued = true;
+    }
+    this.#limit = Math.max(MIN_LIMIT, Math.min(1, this.#limit + onTime * ON_TIME_STEP - (lateQueued ? LATE_STEP : 0)));
   }
 
   /** A batch of `rows` rows goes at `t`: if it had waited, learn whether the wait gained anything. */

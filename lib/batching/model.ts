@@ -456,9 +456,9 @@ export class Model {
       });
       const t1 = now();
       const outputUs = (t1 - t0) * 1000;
+      this.#adaptive?.served(batch.filter((r) => r.state !== 'settled').map((r) => r.enqueuedAt), started, t1);
       batch.forEach((r, i) => {
         if (r.state === 'settled') return;
-        this.#adaptive?.served(t1 - r.enqueuedAt, started - r.enqueuedAt);
         this.#stats.success++;
         this.#stats.inferenceCount += r.size;
         this.#stats.queueUs += (started - r.enqueuedAt) * 1000;

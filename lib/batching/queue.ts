@@ -79,10 +79,9 @@ export class PriorityQueue<T extends Queued> {
     const removed: T[] = [];
     for (const l of this.#levels) {
       for (const key of ['main', 'delayed'] as const) {
-        if (l[key].length === 0) continue;
+        if (!l[key].some(drop)) continue;
         const keep: T[] = [];
         for (const item of l[key]) (drop(item) ? removed : keep).push(item);
-        if (keep.length === l[key].length) continue;
         l[key] = keep;
       }
     }
