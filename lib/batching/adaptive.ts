@@ -38,14 +38,15 @@ const BUSY_ENOUGH = 0.5;
 /** How quickly a record of futile waits is forgotten (ms), so waiting is tried again. */
 const FUTILE_TAU_MS = 2000;
 /**
- * The admission limit, as a share of the target: lowered by LATE_STEP for each batch that
- * served a queued request late, raised by ON_TIME_STEP for each request served on time (so
- * it settles where about one request in LATE_STEP / ON_TIME_STEP = 200 meets a late batch),
- * never below MIN_LIMIT. Per batch, not per request: one stall of the JS thread makes a
- * whole batch late at once, and should count once.
+ * The admission limit, as a share of the target: lowered by LATE_STEP for each queued request
+ * served late, raised by ON_TIME_STEP for each request served on time (so it settles where
+ * about one request in LATE_STEP / ON_TIME_STEP = 200 is late), never below MIN_LIMIT. At
+ * most LATE_PER_BATCH late requests count per batch: one stall of the JS thread makes a whole
+ * batch late at once, which says little about the admission.
  */
 const LATE_STEP = 0.02;
 const ON_TIME_STEP = 0.0001;
+const LATE_PER_BATCH = 4;
 const MIN_LIMIT = 0.5;
 /** A served request "queued" when it waited at least this share of the target before its run. */
 const QUEUED_SHARE = 0.1;
@@ -154,12 +155,12 @@ export class AdaptivePolicy {
    */
   served(arrivals: readonly number[], started: number, t: number): void {
     let onTime = 0;
-    let lateQueued = false;
+    let lateQueued = 0;
     for (const a of arrivals) {
       if (t - a <= this.target) onTime++;
-      else if (started - a >= QUEUED_SHARE * this.target) lateQueued = true;
+      else if (started - a >= QUEUED_SHARE * this.target) lateQueued++;
     }
-    this.#limit = Math.max(MIN_LIMIT, Math.min(1, this.#limit + onTime * ON_TIME_STEP - (lateQueued ? LATE_STEP : 0)));
+    this.#limit = Math.max(MIN_LIMIT, Math.min(1, this.#limit + onTime * ON_TIME_STEP - Math.min(lateQueued, LATE_PER_BATCH) * LATE_STEP));
   }
 
   /** A batch of `rows` rows goes at `t`: if it had waited, learn whether the wait gained anything. */
