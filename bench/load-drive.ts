@@ -64,21 +64,30 @@ export function summarize(samples: readonly Sample[]): Measured {
   };
 }
 
-/** `callers` concurrent callers sending back to back until `seconds` have passed. */
+/**
+ * `callers` concurrent callers sending back to back until `seconds` have passed; a refused
+ * request is counted and the caller sends its next one.
+ */
 export async function closedLoop(infer: Infer, callers: number, seconds: number): Promise<Sample> {
   const latencies: number[] = [];
+  let refused = 0;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   const caller = async (id: number): Promise<void> => {
     for (let t = performance.now(); t < end; t = performance.now()) {
-      await infer(id);
-      latencies.push((performance.now() - t) * 1000);
+      try {
+        await infer(id);
+        latencies.push((performance.now() - t) * 1000);
+      } catch (e) {
+        if (!isRefusal(e)) throw e;
+        refused++;
+      }
     }
   };
   await Promise.all(Array.from({ length: callers }, (_, id) => caller(id)));
   // Requests started before the deadline finish after it: count their time too.
-  return sample(latencies, t0, cpu0);
+  return sample(latencies, t0, cpu0, refused);
 }
 
 /** Send times (ms from the start) of a Poisson process at `rate` req/s, seeded: every contender gets the same. */

@@ -307,13 +307,15 @@ export class Model {
   }
 
   /**
-   * Adaptive batching: a queued request that has already waited past maxLatencyMs is
-   * answered with E_OVERLOADED rather than served late (only once costs are measured: the
-   * slow first runs of a cold model do not count against the requests queued behind them).
+   * Adaptive batching: while every instance is busy, a queued request that has already
+   * waited past maxLatencyMs is answered with E_OVERLOADED rather than served late, so the
+   * backlog sheds (only once costs are measured: the slow first runs of a cold model do not
+   * count against the requests queued behind them). With an instance free it is served: it
+   * is late through a stall of the machine, and refusing it would help nobody.
    */
   #rejectLate(t: number): void {
     const adaptive = this.#adaptive;
-    if (!adaptive || this.#queue.count === 0) return;
+    if (!adaptive || this.#queue.count === 0 || this.#freeInstances.length > 0) return;
     const limit = t - adaptive.target;
     const late = this.#queue.removeWhere((r) => r.enqueuedAt < limit && this.#costs.of(r.shapeKey).warm);
     for (const r of late) {
