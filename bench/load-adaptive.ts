@@ -36,8 +36,12 @@ interface FixedPoint {
 interface AdaptiveRow {
   load: number; // fraction of capacity
   rate: number;
+  /** Both rounds pooled. */
   adaptive: Measured;
   fixed: Measured;
+  /** p99 of each round alone, µs: the spread. */
+  adaptiveRounds: number[];
+  fixedRounds: number[];
 }
 
 export interface TargetResult {
@@ -65,6 +69,8 @@ export interface AdaptiveResult {
 }
 
 const MIN_REQUESTS = 400;
+/** Rounds per adaptive point (each at least MIN_REQUESTS / ROUNDS requests). */
+const ROUNDS = 2;
 const LADDER = [0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.65, 0.8, 1];
 const LOADS = [0.1, 0.25, 0.5, 0.65, 0.8, 1, 1.5];
 const CALLERS = 64;
@@ -72,8 +78,8 @@ const CALLERS = 64;
 const NO_CAPACITY_BASE = 0.25;
 const log = (s: string): void => void process.stderr.write(s + '\n');
 
-async function open(k: KilnContender, rate: number, seconds: number, seed: number): Promise<Sample> {
-  const schedule = poissonSchedule(rate, Math.max(seconds, MIN_REQUESTS / rate), seed);
+async function open(k: KilnContender, rate: number, seconds: number, seed: number, minRequests = MIN_REQUESTS): Promise<Sample> {
+  const schedule = poissonSchedule(rate, Math.max(seconds, minRequests / rate), seed);
   return openLoop(k.infer, schedule, CALLERS, 'call');
 }
 
@@ -111,11 +117,18 @@ async function forTarget(c: LoadCase, o: AdaptiveOptions, inputs: Float32Array[]
     const bestFixed = fixed[delays.indexOf(bestDelayUs)];
     for (const [step, load] of LOADS.entries()) {
       const rate = load * (capacity || NO_CAPACITY_BASE * closedMax);
-      const first = step % 2 === 0;
-      const a1 = first ? await open(adaptive, rate, o.seconds, 0xbe0 + step) : undefined;
-      const f = await open(bestFixed, rate, o.seconds, 0xbe0 + step);
-      const a2 = first ? undefined : await open(adaptive, rate, o.seconds, 0xbe0 + step);
-      const row = { load, rate, adaptive: summarize([(a1 ?? a2) as Sample]), fixed: summarize([f]) };
+      // Two rounds, A F then F A, each on its own schedule shared by both.
+      const samples: Record<'adaptive' | 'fixed', Sample[]> = { adaptive: [], fixed: [] };
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const which of round % 2 === 0 ? (['adaptive', 'fixed'] as const) : (['fixed', 'adaptive'] as const)) {
+          samples[which].push(await open(which === 'adaptive' ? adaptive : bestFixed, rate, o.seconds / ROUNDS, 0xbe0 + 16 * step + round, MIN_REQUESTS / ROUNDS));
+        }
+      }
+      const p99Of = (x: Sample): number => summarize([x]).p99Us;
+      const row = {
+        load, rate, adaptive: summarize(samples.adaptive), fixed: summarize(samples.fixed),
+        adaptiveRounds: samples.adaptive.map(p99Of), fixedRounds: samples.fixed.map(p99Of),
+      };
       rows.push(row);
       log(`  ${(load * 100).toFixed(0)}% ${rate.toFixed(0)}/s: adaptive p99 ${(row.adaptive.p99Us / 1000).toFixed(2)} ms, ` +
         `${row.adaptive.throughput.toFixed(0)}/s served, ${row.adaptive.refused} refused; fixed p99 ${(row.fixed.p99Us / 1000).toFixed(2)} ms`);
@@ -171,11 +184,13 @@ export function adaptiveReport(results: readonly AdaptiveResult[]): string {
         : `no fixed delay keeps p99 within the target at any rate tried (lowest p99 ${t.floorMs.toFixed(2)} ms), so the loads below are ` +
           `shares of ${(NO_CAPACITY_BASE * r.closedMax).toFixed(0)} req/s`;
       out.push(`**Target ${t.targetMs.toFixed(2)} ms (${t.multiple}×)**: ${capacity}`, '',
-        '| load | offered req/s | adaptive p99 ms | adaptive served req/s | refused | fixed p99 ms | fixed served req/s |',
+        '| load | offered req/s | adaptive p50 / p99 ms (rounds\' p99) | adaptive served req/s | refused | fixed p50 / p99 ms (rounds\' p99) | fixed served req/s |',
         '|---|---|---|---|---|---|---|');
+      const spread = (rounds: number[]): string => rounds.map(ms).join(', ');
       for (const row of t.rows) {
-        out.push(`| ${(row.load * 100).toFixed(0)}% | ${row.rate.toFixed(0)} | ${ms(row.adaptive.p99Us)} | ${row.adaptive.throughput.toFixed(0)} | ` +
-          `${row.adaptive.refused} of ${row.adaptive.requests + row.adaptive.refused} | ${ms(row.fixed.p99Us)} | ${row.fixed.throughput.toFixed(0)} |`);
+        out.push(`| ${(row.load * 100).toFixed(0)}% | ${row.rate.toFixed(0)} | ${ms(row.adaptive.p50Us)} / ${ms(row.adaptive.p99Us)} (${spread(row.adaptiveRounds)}) | ` +
+          `${row.adaptive.throughput.toFixed(0)} | ${row.adaptive.refused} of ${row.adaptive.requests + row.adaptive.refused} | ` +
+          `${ms(row.fixed.p50Us)} / ${ms(row.fixed.p99Us)} (${spread(row.fixedRounds)}) | ${row.fixed.throughput.toFixed(0)} |`);
       }
       out.push('', ...verdicts(t).map((v) => `- ${v}`), '');
     }

@@ -80,7 +80,7 @@ export class AdaptivePolicy {
   }
 
   /** Rows per millisecond arriving lately. */
-  rate(t: number): number {
+  #rate(t: number): number {
     return (this.#arrivals * Math.exp((this.#lastArrival - t) / RATE_TAU_MS)) / RATE_TAU_MS;
   }
 
@@ -91,7 +91,7 @@ export class AdaptivePolicy {
   admit(key: string, size: number, rowsAhead: number, free: number, running: Iterable<RunningBatch>, cap: number, t: number): Admission {
     if (free > 0 && rowsAhead === 0) return { accept: true };
     const limit = this.target * this.#limit;
-    const predicted = this.completion(key, size, rowsAhead, free, running, cap, t);
+    const predicted = this.#completion(key, size, rowsAhead, free, running, cap, t);
     if (predicted === undefined || predicted <= limit) return { accept: true };
     return { accept: false, predictedMs: predicted, retryAfterMs: Math.max(1, Math.ceil(predicted - limit)) };
   }
@@ -102,7 +102,7 @@ export class AdaptivePolicy {
    * first (idle ones now, busy ones when their batch is expected to end), at mean costs.
    * Undefined without a fresh measurement.
    */
-  completion(key: string, size: number, rowsAhead: number, free: number, running: Iterable<RunningBatch>, cap: number, t: number): number | undefined {
+  #completion(key: string, size: number, rowsAhead: number, free: number, running: Iterable<RunningBatch>, cap: number, t: number): number | undefined {
     const cost = this.#costs.of(key);
     if (!cost.fresh(t)) return undefined;
     const available: number[] = [];
@@ -134,9 +134,10 @@ export class AdaptivePolicy {
     const cost = this.#costs.of(key);
     const batchMs = cost.mean(rows);
     if (batchMs === undefined || rows >= cap || !cost.fresh(t)) return undefined;
-    // A batch that waited to the last moment would end late whenever it runs long: keep a fifth of the target spare.
+    // A batch that waited to the last moment would end late whenever it ran long: a fifth
+    // of the target stays spare.
     const slack = oldest + this.target * this.#limit * 0.8 - t - (cost.mean(rows + 1) as number) - this.#answerMs;
-    const rate = this.rate(t);
+    const rate = this.#rate(t);
     const busy = (rate * batchMs) / rows / this.#instances;
     const pays = 1 - (1 - this.#waitPays) * Math.exp((this.#lastWaitEnd - t) / FUTILE_TAU_MS);
     if (slack <= 0 || rate * slack < 1 || busy < BUSY_ENOUGH || pays < 0.5) return undefined;
