@@ -38,8 +38,8 @@ const BUSY_ENOUGH = 0.5;
 /** How quickly a record of futile waits is forgotten (ms), so waiting is tried again. */
 const FUTILE_TAU_MS = 2000;
 /**
- * The admission limit, as a share of the target: lowered by LATE_STEP for each queued request
- * served late, raised by ON_TIME_STEP for each request served on time (so it settles where
+ * The admission limit, as a share of the target: lowered by LATE_STEP for each request
+ * served late through queueing, raised by ON_TIME_STEP for each request served on time (so it settles where
  * about one request in LATE_STEP / ON_TIME_STEP = 200 is late), never below MIN_LIMIT. At
  * most LATE_PER_BATCH late requests count per batch: one stall of the JS thread makes a whole
  * batch late at once, which says little about the admission.
@@ -157,9 +157,12 @@ export class AdaptivePolicy {
   served(arrivals: readonly number[], started: number, t: number): void {
     let onTime = 0;
     let lateQueued = 0;
+    // Late through queueing: on time had it not waited for its batch to start. A batch that
+    // alone took longer than the target was late through the machine, not the admission.
+    const runMs = t - started;
     for (const a of arrivals) {
       if (t - a <= this.target) onTime++;
-      else if (started - a >= QUEUED_SHARE * this.target) lateQueued++;
+      else if (runMs <= this.target && started - a >= QUEUED_SHARE * this.target) lateQueued++;
     }
     this.#limit = Math.max(MIN_LIMIT, Math.min(1, this.#limit + onTime * ON_TIME_STEP - Math.min(lateQueued, LATE_PER_BATCH) * LATE_STEP));
   }
