@@ -56,6 +56,13 @@ interface Port {
 const INTERNAL = Symbol('kiln.session');
 let nextCancelId = 1;
 
+/** Only cancellable runs get an id: the addon then gives them ORT run options to stop. */
+function cancelId(): number {
+  const id = nextCancelId++;
+  if (nextCancelId > 0xffffffff) nextCancelId = 1;
+  return id;
+}
+
 /**
  * Completion polling. A finished run wakes the JS thread through a uv_async; when the
  * thread is parked in epoll on an idle core, waking it costs tens of microseconds on a VM,
@@ -311,7 +318,7 @@ export class Session {
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
     let onAbort: (() => void) | undefined;
     if (signal) {
-      const id = this.#cancelId();
+      const id = cancelId();
       args[1] = id;
       onAbort = (): void => void this.#native.cancel(id);
     }
@@ -331,13 +338,6 @@ export class Session {
     }
     this.#computeMs += ((raw[raw.length - 2] as number) / 1000 - this.#computeMs) * 0.125;
     return this.#wrap(ports, raw, options?.outputLocation);
-  }
-
-  /** Only cancellable runs get an id: the addon then gives them ORT run options to stop. */
-  #cancelId(): number {
-    const id = nextCancelId++;
-    if (nextCancelId > 0xffffffff) nextCancelId = 1;
-    return id;
   }
 
   #submitted(): void {
@@ -464,10 +464,10 @@ export class Session {
    */
   async _runBatch(requests: readonly unknown[][], padding: NativePadding = null, signal?: AbortSignal): Promise<{ outputs: Results; computeUs: number; inputUs: number }> {
     this.#checkOpen();
-    const cancelId = signal ? this.#cancelId() : undefined;
-    const args: unknown[] = [null, cancelId, requests.length, padding];
+    const id = signal ? cancelId() : undefined;
+    const args: unknown[] = [null, id, requests.length, padding];
     for (const r of requests) for (let i = 0; i < r.length; i++) args.push(r[i]);
-    const onAbort = cancelId === undefined ? undefined : (): void => void this.#native.cancel(cancelId);
+    const onAbort = id === undefined ? undefined : (): void => void this.#native.cancel(id);
     let raw: NativeResults;
     try {
       const pending = this.#native.runBatch(...(args as NativeBatchArgs));
