@@ -10,7 +10,8 @@
  *    keeps p99 <= T is the model's capacity at that target, and that configuration is the
  *    best fixed one.
  * 2. Adaptive batching at 10%..150% of that capacity, each rate interleaved with the best
- *    fixed configuration on the same schedule: p99 of served requests, refusals, served rate.
+ *    fixed configuration on the same schedule after half a second at that rate: p99 of
+ *    served requests, refusals, served rate.
  * 3. Light load: one caller sending back to back, with and without the target, in
  *    alternating rounds: p50 with the target against p50 without.
  * Latency runs from the call to infer() (the sender's own lag is the same for every
@@ -71,6 +72,8 @@ export interface AdaptiveResult {
 const MIN_REQUESTS = 400;
 /** Rounds per adaptive point (each at least MIN_REQUESTS / ROUNDS requests). */
 const ROUNDS = 2;
+/** Open-loop time at a point's rate before it is measured. */
+const WARM_SECONDS = 0.5;
 const LADDER = [0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.65, 0.8, 1];
 const LOADS = [0.1, 0.25, 0.5, 0.65, 0.8, 1, 1.5];
 const CALLERS = 64;
@@ -117,7 +120,10 @@ async function forTarget(c: LoadCase, o: AdaptiveOptions, inputs: Float32Array[]
     const bestFixed = fixed[delays.indexOf(bestDelayUs)];
     for (const [step, load] of LOADS.entries()) {
       const rate = load * (capacity || NO_CAPACITY_BASE * closedMax);
-      // Two rounds, A F then F A, each on its own schedule shared by both.
+      // Each configuration settles at the new rate first (the policy learns the larger batches
+      // and the arrival rate; measured apart, in docs/load.md), then two rounds, A F then F A,
+      // each on its own schedule shared by both.
+      for (const k of [adaptive, bestFixed]) await open(k, rate, WARM_SECONDS, 0xa11 + step, 0);
       const samples: Record<'adaptive' | 'fixed', Sample[]> = { adaptive: [], fixed: [] };
       for (let round = 0; round < ROUNDS; round++) {
         for (const which of round % 2 === 0 ? (['adaptive', 'fixed'] as const) : (['fixed', 'adaptive'] as const)) {
