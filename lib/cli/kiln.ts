@@ -13,11 +13,12 @@
  * Run `kiln help` for every option.
  */
 import * as fs from 'fs';
+import * as path from 'path';
 import { cuda } from '../device';
 import { encodeModel } from '../onnx';
 import * as optimize from '../optimize';
 import type { SessionOptions } from '../options';
-import { KilnError } from '../errors';
+import { KilnError, toKilnError } from '../errors';
 import { runtime } from '../runtime';
 import { formatMicroseconds, quantile } from '../latency';
 import { addModel, bigOutputModel, convModel, mlpModel, prng } from '../samples';
@@ -203,7 +204,31 @@ function files(command: string, p: Parsed): { input: string; output: string } {
   const output = value(p, 'output');
   if (!output) throw new KilnError('E_INVALID_ARGUMENT', `kiln ${command}: give the output file with -o OUT.onnx`);
   if (!fs.existsSync(input)) throw new KilnError('E_NOT_FOUND', `no such model file: ${input}`);
+  checkWritable(output);
   return { input, output };
+}
+
+/** Refuses, before any work, an output file that could not be written. */
+function checkWritable(file: string): void {
+  const dir = path.dirname(path.resolve(file));
+  if (!fs.existsSync(dir)) throw new KilnError('E_NOT_FOUND', `output ${file}: the folder ${dir} does not exist`);
+  if (!fs.statSync(dir).isDirectory()) throw new KilnError('E_INVALID_ARGUMENT', `output ${file}: ${dir} is not a folder`);
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new KilnError('E_INVALID_ARGUMENT', `output ${file} is a folder, expected a file name`);
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch {
+    throw new KilnError('E_INVALID_ARGUMENT', `output ${file}: the folder ${dir} is not writable`);
+  }
+}
+
+/** What the CLI reports for a failure: Kiln's code, or a file system error told as one. */
+function cliError(e: unknown): KilnError {
+  if (e instanceof KilnError) return e;
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  const message = e instanceof Error ? e.message.replace(/^[A-Z]+: /, '') : String(e);
+  if (code === 'ENOENT') return new KilnError('E_NOT_FOUND', message, { cause: e });
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return new KilnError('E_INVALID_ARGUMENT', message, { cause: e });
+  return toKilnError(e);
 }
 
 const formatBytes = (n: number): string => (n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(2)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
@@ -513,6 +538,10 @@ async function quantizeCommand(args: string[]): Promise<void> {
     out.push(`  rewrites: ${result.fused.hardSwish} hard-swish folded into HardSigmoid + Mul, ${result.fused.convAffine} Conv(s) absorbed a scale/shift\n`);
   }
   out.push(`  nodes: ${result.quantized.length} quantized, ${result.skipped.length} left in FP32\n`);
+  if (result.quantized.length) {
+    const shown = result.quantized.slice(0, 50);
+    out.push(`  quantized: ${shown.join(', ')}${result.quantized.length > shown.length ? `, ... and ${result.quantized.length - shown.length} more` : ''}\n`);
+  }
   if (result.skipped.length) {
     // Tuning's fallbacks first, most sensitive first, then the rest as reported.
     const fallback = new Map((t?.fallback ?? []).map((f, i) => [f.node, i]));
@@ -626,18 +655,28 @@ const USAGE = `usage:
       --eval DATA: samples to compare outputs on (default one random input)
 `;
 
+const COMMANDS: Record<string, (args: string[]) => Promise<void> | void> = {
+  info: () => info(),
+  bench,
+  optimize: optimizeCommand,
+  quantize: quantizeCommand,
+  fp16: fp16Command,
+};
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
-  if (command === 'info') return info();
-  if (command === 'bench') return bench(rest);
-  if (command === 'optimize') return optimizeCommand(rest);
-  if (command === 'quantize') return quantizeCommand(rest);
-  if (command === 'fp16') return fp16Command(rest);
+  const run = command === undefined ? undefined : COMMANDS[command];
+  // `kiln CMD --help` (or -h) prints the usage, whatever else is given.
+  if (run && !rest.includes('--help') && !rest.includes('-h')) return run(rest);
+  if (command !== undefined && !run && command !== 'help' && command !== '--help' && command !== '-h') {
+    process.stderr.write(`kiln: unknown command "${command}"; the commands are ${Object.keys(COMMANDS).join(', ')}, help\n`);
+    process.exitCode = 2;
+  }
   process.stdout.write(USAGE);
-  if (command !== undefined && command !== 'help' && command !== '--help') process.exitCode = 2;
 }
 
-main(process.argv.slice(2)).catch((e: Error) => {
-  process.stderr.write(`kiln: ${(e as KilnError).code ?? 'error'}: ${e.message}\n`);
+main(process.argv.slice(2)).catch((e: unknown) => {
+  const error = cliError(e);
+  process.stderr.write(`kiln: ${error.code}: ${error.message}\n`);
   process.exit(1);
 });
