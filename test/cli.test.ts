@@ -5,7 +5,9 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { mlpModel } from '../lib/samples';
+import { writeNpy } from '../lib/optimize';
+import { Tensor } from '../lib';
+import { mlpModel, prng } from '../lib/samples';
 
 const CLI = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
 
@@ -83,5 +85,17 @@ describe('kiln command line', function () {
     const again = kiln('quantize', model, '-o', out, '--calls', '0', '--exclude', names[0]);
     assert.equal(again.status, 0, again.stderr);
     assert.match(again.stdout, new RegExp(`left in FP32:\\n(.*\\n)*\\s+${names[0].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s`));
+  });
+
+  it('calibration progress names its passes, each counted over the samples', () => {
+    const data = path.join(dir, 'calibration');
+    fs.mkdirSync(data);
+    const rand = prng(3);
+    for (let i = 0; i < 3; i++) writeNpy(path.join(data, `${i}.npy`), new Tensor('float32', Float32Array.from({ length: 512 }, rand), [1, 512]));
+    const r = kiln('quantize', model, '-o', path.join(dir, 's.onnx'), '--calibration', data, '--method', 'percentile', '--calls', '0');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /  calibration: ranges 100% \(3\/3\)\n/);
+    assert.match(r.stderr, /  calibration: histograms 100% \(3\/3\)\n/);
+    assert.doesNotMatch(r.stderr, /\/6\)/);
   });
 });

@@ -306,6 +306,9 @@ async function latencySection(before: Uint8Array, after: Uint8Array, feeds: () =
   }
 }
 
+/** Width of the stage names in progress bars ("calibration: histograms"). */
+const STAGE_WIDTH = 24;
+
 /** Progress on stderr: a bar redrawn in place on a terminal, else a line every 10%. */
 function progressReporter(): { update(stage: string, done: number, total: number): void; end(completed: boolean): void } {
   const tty = process.stderr.isTTY === true;
@@ -317,7 +320,7 @@ function progressReporter(): { update(stage: string, done: number, total: number
   const end = (completed = true): void => {
     if (!open) return;
     if (completed && last.done < last.total) {
-      process.stderr.write(tty ? `\r  ${stage.padEnd(11)} [${'#'.repeat(30)}] done after ${last.done}${' '.repeat(8)}\n` : `  ${stage} done after ${last.done} of at most ${last.total}\n`);
+      process.stderr.write(tty ? `\r  ${stage.padEnd(STAGE_WIDTH)} [${'#'.repeat(30)}] done after ${last.done}${' '.repeat(8)}\n` : `  ${stage} done after ${last.done} of at most ${last.total}\n`);
     } else if (tty) {
       process.stderr.write('\n');
     }
@@ -338,7 +341,7 @@ function progressReporter(): { update(stage: string, done: number, total: number
       if (tty) {
         const width = 30;
         const filled = Math.round(share * width);
-        process.stderr.write(`\r  ${stage.padEnd(11)} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${d}/${t}`);
+        process.stderr.write(`\r  ${stage.padEnd(STAGE_WIDTH)} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${d}/${t}`);
         return;
       }
       const tenth = Math.floor(share * 10);

@@ -10,6 +10,7 @@ import type { ModelProto } from '../onnx/types';
 import { Session, type Feeds } from '../session';
 
 export type CalibrationMethod = 'minmax' | 'percentile' | 'entropy';
+export type CalibrationPass = 'ranges' | 'histograms';
 
 export interface Range {
   min: number;
@@ -22,8 +23,11 @@ export interface CalibrationOptions {
   percentile?: number;
   /** Histogram bins for 'percentile' and 'entropy' (default 2048). */
   bins?: number;
-  /** Called after each sample with (done, total). */
-  onProgress?: (done: number, total: number) => void;
+  /**
+   * Called after each sample with (done, total) of the current pass: 'ranges' (every
+   * method), then 'histograms' ('percentile' and 'entropy').
+   */
+  onProgress?: (done: number, total: number, pass: CalibrationPass) => void;
 }
 
 interface Stats {
@@ -62,7 +66,7 @@ export async function calibrate(model: ModelProto, tensors: readonly string[], s
           if (pass === 0) observeRange(s, data);
           else observeHistogram(s, data, bins);
         }
-        options.onProgress?.(pass * samples.length + i + 1, passes * samples.length);
+        options.onProgress?.(i + 1, samples.length, pass === 0 ? 'ranges' : 'histograms');
       }
     }
   } finally {

@@ -12,7 +12,7 @@ export type { DynamicOptions, QuantizeReport } from './dynamic';
 export { decomposeGemm, quantizeStatic, staticCandidates, STATIC_OP_TYPES } from './static';
 export type { Candidate, StaticOptions } from './static';
 export { calibrate } from './calibrate';
-export type { CalibrationMethod, CalibrationOptions, Range } from './calibrate';
+export type { CalibrationMethod, CalibrationOptions, CalibrationPass, Range } from './calibrate';
 export { acceptable, compareOutputs, outputsOf, referenceEvaluator } from './evaluate';
 export type { Evaluator, Metric, Tolerance } from './evaluate';
 export { upgradeOpset } from './opset';

@@ -51,7 +51,7 @@ export interface QuantizeOptions {
   evaluationSamples?: readonly Feeds[];
   /** Writes a TensorRT calibration table (static mode) for non-QDQ INT8 engine builds. */
   tensorRtCalibrationTable?: string;
-  onProgress?: (stage: 'calibration' | 'tuning', done: number, total: number) => void;
+  onProgress?: (stage: 'calibration: ranges' | 'calibration: histograms' | 'tuning', done: number, total: number) => void;
 }
 
 export interface TuningReport {
@@ -131,7 +131,7 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
     const tensors = [...new Set(found.candidates.flatMap(calibratedTensors))];
     const ranges = await calibrate(base(), tensors, options.calibration ?? [], {
       method: options.method, percentile: options.percentile,
-      onProgress: (d, t) => options.onProgress?.('calibration', d, t),
+      onProgress: (d, t, pass) => options.onProgress?.(`calibration: ${pass}`, d, t),
     });
     if (options.tensorRtCalibrationTable) writeTensorRtTable(options.tensorRtCalibrationTable, ranges);
     build = (keep) => {
