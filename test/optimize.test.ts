@@ -1039,7 +1039,7 @@ describe('optimize', () => {
     it('reports calibration progress', async () => {
       const seen: string[] = [];
       await quantize(mlpModel(), { calibration: mlpSamples.slice(0, 2), onProgress: (stage, d, t) => seen.push(`${stage} ${d}/${t}`) });
-      assert.deepEqual(seen, ['calibration 1/2', 'calibration 2/2']);
+      assert.deepEqual(seen, ['calibration: ranges 1/2', 'calibration: ranges 2/2']);
     });
   });
 
