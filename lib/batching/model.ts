@@ -71,7 +71,6 @@ export class Model {
   readonly #padding: RaggedPadding | undefined;
   #scheduled = false;
   #disposed = false;
-  #running = 0; // batches executing
   #runningRequests = 0;
   #idle: (() => void)[] = [];
 
@@ -168,7 +167,7 @@ export class Model {
         this.#queue.remove(r);
         this.#fail(r, new KilnError('E_DISPOSED', 'model was disposed before this request ran'));
       }
-      if (this.#running > 0) await new Promise<void>((done) => this.#idle.push(done));
+      if (this.#runningBatches.size > 0) await new Promise<void>((done) => this.#idle.push(done));
     }
     await Promise.all(this.#sessions.map((session) => session.dispose()));
   }
@@ -403,7 +402,6 @@ export class Model {
 
   #dispatch(requests: Request[]): void {
     const session = this.#freeInstances.pop() as Session;
-    this.#running++;
     this.#runningRequests += requests.length;
     const t = now();
     let rows = 0;
@@ -475,9 +473,8 @@ export class Model {
     } finally {
       this.#runningBatches.delete(run);
       this.#freeInstances.push(session);
-      this.#running--;
       this.#runningRequests -= batch.length;
-      if (this.#running === 0) for (const done of this.#idle.splice(0)) done();
+      if (this.#runningBatches.size === 0) for (const done of this.#idle.splice(0)) done();
       this.#scheduleSoon();
     }
   }

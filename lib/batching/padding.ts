@@ -12,7 +12,7 @@ import { optionError } from '../options';
 import { randomFeeds } from '../optimize/data';
 import { float16Value } from '../optimize/fp16';
 import type { Results, Session } from '../session';
-import { wrapTensor, type Tensor, type TensorLike, type TensorType } from '../tensor';
+import { formatShape, wrapTensor, type Tensor, type TensorLike, type TensorType } from '../tensor';
 import type { ResolvedConfig, ResolvedCropAxis, ResolvedInput, ResolvedPaddingCheck } from './config';
 
 /** One request as the batcher holds it: its feeds as (data, dims) pairs in input order. */
@@ -41,10 +41,6 @@ function lengthBy(rule: LengthRule, length: number): number {
   let len = length;
   for (const s of rule.steps) len = s.rounding === 'floor' ? Math.floor(len * s.ratio + 1e-9) : Math.ceil(len * s.ratio - 1e-9);
   return len;
-}
-
-function formatDims(dims: readonly (number | string)[]): string {
-  return `[${dims.join(',')}]`;
 }
 
 export class RaggedPadding {
@@ -85,7 +81,7 @@ export class RaggedPadding {
       const rules: (LengthRule | undefined)[] = [];
       for (const [j, c] of (settings?.cropAxes ?? []).entries()) {
         const f = `${field}.cropAxes[${j}]`;
-        if (rank > 0 && c.axis >= rank) throw optionError(`${f}.axis`, `a non-batch axis of output "${info.name}" ${formatDims(info.shape)} (1..${rank - 1})`, c.axis);
+        if (rank > 0 && c.axis >= rank) throw optionError(`${f}.axis`, `a non-batch axis of output "${info.name}" ${formatShape(info.shape)} (1..${rank - 1})`, c.axis);
         const input = names.indexOf(c.input);
         const target = this.#inputs[input];
         if (!target) {
@@ -98,7 +94,7 @@ export class RaggedPadding {
         rules[c.axis - 1] = { input, inputAxis: c.inputAxis, steps: c.steps };
       }
       for (const k of settings?.keepAxes ?? []) {
-        if (rank > 0 && k >= rank) throw optionError(`${field}.keepAxes`, `non-batch axes of output "${info.name}" ${formatDims(info.shape)} (1..${rank - 1})`, k);
+        if (rank > 0 && k >= rank) throw optionError(`${field}.keepAxes`, `non-batch axes of output "${info.name}" ${formatShape(info.shape)} (1..${rank - 1})`, k);
       }
       for (let k = 1; k < rank; k++) {
         const d = info.shape[k];
@@ -120,7 +116,7 @@ export class RaggedPadding {
     const p = this.#inputs[i] as PaddedInput;
     const example = `output: [{ name: "${output}", cropAxes: [{ axis: ${axis}, input: "${p.name}", inputAxis: ${p.padAxes[0]}, ratio: <output length / input length> }] }]`;
     return new KilnError('E_INVALID_ARGUMENT',
-      `output "${output}" ${formatDims(shape)}: axis ${axis} ("${String(shape[axis])}") may depend on the padded length of input "${p.name}" ${formatDims(session.inputs[i].shape)} ` +
+      `output "${output}" ${formatShape(shape)}: axis ${axis} ("${String(shape[axis])}") may depend on the padded length of input "${p.name}" ${formatShape(session.inputs[i].shape)} ` +
       `(axes ${p.padAxes.join(', ')}), and no rule says how to cut it back to each caller's length; add ${example} to the model config, ` +
       `or output: [{ name: "${output}", keepAxes: [${axis}] }] if its length does not depend on padding`);
   }
@@ -187,8 +183,8 @@ export class RaggedPadding {
     spec.forEach((s, i) => {
       const settings = this.#inputs[i];
       if (!s || !settings) return;
-      const own = batch.map((r) => formatDims(r.pairs[2 * i + 1] as readonly number[]));
-      parts.push(`input "${settings.name}" padded with ${s[0]} to ${formatDims(['N', ...s.slice(1)])} on axes ${settings.padAxes.join(', ')} from ${[...new Set(own)].join(', ')}`);
+      const own = batch.map((r) => formatShape(r.pairs[2 * i + 1] as readonly number[]));
+      parts.push(`input "${settings.name}" padded with ${s[0]} to ${formatShape(['N', ...s.slice(1)])} on axes ${settings.padAxes.join(', ')} from ${[...new Set(own)].join(', ')}`);
     });
     const reason = runtimeReason(e.message);
     return new KilnError(e.code, `model run failed on a padded batch of ${batch.length} request${batch.length > 1 ? 's' : ''} (${parts.join('; ')}): ${reason}`, { cause: e });
@@ -269,7 +265,7 @@ export class RaggedPadding {
     const paddedWords = this.#inputs.flatMap((settings, i) => {
       if (!settings || !spec[i]) return [];
       const own = pairs[2 * i + 1] as readonly number[];
-      return [`input "${settings.name}" ${formatDims(own)} padded with ${settings.padValue} to ${formatDims([own[0], ...(spec[i] as number[]).slice(1)])}`];
+      return [`input "${settings.name}" ${formatShape(own)} padded with ${settings.padValue} to ${formatShape([own[0], ...(spec[i] as number[]).slice(1)])}`];
     }).join(', ');
     let padded: Results;
     try {
@@ -282,13 +278,13 @@ export class RaggedPadding {
       const diff = compare(ref, got);
       if (diff === undefined) continue;
       if (typeof diff === 'string') {
-        return { message: `output "${name}" of ${sampleWords} with ${paddedWords} ${diff}, unpadded ${formatDims(ref.dims)}: padding changes the model's results`, advice: 'keep allowPadding off for this input, or add a cropAxes rule for the output' };
+        return { message: `output "${name}" of ${sampleWords} with ${paddedWords} ${diff}, unpadded ${formatShape(ref.dims)}: padding changes the model's results`, advice: 'keep allowPadding off for this input, or add a cropAxes rule for the output' };
       }
       if (diff.max <= check.tolerance * diff.scale) continue;
-      const cut = got === padded[name] ? '' : `, cut back to ${formatDims(got.dims)},`;
+      const cut = got === padded[name] ? '' : `, cut back to ${formatShape(got.dims)},`;
       return {
         message: `output "${name}" of ${sampleWords} with ${paddedWords}${cut} differs from the unpadded run by up to ` +
-          `${precise(diff.max)} at ${formatDims(diff.at)} (${precise(diff.padded)} instead of ${precise(diff.reference)}; the output's largest magnitude is ${precise(diff.scale)}, ` +
+          `${precise(diff.max)} at ${formatShape(diff.at)} (${precise(diff.padded)} instead of ${precise(diff.reference)}; the output's largest magnitude is ${precise(diff.scale)}, ` +
           `tolerance ${check.tolerance} of it): the model is not padding-invariant, so a padded batch would change callers' results (see docs/padding.md)`,
         advice: 'keep allowPadding off for this input, or accept the difference with paddingCheck: { action: "warn" } (or "off"), or raise paddingCheck.tolerance',
       };
@@ -353,21 +349,21 @@ function padAxesOf(info: Session['inputs'][number], settings: ResolvedInput): nu
   if (!settings.padAxes) {
     const axes = info.shape.flatMap((d, k) => (k > 0 && typeof d === 'string' ? [k] : []));
     if (axes.length === 0) {
-      throw optionError(field, `the axes to pad: input "${info.name}" ${formatDims(info.shape)} has no symbolic non-batch axis to pad by default`, undefined);
+      throw optionError(field, `the axes to pad: input "${info.name}" ${formatShape(info.shape)} has no symbolic non-batch axis to pad by default`, undefined);
     }
     return axes;
   }
   for (const k of settings.padAxes) {
-    if (rank > 0 && k >= rank) throw optionError(field, `non-batch axes of input "${info.name}" ${formatDims(info.shape)} (1..${rank - 1})`, settings.padAxes);
+    if (rank > 0 && k >= rank) throw optionError(field, `non-batch axes of input "${info.name}" ${formatShape(info.shape)} (1..${rank - 1})`, settings.padAxes);
     if (typeof info.shape[k] === 'number') {
-      throw optionError(field, `axes of dynamic length: input "${info.name}" ${formatDims(info.shape)} has axis ${k} fixed at ${info.shape[k]}`, settings.padAxes);
+      throw optionError(field, `axes of dynamic length: input "${info.name}" ${formatShape(info.shape)} has axis ${k} fixed at ${info.shape[k]}`, settings.padAxes);
     }
   }
   return settings.padAxes;
 }
 
 function describeFeeds(feeds: Record<string, TensorLike>): string {
-  return Object.entries(feeds).map(([name, t]) => `"${name}" ${t.type} ${formatDims(t.dims)}`).join(', ');
+  return Object.entries(feeds).map(([name, t]) => `"${name}" ${t.type} ${formatShape(t.dims)}`).join(', ');
 }
 
 /** `t` cut back to non-batch dims `own` (undefined: as it is). */
@@ -387,7 +383,7 @@ interface Difference {
 
 /** How `got` differs from `ref`: a shape or value mismatch in words, the largest numeric difference, or undefined when equal. */
 function compare(ref: Tensor, got: Tensor): Difference | string | undefined {
-  if (ref.dims.join() !== got.dims.join()) return `has shape ${formatDims(got.dims)} after the cut-back`;
+  if (ref.dims.join() !== got.dims.join()) return `has shape ${formatShape(got.dims)} after the cut-back`;
   if (Array.isArray(ref.data)) {
     const i = (ref.data as string[]).findIndex((v, k) => v !== (got.data as string[])[k]);
     return i < 0 ? undefined : `holds ${JSON.stringify((got.data as string[])[i])} at element ${i} instead of ${JSON.stringify((ref.data as string[])[i])}`;

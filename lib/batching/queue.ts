@@ -46,7 +46,10 @@ export class PriorityQueue<T extends Queued> {
   rowsThrough(level: number): number {
     if (level >= this.#levels.length - 1) return this.#rows;
     let rows = 0;
-    for (let i = 0; i <= level; i++) for (const list of [this.#levels[i].main, this.#levels[i].delayed]) for (const item of list) rows += item.size;
+    for (let i = 0; i <= level; i++) {
+      for (const item of this.#levels[i].main) rows += item.size;
+      for (const item of this.#levels[i].delayed) rows += item.size;
+    }
     return rows;
   }
 
