@@ -81,12 +81,15 @@ const CALLERS = 64;
 const NO_CAPACITY_BASE = 0.25;
 const log = (s: string): void => void process.stderr.write(s + '\n');
 
+/** Two contenders in the order of round `round`: A B, then B A, and so on. */
+const inTurn = <const T extends string>(round: number, a: T, b: T): [T, T] => (round % 2 === 0 ? [a, b] : [b, a]);
+
 async function open(k: KilnContender, rate: number, seconds: number, seed: number, minRequests = MIN_REQUESTS): Promise<Sample> {
   const schedule = poissonSchedule(rate, Math.max(seconds, minRequests / rate), seed);
   return openLoop(k.infer, schedule, CALLERS, 'call');
 }
 
-/** Kiln models for a case: one per configuration, loaded once and reused. */
+/** A Kiln model for one configuration of a case, warmed up. */
 async function contender(c: LoadCase, o: AdaptiveOptions, inputs: Float32Array[], k: KilnSettings): Promise<KilnContender> {
   const kiln = await KilnContender.create(c, o.intra, inputs, k);
   await closedLoop(kiln.infer, 8, 0.3);
@@ -126,7 +129,7 @@ async function forTarget(c: LoadCase, o: AdaptiveOptions, inputs: Float32Array[]
       for (const k of [adaptive, bestFixed]) await open(k, rate, WARM_SECONDS, 0xa11 + step, 0);
       const samples: Record<'adaptive' | 'fixed', Sample[]> = { adaptive: [], fixed: [] };
       for (let round = 0; round < ROUNDS; round++) {
-        for (const which of round % 2 === 0 ? (['adaptive', 'fixed'] as const) : (['fixed', 'adaptive'] as const)) {
+        for (const which of inTurn(round, 'adaptive', 'fixed')) {
           samples[which].push(await open(which === 'adaptive' ? adaptive : bestFixed, rate, o.seconds / ROUNDS, 0xbe0 + 16 * step + round, MIN_REQUESTS / ROUNDS));
         }
       }
@@ -141,7 +144,7 @@ async function forTarget(c: LoadCase, o: AdaptiveOptions, inputs: Float32Array[]
     }
     const light: Record<'without' | 'with', Sample[]> = { without: [], with: [] };
     for (let round = 0; round < 4; round++) {
-      for (const which of round % 2 === 0 ? (['without', 'with'] as const) : (['with', 'without'] as const)) {
+      for (const which of inTurn(round, 'without', 'with')) {
         light[which].push(await closedLoop((which === 'with' ? adaptive : fixed[0]).infer, 1, o.seconds / 2));
       }
     }
