@@ -11,7 +11,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Session, type Feeds } from '../lib';
 import { attr, DataLocation, decodeModel, encodeModel, GraphBuilder, tensorFromProto, type ModelProto, type NodeProto, type TensorProto } from '../lib/onnx';
-import { calibrate, type Range } from '../lib/optimize/calibrate';
+import { calibrate, entropyThreshold, type Range } from '../lib/optimize/calibrate';
 import { outputsOf } from '../lib/optimize/evaluate';
 import { quantizeDynamic } from '../lib/optimize/dynamic';
 import { fuseAffineConv, fuseConvAffine, fuseHardSwish } from '../lib/optimize/fusions';
@@ -848,6 +848,74 @@ describe('optimize', () => {
       assert.ok(Math.abs(median.max - 1) < 0.05 && Math.abs(median.min + 1) < 0.05, `50th percentile ${JSON.stringify(median)}`);
     });
 
+    // Histograms of magnitudes whose answer is known: 2048 bins over [0, top], each bin's count
+    // the density at its centre (x K, rounded half up). The expected bins are TensorRT's
+    // algorithm (as NVIDIA's pytorch-quantization implements it: start at bin 128, stride 1,
+    // bin 0 := bin 1, 128 levels, the last minimum), computed with NumPy and SciPy's entropy on
+    // the same histograms. Before the fix Kiln searched every 16th bin, kept the zero spike and
+    // penalised empty Q bins x 20: 'relu' came out at bin 128.
+    const KNOWN: [name: string, top: number, density: (x: number) => number, spike: [number, number][], bin: number][] = [
+      ['gaussian', 6, (x) => 1e5 * Math.exp(-x * x / 2), [], 1665],
+      ['laplacian', 14, (x) => 1e5 * Math.exp(-x), [], 1625],
+      ['heavy-tailed (Student t, 3 dof)', 60, (x) => 1e5 * (1 + x * x / 3) ** -2, [], 834],
+      ['ReLU-shaped (half Gaussian, 2e7 exact zeros)', 5, (x) => 1e5 * Math.exp(-x * x / 2), [[0, 2e7]], 1932],
+      ['zeros spread over two bins', 5, (x) => 1e5 * Math.exp(-x * x / 2), [[0, 2e7], [1, 3e6]], 1280],
+    ];
+    for (const [name, top, density, spike, bin] of KNOWN) {
+      it(`entropy threshold of a ${name} histogram: TensorRT's answer, bin ${bin} of 2048`, () => {
+        const hist = Float64Array.from({ length: 2048 }, (_, b) => Math.floor(density(((b + 0.5) * top) / 2048) + 0.5));
+        for (const [b, n] of spike) hist[b] += n;
+        assert.equal(entropyThreshold(hist, top), (bin / 2048) * top);
+      });
+    }
+
+    // Hard-swish outputs, as on the PP-OCR recognizer: 95% of the values crowd into
+    // [-0.375, 0], the rest is a positive tail to 3.5 that carries the signal. One threshold
+    // from the magnitudes (TensorRT's form) lets the crowd decide and cuts the tail to a tenth;
+    // Kiln calibrates each side on its own.
+    it('entropy: the two sides of a lopsided tensor are calibrated apart, the positive tail kept', async () => {
+      const rand = prng(5);
+      const hardSwish = (z: number): number => (z * Math.min(Math.max(z + 3, 0), 6)) / 6;
+      const samples = Array.from({ length: 8 }, () => {
+        const x = uniform(rand, [8, 512]);
+        for (let i = 0; i < x.data.length; i++) x.data[i] = (i % 20 === 0) ? hardSwish(2 + 1.5 * (x.data[i] + 2)) * 0.7 : hardSwish(-1.75 + 0.875 * x.data[i]);
+        return { x };
+      });
+      const model = readModel(mlpModel());
+      const minmax = (await calibrate(model, ['x'], samples)).get('x') as Range;
+      assert.ok(minmax.min > -0.38 && minmax.min < -0.37 && minmax.max > 3, JSON.stringify(minmax));
+      // TensorRT's single threshold on these magnitudes.
+      const top = Math.max(-minmax.min, minmax.max);
+      const magnitudes = new Float64Array(2048);
+      for (const s of samples) for (const v of (s.x as FloatTensor).data) magnitudes[Math.min(2047, Math.floor((Math.abs(v) / top) * 2048))]++;
+      assert.ok(entropyThreshold(magnitudes, top) < 0.5, 'the case is real: one threshold cuts the tail');
+      for (const symmetric of [false, true]) {
+        const r = (await calibrate(model, ['x'], samples, { method: 'entropy', symmetric })).get('x') as Range;
+        assert.ok(r.max > 0.8 * minmax.max, `symmetric ${symmetric}: the tail is kept: ${JSON.stringify(r)} of ${JSON.stringify(minmax)}`);
+        assert.ok(r.min >= minmax.min && r.min < -0.3, `symmetric ${symmetric}: the crowded side keeps its extent: ${JSON.stringify(r)}`);
+        if (symmetric) assert.equal(r.min, Math.max(minmax.min, -r.max));
+      }
+    });
+
+    // A side with fewer values than the histogram has bins (a squeeze-and-excitation vector:
+    // 120 values a sample) describes no distribution: the KL search on such a sparse histogram
+    // favours cutting (each level holds one value, so Q equals P below any threshold). Its
+    // extreme is kept.
+    it('entropy: a side with fewer values than histogram bins keeps its extreme', async () => {
+      const rand = prng(9);
+      const samples = Array.from({ length: 4 }, () => {
+        const x = uniform(rand, [8, 512]);
+        for (let i = 0; i < x.data.length; i++) x.data[i] = -Math.abs(x.data[i]) * 0.2;
+        for (let i = 0; i < 100; i++) x.data[i * 37] = i === 0 ? 19 : Math.abs(x.data[i * 37]) * 5; // 400 positive values in all
+        return { x };
+      });
+      const model = readModel(mlpModel());
+      const minmax = (await calibrate(model, ['x'], samples)).get('x') as Range;
+      const r = (await calibrate(model, ['x'], samples, { method: 'entropy' })).get('x') as Range;
+      assert.equal(r.max, minmax.max);
+      assert.ok(r.min >= minmax.min, JSON.stringify(r));
+    });
+
     it('the histogram methods run two passes and report each by name', async () => {
       const progress: string[] = [];
       await calibrate(readModel(mlpModel()), ['fc0'], samples.slice(0, 3), { method: 'entropy', onProgress: (d, t, pass) => progress.push(`${pass} ${d}/${t}`) });
@@ -1123,6 +1191,30 @@ describe('optimize', () => {
         assert.ok(new Graph(model).opset('') >= 11);
         assert.ok(r.sizeAfter < r.sizeBefore);
         assert.deepEqual(await texts(r.model), fp32);
+      });
+
+      // Entropy calibration once cut the hard-swish outputs' positive tails to the crowd of
+      // negatives' magnitude (0.0625 of swish_13's range: bin 128 of 2048) and the model read
+      // nothing (0 of 6 lines here). Calibrated on the lines at their natural widths, as a user
+      // would save them.
+      it('static INT8 with entropy calibration reads every held-out line as FP32 does, with ranges of its own', async () => {
+        const calibration = CALIBRATION.map((t) => ({ x: recPreprocess(image(t)) }));
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-entropy-'));
+        try {
+          const tables: Map<string, string>[] = [];
+          for (const method of ['minmax', 'entropy'] as const) {
+            const file = path.join(dir, `${method}.table`);
+            const r = await quantize(OCR_MODELS.rec, { calibration, method, tensorRtCalibrationTable: file });
+            assert.deepEqual(await texts(r.model), fp32, `${method} calibration`);
+            tables.push(new Map(fs.readFileSync(file, 'utf8').trim().split('\n').slice(1).map((l) => l.split(': ') as [string, string])));
+          }
+          // The entropy scales are not min-max's in disguise (74 of 105 clipped here).
+          const scale = (hex: string): number => Buffer.from(hex, 'hex').readFloatBE(0);
+          const clipped = [...tables[0]].filter(([t, hex]) => scale(tables[1].get(t) as string) < 0.9 * scale(hex));
+          assert.ok(clipped.length >= 5, `${clipped.length} of ${tables[0].size} tensors clipped by more than 10%`);
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
       });
 
       // Static INT8 of this recognizer is fragile (trailing ' ' on some lines with other

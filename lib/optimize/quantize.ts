@@ -130,7 +130,7 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
     ineligible = found.skipped;
     const tensors = [...new Set(found.candidates.flatMap(calibratedTensors))];
     const ranges = await calibrate(base(), tensors, options.calibration ?? [], {
-      method: options.method, percentile: options.percentile,
+      method: options.method, percentile: options.percentile, symmetric: options.symmetricActivations,
       onProgress: (d, t, pass) => options.onProgress?.(`calibration: ${pass}`, d, t),
     });
     if (options.tensorRtCalibrationTable) writeTensorRtTable(options.tensorRtCalibrationTable, ranges);
