@@ -306,6 +306,70 @@ async function latencySection(before: Uint8Array, after: Uint8Array, feeds: () =
   }
 }
 
+/** Inputs for timing and their description: see latencyFeeds. */
+interface TimingInputs {
+  feeds: Feeds;
+  /** "x [1,3,48,320] (first eval sample)" */
+  shapes: string;
+}
+
+/**
+ * The inputs latency is measured on: the shapes of the first real sample given, a symbolic
+ * dim sized by --dim where given (else the sample's size, else 1); the sample's own data when
+ * its shapes are kept, else seeded random data.
+ */
+function latencyFeeds(inputs: readonly ValueInfo[], sample: Feeds | undefined, dims: Readonly<Record<string, number>>, source: string): TimingInputs {
+  const feeds: Record<string, Tensor> = {};
+  const described: string[] = [];
+  let random = false;
+  for (const input of inputs) {
+    const real = sample?.[input.name] as Tensor | undefined;
+    const shape = input.shape.map((d, i) => (typeof d === 'number' ? d : (dims[d] ?? real?.dims[i] ?? 1)));
+    if (real && real.dims.every((d, i) => d === shape[i])) {
+      feeds[input.name] = real;
+    } else {
+      feeds[input.name] = optimize.randomFeeds([{ ...input, shape }])[input.name];
+      random = true;
+    }
+    described.push(`${input.name} [${shape.join(',')}]`);
+  }
+  const why = !sample ? 'random data, symbolic dims from --dim, else 1' : random ? `random data, the first ${source} sample's shapes with --dim` : `the first ${source} sample`;
+  return { feeds, shapes: `${described.join(', ')} (${why})` };
+}
+
+const METRIC_NAMES: Readonly<Record<optimize.Metric, string>> = { top1: 'top-1 agreement', cosine: 'cosine similarity', maxError: 'max abs error' };
+
+/** The collapse check's metric and floor: --metric (cosine by default) and --floor (0.9). */
+function floorOption(p: Parsed, metric: optimize.Metric | undefined): { metric: optimize.Metric; floor: number } | undefined {
+  const given = numberValue(p, 'floor', (n) => n >= 0, 'a number >= 0');
+  if (p.switches.has('no-floor')) {
+    if (given !== undefined) throw new KilnError('E_INVALID_ARGUMENT', 'give --floor or --no-floor, not both');
+    return undefined;
+  }
+  // Max abs error has no scale to default to: without --floor the check is on cosine similarity.
+  const checked = metric === 'maxError' && given === undefined ? 'cosine' : (metric ?? 'cosine');
+  if (checked === 'maxError' && given === 0) throw new KilnError('E_INVALID_ARGUMENT', '--floor with --metric max-error is the largest acceptable error: give one > 0');
+  if (checked !== 'maxError' && given !== undefined && given > 1) throw new KilnError('E_INVALID_ARGUMENT', `--floor for ${METRIC_NAMES[checked]} is at most 1, received ${given}`);
+  return { metric: checked, floor: given ?? 0.9 };
+}
+
+/**
+ * The collapse check's summary line. A model below the floor is not written, and the command
+ * ends with floorFailure's E_ACCURACY after the summary.
+ */
+function floorLine(check: optimize.FloorCheck | undefined, on: string, output: string): string {
+  if (!check) return '  check: none (--no-floor)\n';
+  const name = METRIC_NAMES[check.metric];
+  const relation = check.metric === 'maxError' ? `at most ${check.floor}` : `at least ${check.floor}`;
+  return `  check: ${name} ${check.value.toPrecision(4)} against FP32 on ${on} (${relation} required): ${check.passed ? `passed, ${output} written` : `FAILED, ${output} not written`}\n`;
+}
+
+function floorFailure(check: optimize.FloorCheck, what: string, on: string, output: string, hint: string): KilnError {
+  const name = METRIC_NAMES[check.metric];
+  return new KilnError('E_ACCURACY', `the ${what} model's ${name} against FP32 is ${check.value.toPrecision(4)} on ${on}, ` +
+    `${check.metric === 'maxError' ? 'above' : 'below'} the floor ${check.floor}: ${output} not written (${hint}; set --floor, or --no-floor to write it anyway)`);
+}
+
 /** Width of the stage names in progress bars ("calibration: histograms"). */
 const STAGE_WIDTH = 24;
 
@@ -420,6 +484,14 @@ async function optimizeCommand(args: string[]): Promise<void> {
 const METRICS: Readonly<Record<string, optimize.Metric>> = { top1: 'top1', cosine: 'cosine', 'max-error': 'maxError' };
 const METHODS = ['minmax', 'percentile', 'entropy'] as const;
 
+function metricOption(p: Parsed): optimize.Metric | undefined {
+  const name = value(p, 'metric');
+  if (name === undefined) return undefined;
+  const metric = METRICS[name];
+  if (!metric) throw new KilnError('E_INVALID_ARGUMENT', `--metric must be one of ${Object.keys(METRICS).join(', ')}, received ${name}`);
+  return metric;
+}
+
 /** float16 outputs as float32, so that they compare with a float32 model's. */
 function widen(results: Results[]): Results[] {
   return results.map((r) => {
@@ -438,7 +510,7 @@ function accuracyRows(reference: Results[], candidate: Results[], chosen: optimi
   const cos = optimize.compareOutputs(reference, candidate, 'cosine');
   const err = -optimize.compareOutputs(reference, candidate, 'maxError');
   return [
-    [`accuracy against FP32 on ${count} ${source} sample${count === 1 ? '' : 's'}${chosen ? ' (* tuning metric)' : ''}`, '', '', ''],
+    [`accuracy against FP32 on ${count} ${source} sample${count === 1 ? '' : 's'}${chosen ? ' (* --metric)' : ''}`, '', '', ''],
     [`  top-1 agreement${mark('top1')}`, '1', top1.toFixed(4), (top1 - 1).toFixed(4)],
     [`  cosine similarity${mark('cosine')}`, '1', cos.toFixed(6), (cos - 1).toExponential(2)],
     [`  max abs error${mark('maxError')}`, '0', err.toPrecision(4), `+${err.toPrecision(4)}`],
@@ -448,15 +520,13 @@ function accuracyRows(reference: Results[], candidate: Results[], chosen: optimi
 async function quantizeCommand(args: string[]): Promise<void> {
   const p = parseArgs('quantize', args, [
     'output', 'calibration', 'tolerance', 'tolerance-absolute', 'metric', 'method', 'percentile', 'op-types', 'include', 'exclude',
-    'eval', 'trt-table', 'external-data', 'dim', 'calls',
-  ], ['per-tensor', 'symmetric', 'no-preprocess', 'no-fuse']);
+    'eval', 'trt-table', 'external-data', 'dim', 'calls', 'floor',
+  ], ['per-tensor', 'symmetric', 'no-preprocess', 'no-fuse', 'no-floor']);
   const { input, output } = files('quantize', p);
   const dims = dimsValue(p);
   const calibration = value(p, 'calibration');
   const evalSpec = value(p, 'eval');
-  const metricName = value(p, 'metric');
-  const metric = metricName === undefined ? undefined : METRICS[metricName];
-  if (metricName !== undefined && !metric) throw new KilnError('E_INVALID_ARGUMENT', `--metric must be one of ${Object.keys(METRICS).join(', ')}, received ${metricName}`);
+  const metric = metricOption(p);
   const relative = numberValue(p, 'tolerance', (n) => n >= 0 && n < 1, 'a share between 0 and 1 (0.01: 1%)');
   const absolute = numberValue(p, 'tolerance-absolute', (n) => n >= 0, 'a number >= 0');
   if (relative !== undefined && absolute !== undefined) throw new KilnError('E_INVALID_ARGUMENT', 'give --tolerance or --tolerance-absolute, not both');
@@ -478,6 +548,7 @@ async function quantizeCommand(args: string[]): Promise<void> {
   }
   const threshold = numberValue(p, 'external-data', (n) => Number.isInteger(n) && n >= 0, 'a size in bytes');
   const calls = numberValue(p, 'calls', (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
+  const gate = floorOption(p, metric);
 
   const original = encodeModel(optimize.readModel(input));
   const inputs = await inputsOf(original);
@@ -508,28 +579,31 @@ async function quantizeCommand(args: string[]): Promise<void> {
     throw e;
   }
   progress.end(true);
-  const written = optimize.writeModel(optimize.readModel(result.model), output, threshold === undefined ? {} : { externalDataThreshold: threshold });
+
+  // The check against FP32, on the samples given (else one random input), before writing.
+  const checkSamples = evalSamples?.length ? evalSamples : undefined;
+  const source = evalSpec ? 'eval' : 'calibration';
+  const timing = latencyFeeds(inputs, checkSamples?.[0], dims, source);
+  const on = checkSamples ? `${checkSamples.length} ${source} sample${checkSamples.length === 1 ? '' : 's'}` : `one random input, ${timing.shapes.replace(/ \(.*\)$/, '')}: no real data given (--eval DATA)`;
+  const reference = await optimize.outputsOf(original, checkSamples ?? [timing.feeds]);
+  const candidate = await optimize.outputsOf(result.model, checkSamples ?? [timing.feeds]);
+  const check = gate ? optimize.checkFloor(reference, candidate, gate.metric, gate.floor) : undefined;
+  const written = check && !check.passed ? undefined : optimize.writeModel(optimize.readModel(result.model), output, threshold === undefined ? {} : { externalDataThreshold: threshold });
 
   const rows: string[][] = [
     ['', 'FP32', 'INT8', 'change'],
-    ['size', formatBytes(original.byteLength), formatBytes(written), ratio(written, original.byteLength)],
-    ...(await latencySection(original, result.model, () => {
-      const f = optimize.randomFeeds(inputs, { dims });
-      return [f, f];
-    }, {}, calls)),
+    ['size', formatBytes(original.byteLength), formatBytes(written ?? result.model.byteLength), ratio(written ?? result.model.byteLength, original.byteLength)],
+    ...(written === undefined ? [] : await latencySection(original, result.model, () => [timing.feeds, timing.feeds], {}, calls)),
   ];
-  if (evalSamples?.length) {
-    const reference = await optimize.outputsOf(original, evalSamples);
-    rows.push(...accuracyRows(reference, await optimize.outputsOf(result.model, evalSamples), metric ?? (tolerance ? 'top1' : undefined), evalSamples.length, evalSpec ? 'eval' : 'calibration'));
-  }
+  rows.push(...accuracyRows(reference, candidate, metric ?? (tolerance ? 'top1' : undefined), checkSamples?.length ?? 1, checkSamples ? source : 'random'));
   const what = result.mode === 'dynamic'
     ? 'dynamic INT8 (weights int8, activations quantized at run time)'
     : `static INT8 in QDQ form, ${method ?? 'minmax'}${method === 'percentile' ? ` ${percentile ?? 99.999}%` : ''} calibration on ${calibrationSamples?.length} samples, ` +
       `${p.switches.has('symmetric') ? 'symmetric int8' : 'uint8'} activations`;
   const out = [`kiln quantize: ${input} -> ${output}, ${what}, ${p.switches.has('per-tensor') ? 'per-tensor' : 'per-channel'} weights\n`];
   out.push(table(rows));
-  if (rows.some((r) => r[0].startsWith('latency') && r.length > 2)) out.push('  latency: batch-1 runs on random inputs, both models loaded with ONNX Runtime\'s default optimizations, interleaved\n');
-  if (!evalSamples?.length) out.push('  accuracy: not measured (give --eval DATA or --calibration DATA)\n');
+  if (rows.some((r) => r[0].startsWith('latency') && r.length > 2)) out.push(`  latency: on ${timing.shapes}, both models loaded with ONNX Runtime's default optimizations, interleaved\n`);
+  out.push(floorLine(check, on, output));
   const t = result.tuning;
   if (t) {
     const how = t.met ? 'met' : 'NOT met, even with every candidate in FP32';
@@ -557,23 +631,27 @@ async function quantizeCommand(args: string[]): Promise<void> {
   }
   if (trtTable) out.push(`  TensorRT calibration table: ${trtTable}\n`);
   process.stdout.write(out.join(''));
+  if (check && !check.passed) throw floorFailure(check, 'quantized', on, output, result.mode === 'static' ? '--tolerance returns the most sensitive nodes to FP32; min-max calibration clips nothing' : '--tolerance with --eval returns the most sensitive nodes to FP32');
 }
 
 async function fp16Command(args: string[]): Promise<void> {
-  const p = parseArgs('fp16', args, ['output', 'block', 'block-nodes', 'eval', 'dim', 'calls', 'external-data'], ['keep-io', 'fp16-io']);
+  const p = parseArgs('fp16', args, ['output', 'block', 'block-nodes', 'eval', 'dim', 'calls', 'external-data', 'metric', 'floor'], ['keep-io', 'fp16-io', 'no-floor']);
   const { input, output } = files('fp16', p);
   if (p.switches.has('keep-io') && p.switches.has('fp16-io')) throw new KilnError('E_INVALID_ARGUMENT', 'give --keep-io or --fp16-io, not both');
   const keepIoTypes = !p.switches.has('fp16-io');
   const dims = dimsValue(p);
   const calls = numberValue(p, 'calls', (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
   const threshold = numberValue(p, 'external-data', (n) => Number.isInteger(n) && n >= 0, 'a size in bytes');
+  const gate = floorOption(p, metricOption(p));
+  const evalSpec = value(p, 'eval');
 
   const model = optimize.readModel(input);
   const original = encodeModel(model);
+  const inputs = await inputsOf(original);
+  const samples = evalSpec ? await optimize.loadSamples(evalSpec, inputs, { dims }) : undefined;
   await optimize.addValueTypes(model);
   const report = optimize.convertFloat16(model, { keepIoTypes, blockOps: listValue(p, 'block'), blockNodes: listValue(p, 'block-nodes') });
   const converted = encodeModel(model);
-  const written = optimize.writeModel(model, output, threshold === undefined ? {} : { externalDataThreshold: threshold });
 
   const out = [`kiln fp16: ${input} -> ${output}, ${keepIoTypes ? 'inputs and outputs kept float32' : 'float16 inputs and outputs'}\n`];
   const byOp = new Map<string, number>();
@@ -582,8 +660,7 @@ async function fp16Command(args: string[]): Promise<void> {
     `  nodes in float16:   ${report.converted}\n` +
     `  nodes kept float32: ${report.blocked.length}${byOp.size ? ` (${[...byOp].map(([op, n]) => `${op} ${n}`).join(', ')})` : ''}\n` +
     `  weights converted:  ${report.initializers} (${report.clamped} values clamped to ±65504, ${report.underflowed} non-zero values too small for float16 kept at ±2^-24)\n` +
-    `  Casts inserted:     ${report.casts}\n` +
-    `  size:               ${formatBytes(original.byteLength)} -> ${formatBytes(written)} (${ratio(written, original.byteLength)})\n`);
+    `  Casts inserted:     ${report.casts}\n`);
   for (const b of report.blocked.slice(0, 30)) out.push(`    ${b.node} (${b.opType}): ${b.reason}\n`);
   if (report.blocked.length > 30) out.push(`    ... and ${report.blocked.length - 30} more\n`);
   for (const w of report.warnings.slice(0, 10)) out.push(`  warning: ${w}\n`);
@@ -594,13 +671,12 @@ async function fp16Command(args: string[]): Promise<void> {
   try {
     fp16Inputs = await inputsOf(converted);
   } catch (e) {
-    out.push(`  ONNX Runtime (CPU) cannot load the converted model: ${(e as Error).message}\n`);
     process.stdout.write(out.join(''));
-    return;
+    throw new KilnError('E_MODEL_LOAD', `ONNX Runtime (CPU) cannot load the converted model, so it cannot be checked: ${(e as Error).message}; ${output} not written`, { cause: e });
   }
-  const inputs = await inputsOf(original);
-  const evalSpec = value(p, 'eval');
-  const samples = evalSpec ? await optimize.loadSamples(evalSpec, inputs, { dims }) : [optimize.randomFeeds(inputs, { dims })];
+  const timing = latencyFeeds(inputs, samples?.[0], dims, 'eval');
+  const checked = samples ?? [timing.feeds];
+  const on = samples ? `${samples.length} eval sample${samples.length === 1 ? '' : 's'}` : `one random input, ${timing.shapes.replace(/ \(.*\)$/, '')}: no real data given (--eval DATA)`;
   const asFp16 = (f: Feeds): Feeds => {
     const o: Record<string, Tensor> = {};
     for (const i of fp16Inputs) {
@@ -609,19 +685,22 @@ async function fp16Command(args: string[]): Promise<void> {
     }
     return o;
   };
+  const reference = await optimize.outputsOf(original, checked);
+  const candidate = widen(await optimize.outputsOf(converted, checked.map(asFp16)));
+  const check = gate ? optimize.checkFloor(reference, candidate, gate.metric, gate.floor) : undefined;
+  const written = check && !check.passed ? undefined : optimize.writeModel(model, output, threshold === undefined ? {} : { externalDataThreshold: threshold });
+
   const rows: string[][] = [['', 'FP32', 'FP16', 'change']];
-  try {
-    const reference = await optimize.outputsOf(original, samples);
-    const candidate = widen(await optimize.outputsOf(converted, samples.map(asFp16)));
-    rows.push(...accuracyRows(reference, candidate, undefined, samples.length, evalSpec ? 'eval' : 'random'));
-  } catch (e) {
-    rows.push(['accuracy', `not measured: ${(e as Error).message}`]);
-  }
-  rows.push(...(await latencySection(original, converted, () => [samples[0], asFp16(samples[0])], {}, calls)));
+  rows.push(['size', formatBytes(original.byteLength), formatBytes(written ?? converted.byteLength), ratio(written ?? converted.byteLength, original.byteLength)]);
+  rows.push(...accuracyRows(reference, candidate, undefined, checked.length, samples ? 'eval' : 'random'));
+  if (written !== undefined) rows.push(...(await latencySection(original, converted, () => [timing.feeds, asFp16(timing.feeds)], {}, calls)));
   out.push(table(rows));
-  out.push('  ONNX Runtime loads it (types check out). On the CPU provider float16 nodes without a CPU kernel run through\n' +
-    '  inserted Casts, so the CPU latency says little: float16 pays off on CUDA and TensorRT.\n');
+  if (rows.some((r) => r[0].startsWith('latency') && r.length > 2)) out.push(`  latency: on ${timing.shapes}\n`);
+  out.push(floorLine(check, on, output));
+  out.push('  On the CPU provider float16 nodes without a CPU kernel run through inserted Casts, so the CPU latency\n' +
+    '  says little: float16 pays off on CUDA and TensorRT.\n');
   process.stdout.write(out.join(''));
+  if (check && !check.passed) throw floorFailure(check, 'float16', on, output, '--block and --block-nodes keep ops in float32');
 }
 
 const USAGE = `usage:
@@ -643,19 +722,25 @@ const USAGE = `usage:
       --no-fuse              skip the rewrites (hard-swish, scales and shifts around Convs)
       --tolerance R | --tolerance-absolute A   tuning: return the most sensitive nodes to FP32
                              until the score is within R (relative) or A (absolute) of FP32's
-      --metric top1|cosine|max-error (default top1)   --eval DATA (default: the calibration samples)
+      --metric top1|cosine|max-error   tuning's score (default top1) and the check's (default cosine)
+      --eval DATA            held-out samples for tuning and the check (default: the calibration samples)
+      --floor X | --no-floor the check: the model is compared with FP32 on the eval or calibration samples
+                             (else one random input) and not written, exit 1 (E_ACCURACY), when its
+                             score is below X (default cosine similarity 0.9; with --metric max-error,
+                             the largest acceptable error)
       --trt-table FILE       also write a TensorRT calibration table (static)
       --no-preprocess        skip ONNX Runtime's basic optimizations before quantizing
       --external-data BYTES  store initializers of at least BYTES in OUT.onnx.data
-      --dim NAME=N           size of a symbolic dim for .raw samples and the latency inputs (default 1)
+      --dim NAME=N           size of a symbolic dim for .raw samples and the latency inputs (latency runs
+                             on the first sample's shapes, else 1 for a dim not given)
       --calls N              latency runs per model (0: skip; default: about 2 s worth)
   kiln fp16 IN.onnx -o OUT.onnx [--keep-io | --fp16-io] [--block Op,...] [--block-nodes NODE,...]
-            [--eval DATA] [--dim NAME=N]... [--calls N] [--external-data BYTES]
+            [--eval DATA] [--metric M] [--floor X | --no-floor] [--dim NAME=N]... [--calls N] [--external-data BYTES]
       float32 -> float16. Inputs and outputs stay float32 unless --fp16-io; Range, NonMaxSuppression,
       RoiAlign, TopK, ArgMax/ArgMin, CumSum, Resize/Upsample, random and quantization ops, ops of other
       domains, nodes with subgraphs, BatchNormalization with statistics beyond ±65504 and arithmetic on
       integers cast to float stay float32 (plus --block / --block-nodes), behind Casts.
-      --eval DATA: samples to compare outputs on (default one random input)
+      --eval DATA: samples to check the outputs on and to time (default one random input); --floor as for quantize
 `;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<void> | void> = {

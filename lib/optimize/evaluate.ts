@@ -91,3 +91,24 @@ export function acceptable(baseline: number, tolerance: Tolerance): number {
   }
   throw new KilnError('E_INVALID_ARGUMENT', 'tolerance: give relative or absolute');
 }
+
+/** A transformed model's score against FP32 set against the least acceptable one. */
+export interface FloorCheck {
+  metric: Metric;
+  /** In the metric's own units: top-1 agreement or cosine similarity, or max abs error (not negated). */
+  value: number;
+  /** The least acceptable top-1 agreement or cosine similarity, or the largest acceptable max abs error. */
+  floor: number;
+  passed: boolean;
+}
+
+/**
+ * Checks `candidate`'s outputs against `reference`'s on `metric`. A NaN anywhere fails (a
+ * model that overflows to NaN must not pass because NaN compares false).
+ */
+export function checkFloor(reference: readonly Results[], candidate: readonly Results[], metric: Metric, floor: number): FloorCheck {
+  const score = compareOutputs(reference, candidate, metric);
+  const value = metric === 'maxError' ? -score : score;
+  const passed = metric === 'maxError' ? value <= floor : value >= floor;
+  return { metric, value, floor, passed };
+}

@@ -13,8 +13,8 @@ export { decomposeGemm, quantizeStatic, staticCandidates, STATIC_OP_TYPES } from
 export type { Candidate, StaticOptions } from './static';
 export { calibrate } from './calibrate';
 export type { CalibrationMethod, CalibrationOptions, CalibrationPass, Range } from './calibrate';
-export { acceptable, compareOutputs, outputsOf, referenceEvaluator } from './evaluate';
-export type { Evaluator, Metric, Tolerance } from './evaluate';
+export { acceptable, checkFloor, compareOutputs, outputsOf, referenceEvaluator } from './evaluate';
+export type { Evaluator, FloorCheck, Metric, Tolerance } from './evaluate';
 export { upgradeOpset } from './opset';
 export { fuseAffineConv, fuseConvAffine, fuseHardSwish } from './fusions';
 export { opCounts } from './graph';
