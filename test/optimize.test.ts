@@ -1338,7 +1338,19 @@ describe('optimize', () => {
         assert.deepEqual(tuning.fallback.map((f) => f.node), ['outlier'], metric);
         assert.deepEqual(r.quantized, ['fc0', 'fc2'], metric);
         assert.ok(r.skipped.some((s) => s.node === 'outlier' && /returned to FP32 by tuning/.test(s.reason)));
+        // Latency-aware: with a sample to time on, the fallback's cost is measured and the
+        // result timed against everything quantized.
+        const latency = tuning.latency;
+        assert.ok(latency, metric);
+        assert.equal(latency.input, 'x [256,32]');
+        assert.ok(latency.quantized > 0 && latency.result > 0, JSON.stringify(latency));
+        assert.equal(latency.chosen, 'fewest nodes', 'one node to return: both rankings agree');
+        assert.equal(typeof tuning.fallback[0].costUs, 'number');
+        assert.match(r.skipped.find((s) => s.node === 'outlier')?.reason ?? '', /; alone in FP32 it costs -?[\d.]+ µs a run$/);
       }
+      const plain = await quantize(model, { perChannel: false, tolerance: { absolute: 0.02 }, evaluationSamples: [heldOut], latencyAware: false });
+      assert.equal(plain.tuning?.latency, undefined);
+      assert.equal(plain.tuning?.fallback[0].costUs, undefined);
     });
 
     it('does not tune when the full quantization already meets the tolerance', async () => {

@@ -610,6 +610,12 @@ async function quantizeCommand(args: string[]): Promise<void> {
     out.push(metric === 'maxError'
       ? `  tuning: max abs error at most ${(-t.required).toPrecision(4)} required, final ${(-t.score).toPrecision(4)} (${how}) after ${t.evaluations} evaluations\n`
       : `  tuning: ${metric ?? 'top1'} baseline ${t.baseline.toFixed(4)}, required >= ${t.required.toFixed(4)}, final ${t.score.toFixed(4)} (${how}) after ${t.evaluations} evaluations\n`);
+    const l = t.latency;
+    if (l) {
+      const change = (x: number): string => `${x >= l.quantized ? '+' : ''}${((x / l.quantized - 1) * 100).toFixed(1)}%`;
+      out.push(`  tuning latency (one intra-op thread, on ${l.input}): everything quantized ${formatMicroseconds(l.quantized)}, the result ${formatMicroseconds(l.result)} (${change(l.result)})` +
+        (l.fewestNodes === undefined ? ', the set with the fewest nodes in FP32\n' : `; chosen for speed over the set with the fewest nodes in FP32, which ran ${formatMicroseconds(l.fewestNodes)} (${change(l.fewestNodes)})\n`));
+    }
   }
   if (result.fused.hardSwish || result.fused.convAffine) {
     out.push(`  rewrites: ${result.fused.hardSwish} hard-swish folded into HardSigmoid + Mul, ${result.fused.convAffine} Conv(s) absorbed a scale/shift\n`);

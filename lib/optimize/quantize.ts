@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { KilnError } from '../errors';
+import { formatMicroseconds } from '../latency';
 import { encodeModel } from '../onnx';
 import type { ModelProto } from '../onnx/types';
 import { Session, type Feeds } from '../session';
@@ -18,6 +19,7 @@ import { readModel } from './io';
 import { fuseAffineConv, fuseConvAffine, fuseHardSwish } from './fusions';
 import { upgradeOpset } from './opset';
 import { calibratedTensors, decomposeGemm, quantizeStatic, staticCandidates, type Candidate } from './static';
+import { interleavedMedians, runsFor, timingSession } from './timing';
 
 export interface QuantizeOptions {
   /** Default: 'static' when calibration samples are given, else 'dynamic'. */
@@ -49,6 +51,11 @@ export interface QuantizeOptions {
   metric?: Metric;
   /** Held-out samples for the built-in comparison (default: the calibration samples). */
   evaluationSamples?: readonly Feeds[];
+  /**
+   * Tuning weighs each fallback's latency cost as well as its accuracy gain (default true when
+   * there is a sample to time on: the first evaluation or calibration sample). See tune().
+   */
+  latencyAware?: boolean;
   /** Writes a TensorRT calibration table (static mode) for non-QDQ INT8 engine builds. */
   tensorRtCalibrationTable?: string;
   onProgress?: (stage: 'calibration: ranges' | 'calibration: histograms' | 'tuning', done: number, total: number) => void;
@@ -61,9 +68,18 @@ export interface TuningReport {
   /** The final model's score. */
   score: number;
   met: boolean;
-  /** Nodes returned to FP32, most sensitive first, with the score drop each caused alone. */
-  fallback: { node: string; drop: number }[];
+  /**
+   * Nodes returned to FP32, in the order they were chosen, with the score drop each caused
+   * alone and (latency-aware tuning) what returning it alone to FP32 costs in µs per run.
+   */
+  fallback: { node: string; drop: number; costUs?: number }[];
   evaluations: number;
+  /**
+   * Latency-aware tuning: median µs per run (one intra-op thread, on `input`) of the model with
+   * every candidate quantized and of the result, and of the fewest-nodes set when the cheaper
+   * set was chosen over it.
+   */
+  latency?: { input: string; quantized: number; result: number; fewestNodes?: number; chosen: 'fewest nodes' | 'cheapest' };
 }
 
 export interface QuantizeResult {
@@ -146,14 +162,18 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
   let tuning: TuningReport | undefined;
   if (options.tolerance) {
     const evaluate = options.evaluate ?? (await referenceEvaluator(fp32, options.evaluationSamples ?? options.calibration ?? [], options.metric ?? 'top1'));
-    const tuned = await tune(fp32, candidates, build, evaluate, options.tolerance, (d, t) => options.onProgress?.('tuning', d, t));
+    const timing = options.latencyAware === false ? undefined : (options.evaluationSamples ?? options.calibration)?.[0];
+    const tuned = await tune(fp32, candidates, build, evaluate, options.tolerance, timing, (d, t) => options.onProgress?.('tuning', d, t));
     tuning = tuned.report;
     result = tuned.result;
   }
   const skipped = [
     ...ineligible,
     ...result.report.skipped.filter((s) => !ineligible.some((i) => i.node === s.node) && !(tuning?.fallback.some((f) => f.node === s.node))),
-    ...(tuning?.fallback.map((f) => ({ node: f.node, reason: `returned to FP32 by tuning: quantized alone it lowers the score by ${f.drop.toPrecision(3)}` })) ?? []),
+    ...(tuning?.fallback.map((f) => ({
+      node: f.node,
+      reason: `returned to FP32 by tuning: quantized alone it lowers the score by ${f.drop.toPrecision(3)}${f.costUs === undefined ? '' : `; alone in FP32 it costs ${formatMicroseconds(f.costUs)} a run`}`,
+    })) ?? []),
   ];
   return {
     model: result.bytes,
@@ -168,8 +188,20 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
 }
 
 type Build = (keepFp32: ReadonlySet<string>) => { bytes: Uint8Array; report: QuantizeReport };
+type Drop = TuningReport['fallback'][number];
 
-async function tune(fp32: Uint8Array, candidates: readonly string[], build: Build, evaluate: Evaluator, tolerance: Tolerance, progress: (done: number, total: number) => void): Promise<{ result: ReturnType<Build>; report: TuningReport }> {
+/**
+ * Accuracy-aware tuning. Quantize everything and score it; if that misses the tolerance,
+ * score each candidate quantized alone (the rest FP32) to rank them by the drop each causes,
+ * and find the shortest prefix of the ranking whose return to FP32 meets the tolerance
+ * (binary search: the fewest nodes). Fewest is not fastest: an FP32 node between int8 ones
+ * costs its own float kernel and a dequantize/quantize round trip, more for some nodes than
+ * others. So with a sample to time on, each node that causes a drop is also timed back in
+ * FP32 (alone, against everything quantized, interleaved), the nodes are ranked again by drop
+ * per µs, the shortest prefix of that ranking that meets the tolerance is found the same way,
+ * and that set is returned when it is measured faster than the fewest-nodes one.
+ */
+async function tune(fp32: Uint8Array, candidates: readonly string[], build: Build, evaluate: Evaluator, tolerance: Tolerance, timing: Feeds | undefined, progress: (done: number, total: number) => void): Promise<{ result: ReturnType<Build>; report: TuningReport }> {
   let evaluations = 0;
   const score = async (bytes: Uint8Array): Promise<number> => {
     evaluations++;
@@ -179,42 +211,90 @@ async function tune(fp32: Uint8Array, candidates: readonly string[], build: Buil
   const required = acceptable(baseline, tolerance);
   const all = build(new Set());
   const first = await score(all.bytes);
-  const total = 2 + candidates.length + Math.ceil(Math.log2(candidates.length + 1)) + 1;
+  const searches = Math.ceil(Math.log2(candidates.length + 1)) + 1;
+  let total = 2 + candidates.length + searches * (timing ? 2 : 1) + (timing ? candidates.length : 0);
   progress(evaluations, total);
   if (first >= required) {
     return { result: all, report: { baseline, required, score: first, met: true, fallback: [], evaluations } };
   }
   // Sensitivity: each node quantized alone, the rest in FP32.
-  const drops: { node: string; drop: number }[] = [];
+  const drops: Drop[] = [];
   for (const node of candidates) {
     const only = build(new Set(candidates.filter((c) => c !== node)));
     drops.push({ node, drop: baseline - (await score(only.bytes)) });
     progress(evaluations, total);
   }
   drops.sort((a, b) => b.drop - a.drop);
-  // The fewest most-sensitive nodes to return to FP32: binary search over the ranked prefix.
-  let lo = 1;
-  let hi = drops.length;
-  let best: { result: ReturnType<Build>; score: number; k: number } | undefined;
-  while (lo <= hi) {
-    const k = Math.floor((lo + hi) / 2);
-    const r = build(new Set(drops.slice(0, k).map((d) => d.node)));
-    const s = await score(r.bytes);
-    progress(evaluations, total);
-    if (s >= required) {
-      best = { result: r, score: s, k };
-      hi = k - 1;
-    } else {
-      lo = k + 1;
+  // The shortest prefix of `ranked` whose return to FP32 meets the tolerance (binary search).
+  let steps = 0;
+  const shortest = async (ranked: readonly Drop[]): Promise<{ result: ReturnType<Build>; score: number; nodes: Drop[] } | undefined> => {
+    let lo = 1;
+    let hi = ranked.length;
+    let best: { result: ReturnType<Build>; score: number; nodes: Drop[] } | undefined;
+    while (lo <= hi) {
+      const k = Math.floor((lo + hi) / 2);
+      const r = build(new Set(ranked.slice(0, k).map((d) => d.node)));
+      const s = await score(r.bytes);
+      progress(evaluations + steps, total);
+      if (s >= required) {
+        best = { result: r, score: s, nodes: ranked.slice(0, k) };
+        hi = k - 1;
+      } else {
+        lo = k + 1;
+      }
     }
-  }
-  if (!best) {
+    return best;
+  };
+  const fewest = await shortest(drops);
+  if (!fewest) {
     // Not even all nodes in FP32 (the original, after preprocessing) meets it: report so.
     const none = build(new Set(candidates));
     const s = await score(none.bytes);
     return { result: none, report: { baseline, required, score: s, met: s >= required, fallback: drops, evaluations } };
   }
-  return { result: best.result, report: { baseline, required, score: best.score, met: true, fallback: drops.slice(0, best.k), evaluations } };
+  const done = (pick: { result: ReturnType<Build>; score: number; nodes: Drop[] }, latency?: TuningReport['latency']): { result: ReturnType<Build>; report: TuningReport } =>
+    ({ result: pick.result, report: { baseline, required, score: pick.score, met: true, fallback: pick.nodes, evaluations, latency } });
+  if (!timing) return done(fewest);
+
+  // The latency cost of each node that matters, returned to FP32 alone.
+  const quantized = await timingSession(all.bytes);
+  try {
+    const [perRun] = interleavedMedians([quantized], timing, 5);
+    const runs = runsFor(perRun, 2, 400);
+    const useful = drops.filter((d) => d.drop > 0);
+    total = evaluations + useful.length + searches + 1;
+    for (const [i, d] of useful.entries()) {
+      const one = await timingSession(build(new Set([d.node])).bytes);
+      try {
+        const [a, b] = interleavedMedians([quantized, one], timing, runs);
+        d.costUs = b - a;
+      } finally {
+        await one.dispose();
+      }
+      steps = i + 1;
+      progress(evaluations + steps, total);
+    }
+    // Drop per µs; a cost within the noise (0.5% of a run) counts as that much.
+    const noise = 0.005 * perRun;
+    const value = (d: Drop): number => d.drop / Math.max(noise, d.costUs ?? 0);
+    const cheapest = await shortest([...useful].sort((a, b) => value(b) - value(a)));
+    const input = Object.entries(timing).map(([name, t]) => `${name} [${t.dims.join(',')}]`).join(', ');
+    const sessions = [quantized, await timingSession(fewest.result.bytes)];
+    const same = !cheapest || cheapest.nodes.map((d) => d.node).sort().join() === fewest.nodes.map((d) => d.node).sort().join();
+    if (!same) sessions.push(await timingSession(cheapest.result.bytes));
+    try {
+      const [q, f, c] = interleavedMedians(sessions, timing, runsFor(perRun, sessions.length, 1500));
+      progress(total, total);
+      // The cheaper set only when measurably faster (2%, above the timing's noise): at equal
+      // speed fewer nodes in FP32 is the smaller model.
+      if (same || c >= 0.98 * f) return done(fewest, { input, quantized: q, result: f, chosen: 'fewest nodes' });
+      return done(cheapest, { input, quantized: q, result: c, fewestNodes: f, chosen: 'cheapest' });
+    } finally {
+      for (const s of sessions.slice(1)) await s.dispose();
+    }
+  } finally {
+    await quantized.dispose();
+  }
 }
 
 /**
