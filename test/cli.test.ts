@@ -89,6 +89,17 @@ describe('kiln command line', function () {
     assert.match(again.stdout, new RegExp(`left in FP32:\\n(.*\\n)*\\s+${names[0].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s`));
   });
 
+  it('the output layer stays FP32 unless --quantize-output-layer', () => {
+    const out = path.join(dir, 'head.onnx');
+    const r = kiln('quantize', model, '-o', out, '--calls', '0');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /\n  quantized: fc0, fc1\n/);
+    assert.match(r.stdout, /\n    Gemm_0   the output layer, 0\.2% of the quantizable weights: kept in FP32 by default/);
+    const all = kiln('quantize', model, '-o', out, '--calls', '0', '--quantize-output-layer');
+    assert.equal(all.status, 0, all.stderr);
+    assert.match(all.stdout, /\n  quantized: fc0, fc1, Gemm_0\n/);
+  });
+
   it('calibration progress names its passes, each counted over the samples', () => {
     const data = path.join(dir, 'calibration');
     fs.mkdirSync(data);

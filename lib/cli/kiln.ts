@@ -521,7 +521,7 @@ async function quantizeCommand(args: string[]): Promise<void> {
   const p = parseArgs('quantize', args, [
     'output', 'calibration', 'tolerance', 'tolerance-absolute', 'metric', 'method', 'percentile', 'op-types', 'include', 'exclude',
     'eval', 'trt-table', 'external-data', 'dim', 'calls', 'floor',
-  ], ['per-tensor', 'symmetric', 'no-preprocess', 'no-fuse', 'no-floor']);
+  ], ['per-tensor', 'symmetric', 'no-preprocess', 'no-fuse', 'no-floor', 'quantize-output-layer']);
   const { input, output } = files('quantize', p);
   const dims = dimsValue(p);
   const calibration = value(p, 'calibration');
@@ -568,6 +568,7 @@ async function quantizeCommand(args: string[]): Promise<void> {
       symmetricActivations: p.switches.has('symmetric'),
       preprocess: !p.switches.has('no-preprocess'),
       fuse: !p.switches.has('no-fuse'),
+      keepOutputLayer: !p.switches.has('quantize-output-layer'),
       tolerance,
       metric: metric ?? 'top1',
       evaluationSamples: evalSamples,
@@ -726,6 +727,8 @@ const USAGE = `usage:
                              MatMul + Add), plus Mul,Add of two activations when listed
       --include NODE,...   --exclude NODE,...  (node names as after preprocessing; the summary lists them)
       --no-fuse              skip the rewrites (hard-swish, scales and shifts around Convs)
+      --quantize-output-layer  quantize the output layer too (by default the nodes nearest the outputs,
+                             the logits, stay FP32 when they hold at most 5% of the weights)
       --tolerance R | --tolerance-absolute A   tuning: return the most sensitive nodes to FP32
                              until the score is within R (relative) or A (absolute) of FP32's
       --metric top1|cosine|max-error   tuning's score (default top1) and the check's (default cosine)

@@ -10,11 +10,12 @@ import * as path from 'path';
 import { KilnError } from '../errors';
 import { formatMicroseconds } from '../latency';
 import { encodeModel } from '../onnx';
-import type { ModelProto } from '../onnx/types';
+import type { ModelProto, NodeProto } from '../onnx/types';
 import { Session, type Feeds } from '../session';
 import { calibrate, type CalibrationMethod, type Range } from './calibrate';
-import { quantizeDynamic, type QuantizeReport } from './dynamic';
+import { nodeName, quantizeDynamic, type QuantizeReport } from './dynamic';
 import { acceptable, referenceEvaluator, type Evaluator, type Metric, type Tolerance } from './evaluate';
+import { Graph } from './graph';
 import { readModel } from './io';
 import { fuseAffineConv, fuseConvAffine, fuseHardSwish } from './fusions';
 import { upgradeOpset } from './opset';
@@ -44,6 +45,16 @@ export interface QuantizeOptions {
    * scalar one before an unpadded Conv) go into its weights and bias. See fusions.ts.
    */
   fuse?: boolean;
+  /**
+   * Keep the output layer (the quantizable nodes nearest the graph outputs: the logits) in
+   * FP32 when it holds at most 5% of the quantizable weights (default true). Rounding the
+   * logits decides near-ties, and such a layer costs little in FP32: on the sample MLP it
+   * lifts dynamic INT8's top-1 agreement on 1,000 random rows from 98.8–99.0% to 99.2–99.5%
+   * for about 1% of the speed. A larger one
+   * (the PP-OCR recognizer's 6,625-class projection, a third of its weights) is quantized.
+   * Nodes named in includeNodes are quantized regardless.
+   */
+  keepOutputLayer?: boolean;
   /** Turns on accuracy-aware tuning. */
   tolerance?: Tolerance;
   /** Tuning's score: your function (higher is better), or a comparison with FP32 on `evaluationSamples`. */
@@ -126,6 +137,12 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
   const fp32 = encodeModel(upgraded);
   const base = (): ModelProto => readModel(fp32);
 
+  // The output layer stays FP32 (see keepOutputLayer): excluded like a listed node.
+  const eligible = mode === 'dynamic' ? quantizeDynamic(base(), options).quantized : staticCandidates(base(), options).candidates.map((c) => c.name);
+  const head = options.keepOutputLayer === false ? undefined : outputLayer(base(), eligible, options.includeNodes ?? []);
+  const caller = options;
+  options = head ? { ...options, excludeNodes: [...(options.excludeNodes ?? []), ...head.nodes] } : options;
+
   // What a model quantizes to with some candidate nodes left in FP32.
   let candidates: string[];
   let ineligible: QuantizeReport['skipped'];
@@ -167,8 +184,9 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
     tuning = tuned.report;
     result = tuned.result;
   }
+  const headReason = head && `the output layer, ${(head.share * 100).toFixed(1)}% of the quantizable weights: kept in FP32 by default (keepOutputLayer: false, --quantize-output-layer)`;
   const skipped = [
-    ...ineligible,
+    ...ineligible.map((s) => (head?.nodes.includes(s.node) && !caller.excludeNodes?.includes(s.node) ? { node: s.node, reason: headReason as string } : s)),
     ...result.report.skipped.filter((s) => !ineligible.some((i) => i.node === s.node) && !(tuning?.fallback.some((f) => f.node === s.node))),
     ...(tuning?.fallback.map((f) => ({
       node: f.node,
@@ -185,6 +203,43 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
     sizeAfter: result.bytes.byteLength,
     fused: { convAffine, hardSwish },
   };
+}
+
+/**
+ * The output layer among `candidates` (node names): the candidates a graph output is reached
+ * from without passing another candidate, and their share of the candidates' constant
+ * weights. Undefined when it holds more than 5% of them, or when includeNodes names one.
+ */
+function outputLayer(model: ModelProto, candidates: readonly string[], include: readonly string[]): { nodes: string[]; share: number } | undefined {
+  const g = new Graph(model);
+  const names = new Set(candidates);
+  const producer = new Map<string, NodeProto>();
+  for (const n of g.nodes) for (const o of n.output ?? []) producer.set(o, n);
+  const weight = (n: NodeProto): number => {
+    const w = g.constant(n.input?.[1] ?? '');
+    return w ? w.data.length : 0;
+  };
+  const found = new Set<NodeProto>();
+  const seen = new Set<NodeProto>();
+  const stack = (model.graph?.output ?? []).map((o) => producer.get(o.name ?? '')).filter((n): n is NodeProto => n !== undefined);
+  while (stack.length) {
+    const n = stack.pop() as NodeProto;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    if (names.has(nodeName(n))) {
+      found.add(n);
+      continue;
+    }
+    for (const i of n.input ?? []) {
+      const p = producer.get(i);
+      if (p) stack.push(p);
+    }
+  }
+  const nodes = [...found].map(nodeName);
+  if (nodes.length === 0 || nodes.some((n) => include.includes(n))) return undefined;
+  const total = g.nodes.filter((n) => names.has(nodeName(n))).reduce((sum, n) => sum + weight(n), 0);
+  const share = total > 0 ? [...found].reduce((sum, n) => sum + weight(n), 0) / total : 1;
+  return share <= 0.05 ? { nodes, share } : undefined;
 }
 
 type Build = (keepFp32: ReadonlySet<string>) => { bytes: Uint8Array; report: QuantizeReport };
