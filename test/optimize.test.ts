@@ -1069,6 +1069,37 @@ describe('optimize', () => {
       assert.ok(a.cosine >= 0.999, JSON.stringify(a));
     });
 
+    // ONNX Runtime's WeightBiasQuantization quantizes, on its own and per tensor, the float
+    // weight of a Conv that reads a DequantizeLinear; in an opset-10 model its bias Round made
+    // the model invalid ("No Op registered for Round with domain_version of 10": found when
+    // tuning returned a Conv after a quantized Mul to FP32 on the PP-OCR recognizer). A Conv left
+    // in FP32 reads the float tensor.
+    it('a Conv left in FP32 after a quantized one reads the float tensor (opset 10 loads, weights stay float)', async () => {
+      const rand = prng(77);
+      const g = new GraphBuilder('two_convs');
+      const x = g.input('x', 'float32', ['N', 3, 8, 8]);
+      const conv = (name: string, input: string, cin: number, cout: number): string => {
+        const w = g.initializer(`${name}.weight`, 'float32', [cout, cin, 3, 3], uniform(rand, [cout * cin * 9], 0.3).data);
+        const b = g.initializer(`${name}.bias`, 'float32', [cout], uniform(rand, [cout], 0.1).data);
+        return g.node('Conv', [input, w, b], { name, attrs: { kernel_shape: [3, 3], pads: [1, 1, 1, 1] } });
+      };
+      const a = conv('A', x, 3, 8);
+      g.output(conv('B', a, 8, 4), 'float32', ['N', 4, 8, 8]);
+      const bytes = g.build({ opset: 10 });
+      const calibration = Array.from({ length: 3 }, () => ({ x: uniform(rand, [2, 3, 8, 8]) }));
+      const r = await quantize(bytes, { calibration, excludeNodes: ['B'], preprocess: false, fuse: false });
+      assert.deepEqual(r.quantized, ['A']);
+      const model = readModel(r.model);
+      const b = (model.graph?.node ?? []).find((n) => n.name === 'B') as NodeProto;
+      assert.equal(producers(model).get(b.input?.[0] as string)?.name, 'A', 'B reads A\'s float output');
+      assert.equal(initializerMap(model).get(b.input?.[1] as string)?.dataType, 1, 'B\'s weight is float32');
+      const feeds = { x: uniform(rand, [2, 3, 8, 8]) };
+      const [want, got] = [await runY(bytes, feeds, b.output?.[0]), await runY(r.model, feeds, b.output?.[0])];
+      let err = 0;
+      for (let i = 0; i < want.length; i++) err = Math.max(err, Math.abs(want[i] - got[i]));
+      assert.ok(err < 0.05, `max error ${err}`);
+    });
+
     it('a MatMul whose result is added to an activation is still quantized', async () => {
       // Regression: quantize() first runs ORT's basic optimizations (lib/optimize/quantize.ts:93), whose
       // MatMulAddFusion turns MatMul(x, W) + Add(., activation) on 2-D tensors into a Gemm whose C

@@ -728,7 +728,7 @@ const USAGE = `usage:
       --include NODE,...   --exclude NODE,...  (node names as after preprocessing; the summary lists them)
       --no-fuse              skip the rewrites (hard-swish, scales and shifts around Convs)
       --quantize-output-layer  quantize the output layer too (by default the nodes nearest the outputs,
-                             the logits, stay FP32 when they hold at most 5% of the weights)
+                             the logits, stay FP32 when dense and at most 5% of the weights)
       --tolerance R | --tolerance-absolute A   tuning: return the most sensitive nodes to FP32
                              until the score is within R (relative) or A (absolute) of FP32's
       --metric top1|cosine|max-error   tuning's score (default top1) and the check's (default cosine)

@@ -13,6 +13,9 @@ import { quantizeBias, quantizeWeight, transpose2d } from './weights';
 
 export const STATIC_OP_TYPES = ['Conv', 'MatMul'] as const;
 
+/** Ops whose float weight ONNX Runtime quantizes on its own when their input is dequantized. */
+const WEIGHT_QUANTIZED_BY_ORT: ReadonlySet<string> = new Set(['Conv', 'ConvTranspose', 'Gemm']);
+
 /**
  * Ops quantized when both inputs are activations: each input and the output get Q/DQ and
  * ONNX Runtime runs QLinearMatMul / QLinearMul / QLinearAdd. Mul and Add only when listed in
@@ -122,6 +125,7 @@ export function quantizeStatic(model: ModelProto, candidates: readonly Candidate
   const report: QuantizeReport = { quantized: [], skipped: [] };
   const dequantized = new Map<string, { value: string; params: QParams }>();
   const byName = new Map(g.nodes.map((n) => [nodeName(n), n]));
+  const chosen = new Set(candidates.map((c) => c.name));
 
   const qdq = (tensor: string): { value: string; params: QParams } => {
     const done = dequantized.get(tensor);
@@ -136,9 +140,14 @@ export function quantizeStatic(model: ModelProto, candidates: readonly Candidate
     const q = g.fresh(`${tensor}_quantized`);
     const dq = g.fresh(`${tensor}_dequantized`);
     const nodes = [g.node('QuantizeLinear', [tensor, scale, zero], [q], [], domain), g.node('DequantizeLinear', [q, scale, zero], [dq], [], domain)];
-    // Every reader of the tensor reads the dequantized value (the graph output keeps the float).
+    // Every reader of the tensor reads the dequantized value (the graph output keeps the float),
+    // so that its producer's output is only quantized and ONNX Runtime can fuse the Q into it,
+    // except a Conv, ConvTranspose or Gemm left in FP32: ONNX Runtime's WeightBiasQuantization
+    // quantizes the float weight of such a node reading a DequantizeLinear itself (per tensor;
+    // in an opset-10 model with a Round that makes the model invalid), so it reads the float.
     for (const n of g.nodes) {
-      if (n.input) n.input = n.input.map((i) => (i === tensor ? dq : i));
+      if (!n.input || (WEIGHT_QUANTIZED_BY_ORT.has(n.opType ?? '') && !chosen.has(nodeName(n)))) continue;
+      n.input = n.input.map((i) => (i === tensor ? dq : i));
     }
     const producer = g.producer(tensor);
     const at = producer ? g.nodes.indexOf(producer) + 1 : 0;
