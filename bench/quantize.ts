@@ -1,7 +1,9 @@
 /**
- * FP32 vs dynamic INT8 vs static INT8 (QDQ), side by side in one run: latency at batch 1 and
- * 16 (interleaved rounds, median and p99), model size, and accuracy against FP32, on the MLP
- * and the PP-OCR classifier, recognizer and detector.
+ * FP32 vs dynamic INT8 vs static INT8 (QDQ; also with the Muls of two activations quantized,
+ * the opt-in --op-types Conv,MatMul,Mul), side by side in one run: latency at batch 1 and 16
+ * (interleaved rounds, median and p99), model size, and accuracy against FP32, on the MLP and
+ * the PP-OCR classifier, recognizer and detector. Default options otherwise (the output layer
+ * kept FP32 where it is small); what each variant left in FP32 goes to stderr.
  *
  *   node dist/bench/quantize.js [--only mlp,cls,rec,det] [--rounds 5] [--seconds 0.5] [--intra 1] [--json FILE]
  */
@@ -12,6 +14,7 @@ import { quantize, type QuantizeResult } from '../lib/optimize/quantize';
 import { mlpModel, prng } from '../lib/samples';
 import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, detPreprocess, loadKeys, recPreprocess, rotate180 } from '../test/helpers/ppocr';
 import { renderText } from '../test/helpers/text-image';
+import { textLines } from './calibration';
 import { fmt, summarize, type Summary } from './stats';
 
 interface Args {
@@ -71,7 +74,7 @@ function cases(only: string[]): Case[] {
     const row = (): Feeds => ({ x: { type: 'float32', data: Float32Array.from({ length: 512 }, () => rand() * 2 - 1), dims: [1, 512] } });
     out.push({
       name: 'mlp', fp32: mlpModel(),
-      calibration: Array.from({ length: 32 }, row), heldOut: Array.from({ length: 500 }, row),
+      calibration: Array.from({ length: 32 }, row), heldOut: Array.from({ length: 1000 }, row),
       accuracy: (r, c) => {
         const v = compareOutputs(r, c, 'top1');
         return { text: `top-1 agreement ${(v * 100).toFixed(1)}%`, value: v };
@@ -101,10 +104,13 @@ function cases(only: string[]): Case[] {
   }
   if (only.includes('rec')) {
     const keys = loadKeys();
-    const feed = (text: string): Feeds => ({ x: recPreprocess(renderText(text), { width: 320 }) });
+    // As a user would: 24 text lines as calibration samples at their natural widths
+    // ([1,3,48,W]), 20 other lines held out; timed at PaddleOCR's width 320.
+    const feed = (text: string, width?: number): Feeds => ({ x: recPreprocess(renderText(text), width ? { width } : {}) });
+    const calibration = textLines(24, 3);
     out.push({
       name: 'rec', fp32: new Uint8Array(fs.readFileSync(OCR_MODELS.rec)),
-      calibration: WORDS.slice(0, 8).map(feed), heldOut: WORDS.slice(8).map(feed),
+      calibration: calibration.map((l) => feed(l)), heldOut: textLines(20, 4).filter((l) => !calibration.includes(l)).map((l) => feed(l)),
       accuracy: (r, c) => {
         let same = 0;
         for (let i = 0; i < r.length; i++) {
@@ -113,7 +119,7 @@ function cases(only: string[]): Case[] {
         }
         return { text: `same text ${same}/${r.length}`, value: same / r.length };
       },
-      batch: (n) => stack(feed('hello world'), n),
+      batch: (n) => stack(feed('hello world', 320), n),
     });
   }
   if (only.includes('det')) {
@@ -187,6 +193,9 @@ async function main(): Promise<void> {
     variants.push(['dynamic int8', dyn.model, dyn]);
     const stat = await quantize(c.fp32, { mode: 'static', calibration: c.calibration, method: 'percentile' });
     variants.push(['static int8', stat.model, stat]);
+    const mul = await quantize(c.fp32, { mode: 'static', calibration: c.calibration, method: 'percentile', opTypes: ['Conv', 'MatMul', 'Mul'] });
+    variants.push(['static int8 +Mul', mul.model, mul]);
+    for (const [name, , q] of variants) if (q) process.stderr.write(`${c.name} ${name}: ${q.skipped.map((k) => `${k.node} (${k.reason})`).join('; ') || 'nothing left in FP32'}\n`);
     const sessions = await Promise.all(variants.map(([, bytes]) => Session.create(bytes, opts)));
     const reference = await outputs(sessions[0], c.heldOut);
     const acc = await Promise.all(sessions.map(async (s) => c.accuracy(reference, await outputs(s, c.heldOut))));
