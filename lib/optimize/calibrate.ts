@@ -188,7 +188,7 @@ function percentileThreshold(s: Stats, percentile: number): number {
  * added to its last bin; Q is the cut histogram without them merged into 128 levels (bin j
  * into level floor(128 j / i)), each level's sum spread evenly over its non-empty bins. The
  * threshold is the candidate with the least KL(P || Q) (the largest of equal ones). As in
- * TensorRT, the first bin's count is replaced by the second's first: the exact and near zeros
+ * TensorRT, bin 0's count is first replaced by bin 1's: the exact and near zeros
  * of a ReLU or swish output would otherwise dominate P, and merging that spike with its
  * neighbours would make every threshold but the lowest look expensive.
  */

@@ -48,12 +48,11 @@ export interface QuantizeOptions {
   /**
    * Keep the output layer (the quantizable nodes nearest the graph outputs: the logits) in
    * FP32 when it is dense (MatMul, Gemm) and holds at most 5% of the quantizable weights
-   * (default true). Rounding the
-   * logits decides near-ties, and such a layer costs little in FP32: on the sample MLP it
-   * lifts dynamic INT8's top-1 agreement on 1,000 random rows from 98.8–99.0% to 99.2–99.5%
-   * for about 1% of the speed. A larger one
-   * (the PP-OCR recognizer's 6,625-class projection, a third of its weights) is quantized.
-   * Nodes named in includeNodes are quantized regardless.
+   * (default true). Rounding the logits decides near-ties, and such a layer costs little in
+   * FP32: on the sample MLP it lifts dynamic INT8's top-1 agreement on 1,000 random rows from
+   * 98.8–99.0% to 99.2–99.5% for about 1% of the speed. A larger one (the PP-OCR
+   * recognizer's 6,625-class projection, a third of its weights) is quantized. Nodes named in
+   * includeNodes are quantized regardless.
    */
   keepOutputLayer?: boolean;
   /** Turns on accuracy-aware tuning. */
