@@ -12,12 +12,13 @@ export type KilnErrorCode =
   | 'E_DISPOSED'
   | 'E_NOT_FOUND'
   | 'E_ACCURACY'
+  | 'E_UNAVAILABLE'
   | 'E_ORT';
 
 const CODES: ReadonlySet<string> = new Set<KilnErrorCode>([
   'E_INVALID_ARGUMENT', 'E_DTYPE_MISMATCH', 'E_SHAPE_MISMATCH', 'E_MODEL_LOAD',
   'E_PROVIDER_UNAVAILABLE', 'E_QUEUE_FULL', 'E_TIMEOUT', 'E_ABORTED', 'E_OVERLOADED',
-  'E_DISPOSED', 'E_NOT_FOUND', 'E_ACCURACY', 'E_ORT',
+  'E_DISPOSED', 'E_NOT_FOUND', 'E_ACCURACY', 'E_UNAVAILABLE', 'E_ORT',
 ]);
 
 export class KilnError extends Error {

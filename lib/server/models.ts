@@ -1,0 +1,270 @@
+/**
+ * The models a server serves out of a Triton repository: each version loaded as a Kiln
+ * Model (its batcher, its sessions), with Triton's model control modes — `none` (everything
+ * at start), `explicit` (only what is loaded by name, then load/unload on request) and
+ * `poll` (the repository re-read on request: new and changed models loaded, removed ones
+ * unloaded). A reload loads the new versions before the old ones go; an unload stops taking
+ * requests and waits for those it took (queued and running) before releasing the sessions,
+ * so that no request is lost or answered twice.
+ */
+import * as fs from 'fs';
+import { Model } from '../batching/model';
+import type { InferOptions } from '../batching/model';
+import { KilnError, toKilnError } from '../errors';
+import { Session, type Feeds, type Results } from '../session';
+import { autoComplete, kilnConfig, readModelDir, readRepository, type RepositoryModel } from './repository';
+import type { TritonModelConfig } from './triton-config';
+
+export type ControlMode = 'none' | 'explicit' | 'poll';
+
+export interface ModelManagerOptions {
+  /** Default 'none'. */
+  controlMode?: ControlMode;
+  /** Models to load at start in 'explicit' mode (Triton's --load-model); '*' loads all. */
+  loadModels?: readonly string[];
+  /** max_batch_size given to a batchable model whose config does not say (default 64). */
+  defaultMaxBatchSize?: number;
+}
+
+/** A version being served. */
+export interface ServedVersion {
+  readonly name: string;
+  readonly version: number;
+  /** The config as served: completed from the ONNX model where it was silent. */
+  readonly config: TritonModelConfig;
+  readonly model: Model;
+}
+
+/** Triton's repository index entry. */
+export interface ModelStatus {
+  name: string;
+  version?: number;
+  state: 'READY' | 'UNAVAILABLE' | 'LOADING' | 'UNLOADING';
+  reason: string;
+}
+
+interface Entry {
+  name: string;
+  state: ModelStatus['state'];
+  reason: string;
+  versions: Map<number, Version>;
+  /** What was read, to tell in poll mode whether the model changed. */
+  signature?: string;
+  /** The load or unload under way, so that a second one waits for it. */
+  busy?: Promise<void>;
+}
+
+interface Version extends ServedVersion {
+  accepting: boolean;
+  inflight: number;
+  drained?: () => void;
+}
+
+/** What identifies a model's files: config, version folders, model files with their sizes and times. */
+function signatureOf(m: RepositoryModel): string {
+  const stamp = (file: string | undefined): string => {
+    if (!file || !fs.existsSync(file)) return '-';
+    const s = fs.statSync(file);
+    return `${s.size}:${s.mtimeMs}`;
+  };
+  return JSON.stringify([stamp(m.configFile), m.versions.map((v) => [v.version, stamp(v.file)])]);
+}
+
+export class ModelManager {
+  readonly #repository: string;
+  readonly #mode: ControlMode;
+  readonly #defaultMaxBatchSize: number;
+  readonly #models = new Map<string, Entry>();
+  #closed = false;
+
+  private constructor(repository: string, options: ModelManagerOptions) {
+    this.#repository = repository;
+    this.#mode = options.controlMode ?? 'none';
+    this.#defaultMaxBatchSize = options.defaultMaxBatchSize ?? 64;
+  }
+
+  /** Reads the repository and loads its models as the control mode says. */
+  static async open(repository: string, options: ModelManagerOptions = {}): Promise<ModelManager> {
+    const mode = options.controlMode ?? 'none';
+    if (!['none', 'explicit', 'poll'].includes(mode)) throw new KilnError('E_INVALID_ARGUMENT', `model control mode must be none, explicit or poll, received ${String(mode)}`);
+    if (options.loadModels?.length && mode !== 'explicit') throw new KilnError('E_INVALID_ARGUMENT', 'models to load at start are for the explicit control mode');
+    const manager = new ModelManager(repository, options);
+    const names = readRepository(repository).map((e) => e.name);
+    const wanted = mode !== 'explicit' ? names : options.loadModels?.includes('*') ? names : (options.loadModels ?? []);
+    for (const name of wanted) await manager.#load(name).catch(() => undefined); // its state says why
+    return manager;
+  }
+
+  get controlMode(): ControlMode {
+    return this.#mode;
+  }
+
+  /** Every model of the repository with its versions' states, as Triton's repository index. */
+  index(): ModelStatus[] {
+    const out: ModelStatus[] = [];
+    const names = new Set([...readRepository(this.#repository).map((e) => e.name), ...this.#models.keys()]);
+    for (const name of [...names].sort()) {
+      const e = this.#models.get(name);
+      if (!e) {
+        out.push({ name, state: 'UNAVAILABLE', reason: 'unloaded' });
+        continue;
+      }
+      if (e.versions.size === 0) out.push({ name, state: e.state, reason: e.reason });
+      for (const v of [...e.versions.values()].sort((a, b) => a.version - b.version)) {
+        out.push({ name, version: v.version, state: v.accepting ? (e.state === 'LOADING' ? 'READY' : e.state) : 'UNLOADING', reason: e.reason });
+      }
+    }
+    return out;
+  }
+
+  /** Whether every model the mode asked for is ready (Triton's server readiness). */
+  ready(): boolean {
+    return !this.#closed && [...this.#models.values()].every((e) => e.state === 'READY' || (e.state === 'UNAVAILABLE' && e.reason === 'unloaded'));
+  }
+
+  /**
+   * The version `version` (a string from a URL, or undefined: the highest served) of model
+   * `name`: E_NOT_FOUND for an unknown model or version, E_UNAVAILABLE for one not ready.
+   */
+  resolve(name: string, version?: string): ServedVersion {
+    const e = this.#models.get(name);
+    if (!e) {
+      const known = readRepository(this.#repository).some((x) => x.name === name);
+      throw known ? new KilnError('E_UNAVAILABLE', `model "${name}" is not loaded`) : new KilnError('E_NOT_FOUND', `unknown model "${name}"`);
+    }
+    if (version !== undefined && version !== '' && !/^[0-9]{1,18}$/.test(version)) throw new KilnError('E_INVALID_ARGUMENT', `model "${name}": version "${version}" is not a number`);
+    const accepting = [...e.versions.values()].filter((v) => v.accepting);
+    if (version === undefined || version === '') {
+      if (accepting.length === 0) throw new KilnError('E_UNAVAILABLE', `model "${name}" is not ready: ${e.reason || e.state.toLowerCase()}`);
+      return accepting.reduce((a, b) => (b.version > a.version ? b : a));
+    }
+    const v = e.versions.get(Number(version));
+    if (!v) throw new KilnError('E_NOT_FOUND', `model "${name}" has no version ${version} being served (${[...e.versions.keys()].sort((a, b) => a - b).join(', ') || 'none'})`);
+    if (!v.accepting) throw new KilnError('E_UNAVAILABLE', `model "${name}" version ${version} is unloading`);
+    return v;
+  }
+
+  /** Runs a request on a served version; an unload waits for it. */
+  async infer(name: string, version: string | undefined, feeds: Feeds, options?: InferOptions): Promise<Results> {
+    const v = this.resolve(name, version) as Version;
+    v.inflight++;
+    try {
+      return await v.model.infer(feeds, options);
+    } finally {
+      if (--v.inflight === 0) v.drained?.();
+    }
+  }
+
+  /** Loads (or reloads) a model by name: 'explicit' and 'poll' modes. */
+  async load(name: string): Promise<void> {
+    if (this.#mode === 'none') throw new KilnError('E_INVALID_ARGUMENT', 'models are loaded and unloaded on request only in the explicit (or poll) model control mode');
+    await this.#load(name);
+  }
+
+  /** Unloads a model: it stops taking requests and goes once those it took are answered. */
+  async unload(name: string): Promise<void> {
+    if (this.#mode === 'none') throw new KilnError('E_INVALID_ARGUMENT', 'models are loaded and unloaded on request only in the explicit (or poll) model control mode');
+    const e = this.#models.get(name);
+    if (!e) {
+      if (readRepository(this.#repository).some((x) => x.name === name)) return;
+      throw new KilnError('E_NOT_FOUND', `unknown model "${name}"`);
+    }
+    await this.#exclusive(e, async () => {
+      e.state = 'UNLOADING';
+      await this.#retire([...e.versions.values()], e);
+      e.state = 'UNAVAILABLE';
+      e.reason = 'unloaded';
+      this.#models.delete(name);
+    });
+  }
+
+  /** Poll mode: re-reads the repository; loads new and changed models, unloads removed ones. */
+  async poll(): Promise<void> {
+    if (this.#mode !== 'poll') throw new KilnError('E_INVALID_ARGUMENT', 'the repository is polled only in the poll model control mode');
+    const entries = readRepository(this.#repository);
+    const present = new Set(entries.map((e) => e.name));
+    for (const name of [...this.#models.keys()]) if (!present.has(name)) await this.unload(name);
+    for (const entry of entries) {
+      const current = this.#models.get(entry.name);
+      const signature = 'model' in entry ? signatureOf(entry.model) : undefined;
+      if (!current || current.signature !== signature) await this.#load(entry.name).catch(() => undefined);
+    }
+  }
+
+  /** Unloads everything (each model once its requests are answered). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all([...this.#models.values()].map((e) => this.#exclusive(e, () => this.#retire([...e.versions.values()], e))));
+    this.#models.clear();
+  }
+
+  async #exclusive(e: Entry, job: () => Promise<void>): Promise<void> {
+    while (e.busy) await e.busy;
+    const run = job();
+    e.busy = run.then(() => undefined, () => undefined).finally(() => {
+      e.busy = undefined;
+    });
+    return run;
+  }
+
+  async #load(name: string): Promise<void> {
+    if (this.#closed) throw new KilnError('E_UNAVAILABLE', 'the server is shutting down');
+    let e = this.#models.get(name);
+    if (!e) {
+      e = { name, state: 'LOADING', reason: '', versions: new Map() };
+      this.#models.set(name, e);
+    }
+    const entry = e;
+    await this.#exclusive(entry, async () => {
+      entry.state = entry.versions.size ? entry.state : 'LOADING';
+      let read: RepositoryModel;
+      const fresh = new Map<number, Version>();
+      try {
+        read = readModelDir(this.#repository, name);
+        if (read.versions.length === 0) throw new KilnError('E_NOT_FOUND', `model "${name}" has no version to serve (version folders: ${read.available.join(', ') || 'none'})`);
+        for (const v of read.versions) {
+          if (!fs.existsSync(v.file)) throw new KilnError('E_NOT_FOUND', `model "${name}" version ${v.version}: no model file ${v.file}`);
+          const where = read.configFile ?? read.dir;
+          const probe = await Session.create(v.file, { graphOptimizationLevel: 'disabled' });
+          let config: TritonModelConfig;
+          try {
+            config = autoComplete(read.config, probe.inputs, probe.outputs, where, this.#defaultMaxBatchSize);
+          } finally {
+            await probe.dispose();
+          }
+          const model = await Model.load(v.file, kilnConfig(config, where));
+          fresh.set(v.version, { name, version: v.version, config, model, accepting: true, inflight: 0 });
+        }
+      } catch (error) {
+        for (const v of fresh.values()) await v.model.dispose();
+        const k = toKilnError(error);
+        // Not a model of the repository (no such folder, not a model name): nothing to list.
+        if (entry.versions.size === 0 && !readRepository(this.#repository).some((x) => x.name === name)) this.#models.delete(name);
+        if (entry.versions.size === 0) {
+          entry.state = 'UNAVAILABLE';
+          entry.reason = k.message;
+        } else {
+          entry.reason = `reload failed, the previous versions are served: ${k.message}`;
+        }
+        throw k;
+      }
+      // The new versions take requests before the old ones stop.
+      const old = [...entry.versions.values()];
+      entry.versions = fresh;
+      entry.state = 'READY';
+      entry.reason = '';
+      entry.signature = signatureOf(read);
+      await this.#retire(old, entry);
+    });
+  }
+
+  /** Stops `versions` taking requests, waits for the ones they took, and releases them. */
+  async #retire(versions: readonly Version[], e: Entry): Promise<void> {
+    for (const v of versions) v.accepting = false;
+    await Promise.all(versions.map(async (v) => {
+      if (v.inflight > 0) await new Promise<void>((done) => (v.drained = done));
+      await v.model.dispose();
+      if (e.versions.get(v.version) === v) e.versions.delete(v.version);
+    }));
+  }
+}
