@@ -1,0 +1,151 @@
+/**
+ * KServe v2 (Open Inference Protocol) over HTTP/REST on fastify, as Triton serves it: health,
+ * server and model metadata, readiness, infer with JSON tensors, and Triton's model repository
+ * extension (index, load, unload). Errors are `{"error": "..."}` with Triton's statuses: 400
+ * for a bad request, 404 for an unknown model or version, 503 for a model that is not ready
+ * or a full queue (with Retry-After when the batcher estimates one).
+ */
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
+import type { Feeds, Results } from '../session';
+import type { ModelManager, ServedVersion } from './models';
+import { fromJson, toJson, v2FromConfig, type JsonTensor } from './tensors';
+
+export interface HttpServerOptions {
+  /** Largest request body in bytes (default 64 MiB): larger ones get 413 before being read. */
+  bodyLimit?: number;
+  /** Largest element count of one input tensor (default 2^26): more is 400 before any allocation. */
+  maxElements?: number;
+}
+
+const SERVER_NAME = 'kiln';
+const EXTENSIONS = ['model_repository'];
+
+/** Triton's HTTP status for each Kiln error code. */
+const STATUS: Readonly<Partial<Record<KilnErrorCode, number>>> = {
+  E_INVALID_ARGUMENT: 400, E_DTYPE_MISMATCH: 400, E_SHAPE_MISMATCH: 400, E_NOT_FOUND: 404,
+  E_UNAVAILABLE: 503, E_QUEUE_FULL: 503, E_OVERLOADED: 503, E_DISPOSED: 503, E_TIMEOUT: 503, E_ABORTED: 400,
+};
+
+function send(reply: FastifyReply, e: unknown): FastifyReply {
+  const k = toKilnError(e);
+  const status = STATUS[k.code] ?? 500;
+  if (k.retryAfterMs !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(k.retryAfterMs / 1000))));
+  return reply.code(status).send({ error: k.message });
+}
+
+/** Model metadata as KServe v2 gives it: shapes with -1 for the batch dim when the model batches. */
+function metadata(v: ServedVersion, versions: number[]): Record<string, unknown> {
+  const batch = (v.config.maxBatchSize ?? 0) > 0 ? [-1] : [];
+  const tensors = (list: typeof v.config.input) => (list ?? []).map((t) => ({ name: t.name, datatype: v2FromConfig(t.dataType), shape: [...batch, ...(t.dims ?? [])] }));
+  return { name: v.name, versions: versions.map(String), platform: 'onnxruntime_onnx', inputs: tensors(v.config.input), outputs: tensors(v.config.output) };
+}
+
+interface InferBody {
+  id?: unknown;
+  parameters?: Record<string, unknown>;
+  inputs?: unknown;
+  outputs?: unknown;
+}
+
+/** A KServe v2 HTTP server over `manager` (not listening: call `listen`). */
+export function createHttpServer(manager: ModelManager, options: HttpServerOptions = {}): FastifyInstance {
+  const maxElements = options.maxElements ?? 2 ** 26;
+  const app = Fastify({ bodyLimit: options.bodyLimit ?? 64 * 2 ** 20, logger: false });
+  // Fastify's own errors (bad JSON, body too large) in the protocol's shape.
+  app.setErrorHandler((error: Error & { statusCode?: number }, _request, reply) => {
+    const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+    reply.code(status).send({ error: status === 413 ? `request body larger than ${options.bodyLimit ?? 64 * 2 ** 20} bytes (the server's limit)` : error.message });
+  });
+  app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}` }));
+
+  app.get('/v2/health/live', async (_q, reply) => reply.code(200).send());
+  app.get('/v2/health/ready', async (_q, reply) => reply.code(manager.ready() ? 200 : 503).send());
+  app.get('/v2', async () => ({ name: SERVER_NAME, version: process.env.npm_package_version ?? '0.1.0', extensions: EXTENSIONS }));
+
+  type Params = { name: string; version?: string };
+  const versionsOf = (name: string): number[] => manager.index().filter((s) => s.name === name && s.version !== undefined && s.state === 'READY').map((s) => s.version as number);
+  for (const base of ['/v2/models/:name', '/v2/models/:name/versions/:version']) {
+    app.get<{ Params: Params }>(base, async (q, reply) => {
+      try {
+        return metadata(manager.resolve(q.params.name, q.params.version), versionsOf(q.params.name));
+      } catch (e) {
+        return send(reply, e);
+      }
+    });
+    app.get<{ Params: Params }>(`${base}/ready`, async (q, reply) => {
+      try {
+        manager.resolve(q.params.name, q.params.version);
+        return reply.code(200).send();
+      } catch (e) {
+        const k = toKilnError(e);
+        return k.code === 'E_NOT_FOUND' || k.code === 'E_UNAVAILABLE' ? reply.code(400).send({ error: k.message }) : send(reply, k);
+      }
+    });
+    app.post<{ Params: Params; Body: InferBody }>(`${base}/infer`, async (q, reply) => {
+      try {
+        return await infer(manager, q.params, q.body, maxElements);
+      } catch (e) {
+        return send(reply, e);
+      }
+    });
+  }
+
+  app.post<{ Body: { ready?: unknown } | undefined }>('/v2/repository/index', async (q, reply) => {
+    const readyOnly = q.body && typeof q.body === 'object' && q.body.ready === true;
+    return reply.send(manager.index().filter((s) => !readyOnly || s.state === 'READY').map((s) => ({ name: s.name, ...(s.version !== undefined ? { version: String(s.version) } : {}), state: s.state, reason: s.reason })));
+  });
+  for (const action of ['load', 'unload'] as const) {
+    app.post<{ Params: { name: string } }>(`/v2/repository/models/:name/${action}`, async (q, reply) => {
+      try {
+        await (action === 'load' ? manager.load(q.params.name) : manager.unload(q.params.name));
+        return reply.code(200).send();
+      } catch (e) {
+        return send(reply, e);
+      }
+    });
+  }
+  return app;
+}
+
+async function infer(manager: ModelManager, params: { name: string; version?: string }, body: InferBody | undefined, maxElements: number): Promise<Record<string, unknown>> {
+  const v = manager.resolve(params.name, params.version);
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new KilnError('E_INVALID_ARGUMENT', 'the request body must be a JSON object with "inputs"');
+  if (!Array.isArray(body.inputs) || body.inputs.length === 0) throw new KilnError('E_INVALID_ARGUMENT', '"inputs" must be a non-empty array of tensors');
+  const types = new Map(v.model.inputs.map((i) => [i.name, i.type]));
+  const feeds: Record<string, Feeds[string]> = {};
+  for (const raw of body.inputs as unknown[]) {
+    const t = raw as JsonTensor;
+    if (!t || typeof t !== 'object' || typeof t.name !== 'string') throw new KilnError('E_INVALID_ARGUMENT', 'each input must be an object with a "name"');
+    if (!types.has(t.name)) throw new KilnError('E_INVALID_ARGUMENT', `unexpected inference input "${t.name}" for model "${v.name}" (its inputs: ${[...types.keys()].join(', ')})`);
+    if (t.name in feeds) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}" is given twice`);
+    feeds[t.name] = fromJson(t, types.get(t.name) as never, maxElements);
+  }
+  const p = body.parameters ?? {};
+  if (typeof p !== 'object' || p === null) throw new KilnError('E_INVALID_ARGUMENT', '"parameters" must be an object');
+  const options: { priority?: number; timeoutMs?: number } = {};
+  if (p.priority !== undefined) {
+    if (!Number.isInteger(p.priority) || (p.priority as number) < 0) throw new KilnError('E_INVALID_ARGUMENT', `parameter "priority" must be an integer >= 0, received ${JSON.stringify(p.priority)}`);
+    options.priority = p.priority as number;
+  }
+  if (p.timeout !== undefined) {
+    if (!Number.isInteger(p.timeout) || (p.timeout as number) < 0) throw new KilnError('E_INVALID_ARGUMENT', `parameter "timeout" (µs) must be an integer >= 0, received ${JSON.stringify(p.timeout)}`);
+    if ((p.timeout as number) > 0) options.timeoutMs = (p.timeout as number) / 1000;
+  }
+  const outputs = v.model.outputs.map((o) => o.name);
+  let wanted = outputs;
+  if (body.outputs !== undefined) {
+    if (!Array.isArray(body.outputs)) throw new KilnError('E_INVALID_ARGUMENT', '"outputs" must be an array');
+    wanted = (body.outputs as { name?: unknown }[]).map((o) => {
+      if (!o || typeof o.name !== 'string' || !outputs.includes(o.name)) throw new KilnError('E_INVALID_ARGUMENT', `unexpected inference output ${JSON.stringify(o?.name)} for model "${v.name}" (its outputs: ${outputs.join(', ')})`);
+      return o.name;
+    });
+  }
+  const results: Results = await manager.infer(v.name, String(v.version), feeds, options);
+  return {
+    model_name: v.name,
+    model_version: String(v.version),
+    ...(typeof body.id === 'string' ? { id: body.id } : {}),
+    outputs: wanted.map((name) => toJson(name, results[name])),
+  };
+}

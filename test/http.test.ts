@@ -1,0 +1,167 @@
+// `kiln serve`'s KServe v2 HTTP/REST endpoints, exercised with fetch over loopback: health,
+// metadata, readiness, infer with JSON tensors of every datatype (answers equal to an
+// in-process session's), the repository extension, and bad requests answered with 4xx in
+// Triton's shape while the server keeps serving.
+import { strict as assert } from 'assert';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import type { AddressInfo } from 'net';
+import type { FastifyInstance } from 'fastify';
+import { Session, type Feeds } from '../lib';
+import { GraphBuilder } from '../lib/onnx/builder';
+import { mlpModel, prng } from '../lib/samples';
+import { createHttpServer } from '../lib/server/http';
+import { fromJson } from '../lib/server/tensors';
+import { ModelManager } from '../lib/server/models';
+import type { TensorType } from '../lib/tensor';
+
+/** One Identity per datatype: every type goes in and comes back. */
+const IDENTITY_TYPES: [string, TensorType, unknown[]][] = [
+  ['BOOL', 'bool', [true, false, true]],
+  ['UINT8', 'uint8', [0, 7, 255]], ['UINT16', 'uint16', [0, 7, 65535]], ['UINT32', 'uint32', [0, 7, 4294967295]], ['UINT64', 'uint64', [0, 7, 2 ** 53 - 1]],
+  ['INT8', 'int8', [-128, 0, 127]], ['INT16', 'int16', [-32768, 0, 32767]], ['INT32', 'int32', [-2147483648, 0, 2147483647]], ['INT64', 'int64', [-(2 ** 53) + 1, 0, 2 ** 53 - 1]],
+  ['FP16', 'float16', [-2.5, 0, 65504]], ['FP32', 'float32', [-2.5, 0.125, 3e38]], ['FP64', 'float64', [-2.5, 1e-300, 1e300]], ['BF16', 'bfloat16', [-2.5, 0, 2 ** 100]],
+  ['BYTES', 'string', ['héllo', '', 'kiln']],
+];
+
+function identities(): Uint8Array {
+  const g = new GraphBuilder('identities');
+  for (const [dt, type] of IDENTITY_TYPES) {
+    const x = g.input(`in_${dt}`, type, [3]);
+    g.output(g.node('Identity', [x], { outputs: `out_${dt}` }), type, [3]);
+  }
+  return g.build({ opset: 17 });
+}
+
+describe('kiln serve: KServe v2 over HTTP', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let manager: ModelManager;
+  let app: FastifyInstance;
+  let base: string;
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-http-'));
+    const files: Record<string, string | Uint8Array> = {
+      'mlp/config.pbtxt': 'max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 500 }', 'mlp/1/model.onnx': mlpModel(),
+      'types/config.pbtxt': 'max_batch_size: 0', 'types/1/model.onnx': identities(),
+    };
+    for (const [file, content] of Object.entries(files)) {
+      fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+      fs.writeFileSync(path.join(dir, file), content);
+    }
+    manager = await ModelManager.open(dir, { controlMode: 'explicit', loadModels: ['*'] });
+    app = createHttpServer(manager, { bodyLimit: 4 * 2 ** 20, maxElements: 2 ** 20 });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    await app?.close();
+    await manager?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const get = (url: string): Promise<Response> => fetch(base + url);
+  const post = (url: string, body: unknown): Promise<Response> => fetch(base + url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  async function error(r: Response | Promise<Response>, status: number, fragment: string): Promise<void> {
+    const res = await r;
+    const body = (await res.json()) as { error?: string };
+    assert.equal(res.status, status, JSON.stringify(body));
+    assert.ok(typeof body.error === 'string' && body.error.includes(fragment), `${JSON.stringify(body)} lacks ${JSON.stringify(fragment)}`);
+  }
+
+  it('health, server metadata, model metadata and readiness', async () => {
+    assert.equal((await get('/v2/health/live')).status, 200);
+    assert.equal((await get('/v2/health/ready')).status, 200);
+    assert.deepEqual(await (await get('/v2')).json(), { name: 'kiln', version: '0.1.0', extensions: ['model_repository'] });
+    const meta = { name: 'mlp', versions: ['1'], platform: 'onnxruntime_onnx', inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 512] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 10] }] };
+    assert.deepEqual(await (await get('/v2/models/mlp')).json(), meta);
+    assert.deepEqual(await (await get('/v2/models/mlp/versions/1')).json(), meta);
+    assert.equal((await get('/v2/models/mlp/ready')).status, 200);
+    assert.equal((await get('/v2/models/mlp/versions/1/ready')).status, 200);
+    assert.equal((await get('/v2/models/mlp/versions/2/ready')).status, 400);
+    await error(get('/v2/models/nope'), 404, 'unknown model "nope"');
+    await error(get('/v2/models/mlp/versions/7'), 404, 'model "mlp" has no version 7');
+    await error(get('/v2/nothing/here'), 404, 'no route GET /v2/nothing/here');
+  });
+
+  it('infer with JSON tensors: answers equal to an in-process session, flat or nested data, requested outputs, id echoed', async () => {
+    const session = await Session.create(mlpModel());
+    try {
+      const rand = prng(8);
+      const rows = Array.from({ length: 3 }, () => Array.from({ length: 512 }, () => rand()));
+      const want = (await session.run({ x: { type: 'float32', data: Float32Array.from(rows.flat()), dims: [3, 512] } } as Feeds)).y.data as Float32Array;
+      for (const data of [rows.flat(), rows]) {
+        const res = await post('/v2/models/mlp/infer', { id: 'r1', inputs: [{ name: 'x', shape: [3, 512], datatype: 'FP32', data }], outputs: [{ name: 'y' }] });
+        assert.equal(res.status, 200);
+        const body = (await res.json()) as { model_name: string; model_version: string; id: string; outputs: { name: string; shape: number[]; datatype: string; data: number[] }[] };
+        assert.equal(body.model_name, 'mlp');
+        assert.equal(body.model_version, '1');
+        assert.equal(body.id, 'r1');
+        assert.deepEqual(body.outputs.map((o) => [o.name, o.shape, o.datatype]), [['y', [3, 10], 'FP32']]);
+        assert.deepEqual(body.outputs[0].data, Array.from(want), 'JSON carries float32 exactly');
+      }
+      // Many at once are batched and each gets its own rows.
+      const answers = await Promise.all(rows.map((r) => post('/v2/models/mlp/versions/1/infer', { inputs: [{ name: 'x', shape: [1, 512], datatype: 'FP32', data: r }] }).then((x) => x.json() as Promise<{ outputs: { data: number[] }[] }>)));
+      answers.forEach((a, i) => assert.deepEqual(a.outputs[0].data, Array.from(want.subarray(i * 10, i * 10 + 10))));
+    } finally {
+      await session.dispose();
+    }
+  });
+
+  it('every datatype goes in and comes back', async () => {
+    const res = await post('/v2/models/types/infer', { inputs: IDENTITY_TYPES.map(([dt, , data]) => ({ name: `in_${dt}`, shape: [3], datatype: dt, data })) });
+    const body = (await res.json()) as { outputs: { name: string; datatype: string; shape: number[]; data: unknown[] }[] };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    const got = new Map(body.outputs.map((o) => [o.name, o]));
+    for (const [dt, , data] of IDENTITY_TYPES) {
+      const o = got.get(`out_${dt}`);
+      assert.ok(o, dt);
+      assert.equal(o.datatype, dt);
+      assert.deepEqual(o.shape, [3]);
+      // The values are exact in their types (float32's 3e38 as float32 rounds it).
+      const expected = dt === 'FP32' ? data.map((v) => Math.fround(v as number)) : data;
+      assert.deepEqual(o.data, expected, dt);
+    }
+  });
+
+  it('FP16 and BF16 values round to the nearest (ties to even)', () => {
+    const bf16 = fromJson({ name: 'a', shape: [4], datatype: 'BF16', data: [1 + 2 ** -8, 1 + 3 * 2 ** -8, -0, 1e-45] }, 'bfloat16', 10);
+    assert.deepEqual(Array.from(bf16.data as Uint16Array), [0x3f80, 0x3f82, 0x8000, 0x0000]);
+    const fp16 = fromJson({ name: 'a', shape: [3], datatype: 'FP16', data: [1 + 2 ** -11, 1 + 3 * 2 ** -11, 65520] }, 'float16', 10);
+    assert.deepEqual(Array.from(fp16.data as Uint16Array), [0x3c00, 0x3c02, 0x7c00]);
+  });
+
+  it('bad requests get 4xx with an error message, and the server keeps serving', async () => {
+    const x = (over: Record<string, unknown> = {}): Record<string, unknown> => ({ name: 'x', shape: [1, 512], datatype: 'FP32', data: new Array(512).fill(0), ...over });
+    await error(post('/v2/models/mlp/infer', '{"inputs": [ {'), 400, 'JSON');
+    await error(post('/v2/models/mlp/infer', { inputs: [] }), 400, '"inputs" must be a non-empty array');
+    await error(post('/v2/models/mlp/infer', { inputs: [x({ data: [1, 2, 3] })] }), 400, 'input "x": shape [1,512] needs 512 values, "data" holds 3');
+    await error(post('/v2/models/mlp/infer', { inputs: [x({ datatype: 'FP8' })] }), 400, 'unknown datatype "FP8"');
+    await error(post('/v2/models/mlp/infer', { inputs: [x({ datatype: 'INT32' })] }), 400, 'the model expects FP32, received INT32');
+    await error(post('/v2/models/mlp/infer', { inputs: [x({ shape: [100000, 100000, 512] })] }), 400, 'has more than 1048576 elements');
+    await error(post('/v2/models/mlp/infer', { inputs: [x({ shape: [2, 256] })] }), 400, 'input "x"');
+    await error(post('/v2/models/mlp/infer', { inputs: [x({ name: 'z' })] }), 400, 'unexpected inference input "z" for model "mlp"');
+    await error(post('/v2/models/mlp/infer', { inputs: [x()], outputs: [{ name: 'nope' }] }), 400, 'unexpected inference output "nope"');
+    await error(post('/v2/models/mlp/infer', { inputs: [x({ data: new Array(512).fill('a') })] }), 400, 'FP32 data must be numbers');
+    await error(post('/v2/models/types/infer', { inputs: [{ name: 'in_UINT8', shape: [3], datatype: 'UINT8', data: [1, 2, 256] }] }), 400, 'UINT8 value 256 at 2 is out of range [0, 255]');
+    await error(post('/v2/models/mlp/versions/x1/infer', { inputs: [x()] }), 400, 'version "x1" is not a number');
+    await error(post('/v2/models/..%2F..%2Fetc/infer', { inputs: [x()] }), 404, 'unknown model "../../etc"');
+    await error(post('/v2/models/mlp/infer', { inputs: [x()], parameters: { priority: -1 } }), 400, 'parameter "priority"');
+    await error(fetch(`${base}/v2/models/mlp/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(5 * 2 ** 20) }), 413, 'larger than 4194304 bytes');
+    const ok = await post('/v2/models/mlp/infer', { inputs: [x()] });
+    assert.equal(ok.status, 200, 'still serving');
+  });
+
+  it('the repository extension: index, unload (then 503), load', async () => {
+    const index = async (): Promise<unknown> => (await post('/v2/repository/index', {})).json();
+    assert.deepEqual(await index(), [{ name: 'mlp', version: '1', state: 'READY', reason: '' }, { name: 'types', version: '1', state: 'READY', reason: '' }]);
+    assert.equal((await post('/v2/repository/models/types/unload', {})).status, 200);
+    assert.deepEqual(await index(), [{ name: 'mlp', version: '1', state: 'READY', reason: '' }, { name: 'types', state: 'UNAVAILABLE', reason: 'unloaded' }]);
+    assert.deepEqual(await (await post('/v2/repository/index', { ready: true })).json(), [{ name: 'mlp', version: '1', state: 'READY', reason: '' }]);
+    await error(post('/v2/models/types/infer', { inputs: [{ name: 'in_BOOL', shape: [3], datatype: 'BOOL', data: [true, true, true] }] }), 503, 'model "types" is not loaded');
+    assert.equal((await post('/v2/repository/models/types/load', {})).status, 200);
+    assert.equal((await get('/v2/models/types/ready')).status, 200);
+    await error(post('/v2/repository/models/nope/load', {}), 404, 'no model "nope"');
+  });
+});
