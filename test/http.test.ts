@@ -73,7 +73,7 @@ describe('kiln serve: KServe v2 over HTTP', function () {
   it('health, server metadata, model metadata and readiness', async () => {
     assert.equal((await get('/v2/health/live')).status, 200);
     assert.equal((await get('/v2/health/ready')).status, 200);
-    assert.deepEqual(await (await get('/v2')).json(), { name: 'kiln', version: '0.1.0', extensions: ['model_repository'] });
+    assert.deepEqual(await (await get('/v2')).json(), { name: 'kiln', version: '0.1.0', extensions: ['binary_tensor_data', 'model_repository'] });
     const meta = { name: 'mlp', versions: ['1'], platform: 'onnxruntime_onnx', inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 512] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 10] }] };
     assert.deepEqual(await (await get('/v2/models/mlp')).json(), meta);
     assert.deepEqual(await (await get('/v2/models/mlp/versions/1')).json(), meta);
@@ -123,6 +123,96 @@ describe('kiln serve: KServe v2 over HTTP', function () {
       const expected = dt === 'FP32' ? data.map((v) => Math.fround(v as number)) : data;
       assert.deepEqual(o.data, expected, dt);
     }
+  });
+
+  /** A binary infer request: the JSON header, then the raw bytes. */
+  function binaryRequest(url: string, header: unknown, ...chunks: Buffer[]): Promise<Response> {
+    const json = Buffer.from(JSON.stringify(header));
+    return fetch(base + url, { method: 'POST', headers: { 'inference-header-content-length': String(json.length), 'content-type': 'application/octet-stream' }, body: Buffer.concat([json, ...chunks]) });
+  }
+
+  /** A binary response's JSON header and the bytes of each binary output, in order. */
+  async function binaryResponse(res: Response): Promise<{ header: { outputs: { name: string; datatype: string; shape: number[]; parameters?: { binary_data_size?: number }; data?: unknown[] }[] }; parts: Buffer[] }> {
+    const body = Buffer.from(await res.arrayBuffer());
+    const length = Number(res.headers.get('inference-header-content-length'));
+    const header = JSON.parse(body.toString('utf8', 0, length));
+    const parts: Buffer[] = [];
+    let at = length;
+    for (const o of header.outputs) {
+      const size = o.parameters?.binary_data_size;
+      if (size === undefined) continue;
+      parts.push(body.subarray(at, at + size));
+      at += size;
+    }
+    assert.equal(at, body.length, 'the binary parts fill the body');
+    return { header, parts };
+  }
+
+  it("Triton's binary tensor extension: raw inputs after a JSON header, outputs as binary on request", async () => {
+    const session = await Session.create(mlpModel());
+    try {
+      const rand = prng(9);
+      const x = Float32Array.from({ length: 2 * 512 }, () => rand());
+      const want = (await session.run({ x: { type: 'float32', data: x, dims: [2, 512] } } as Feeds)).y.data as Float32Array;
+      const raw = Buffer.from(x.buffer);
+      // Binary in, binary out (binary_data_output), then binary in, JSON out.
+      const res = await binaryRequest('/v2/models/mlp/infer', { inputs: [{ name: 'x', shape: [2, 512], datatype: 'FP32', parameters: { binary_data_size: raw.length } }], parameters: { binary_data_output: true } }, raw);
+      assert.equal(res.status, 200);
+      const { header, parts } = await binaryResponse(res);
+      assert.deepEqual(header.outputs.map((o) => [o.name, o.datatype, o.shape, o.parameters?.binary_data_size, o.data]), [['y', 'FP32', [2, 10], 80, undefined]]);
+      assert.deepEqual(Array.from(new Float32Array(parts[0].buffer.slice(parts[0].byteOffset, parts[0].byteOffset + 80))), Array.from(want));
+      const json = await binaryRequest('/v2/models/mlp/infer', { inputs: [{ name: 'x', shape: [2, 512], datatype: 'FP32', parameters: { binary_data_size: raw.length } }], outputs: [{ name: 'y', parameters: { binary_data: false } }] }, raw);
+      assert.equal(json.headers.get('inference-header-content-length'), null);
+      assert.deepEqual(((await json.json()) as { outputs: { data: number[] }[] }).outputs[0].data, Array.from(want));
+    } finally {
+      await session.dispose();
+    }
+    // BYTES (length-prefixed), BOOL and INT64 in binary, mixed with JSON inputs.
+    const strings = ['héllo', '', 'kiln'];
+    const bytes = Buffer.concat(strings.flatMap((t) => {
+      const b = Buffer.from(t);
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(b.length);
+      return [len, b];
+    }));
+    const bools = Buffer.from([1, 0, 1]);
+    const ints = Buffer.from(BigInt64Array.of(-5n, 0n, 7n).buffer);
+    const inputs = IDENTITY_TYPES.map(([dt, , data]) => ({ name: `in_${dt}`, shape: [3], datatype: dt, data }));
+    const asBinary = (dt: string, size: number): void => {
+      const i = inputs.find((x) => x.datatype === dt) as Record<string, unknown>;
+      delete i.data;
+      i.parameters = { binary_data_size: size };
+    };
+    asBinary('BOOL', 3);
+    asBinary('INT64', 24);
+    asBinary('BYTES', bytes.length);
+    const res = await binaryRequest('/v2/models/types/infer', {
+      inputs, outputs: IDENTITY_TYPES.map(([dt]) => ({ name: `out_${dt}`, parameters: { binary_data: ['BOOL', 'INT64', 'BYTES'].includes(dt) } })),
+    }, bools, ints, bytes);
+    assert.equal(res.status, 200);
+    const { header, parts } = await binaryResponse(res);
+    assert.deepEqual(header.outputs.filter((o) => o.parameters).map((o) => o.name), ['out_BOOL', 'out_INT64', 'out_BYTES']);
+    assert.deepEqual([...parts[0]], [1, 0, 1]);
+    assert.deepEqual(Array.from(new BigInt64Array(parts[1].buffer.slice(parts[1].byteOffset, parts[1].byteOffset + 24))), [-5n, 0n, 7n]);
+    assert.ok(parts[2].equals(bytes), 'BYTES come back length-prefixed');
+    assert.deepEqual(header.outputs.find((o) => o.name === 'out_UINT8')?.data, [0, 7, 255], 'the others as JSON');
+  });
+
+  it('binary requests that lie about their sizes get 400, and the server keeps serving', async () => {
+    const raw = Buffer.alloc(512 * 4);
+    const x = (size: number): Record<string, unknown> => ({ inputs: [{ name: 'x', shape: [1, 512], datatype: 'FP32', parameters: { binary_data_size: size } }] });
+    const json = Buffer.from(JSON.stringify(x(raw.length)));
+    const lying = await fetch(`${base}/v2/models/mlp/infer`, { method: 'POST', headers: { 'inference-header-content-length': String(json.length + raw.length + 10) }, body: Buffer.concat([json, raw]) });
+    await error(lying, 400, 'Inference-Header-Content-Length');
+    await error(fetch(`${base}/v2/models/mlp/infer`, { method: 'POST', headers: { 'inference-header-content-length': '-3' }, body: json }), 400, 'Inference-Header-Content-Length "-3"');
+    await error(binaryRequest('/v2/models/mlp/infer', x(raw.length + 4), raw), 400, 'binary_data_size 2052 goes past the end of the binary data (2048 bytes left)');
+    await error(binaryRequest('/v2/models/mlp/infer', x(1000), raw), 400, 'needs 2048 bytes, binary_data_size is 1000');
+    await error(binaryRequest('/v2/models/mlp/infer', x(raw.length), raw, Buffer.alloc(8)), 400, 'the body holds 8 bytes after the inputs\' binary data');
+    await error(post('/v2/models/mlp/infer', x(raw.length)), 400, 'no Inference-Header-Content-Length');
+    await error(binaryRequest('/v2/models/types/infer', { inputs: [{ name: 'in_BYTES', shape: [3], datatype: 'BYTES', parameters: { binary_data_size: 6 } }] }, Buffer.from([5, 0, 0, 0, 65, 66])), 400, 'BYTES element 0 claims 5 bytes, 2 remain');
+    await error(binaryRequest('/v2/models/types/infer', { inputs: [{ name: 'in_BOOL', shape: [3], datatype: 'BOOL', parameters: { binary_data_size: 3 } }] }, Buffer.from([1, 2, 0])), 400, 'BOOL element 1 is 2');
+    await error(binaryRequest('/v2/models/mlp/infer', { inputs: [{ name: 'x', shape: [1, 512], datatype: 'FP32', data: [], parameters: { binary_data_size: 2048 } }] }, raw), 400, 'has both "data" and binary_data_size');
+    assert.equal((await binaryRequest('/v2/models/mlp/infer', x(raw.length), raw)).status, 200, 'still serving');
   });
 
   it('FP16 and BF16 values round to the nearest (ties to even)', () => {

@@ -1,15 +1,17 @@
 /**
  * KServe v2 (Open Inference Protocol) over HTTP/REST on fastify, as Triton serves it: health,
- * server and model metadata, readiness, infer with JSON tensors, and Triton's model repository
- * extension (index, load, unload). Errors are `{"error": "..."}` with Triton's statuses: 400
+ * server and model metadata, readiness, infer with JSON tensors or Triton's binary tensor
+ * extension (`Inference-Header-Content-Length`: a JSON header, then each input's raw bytes;
+ * outputs as binary on request), and Triton's model repository extension (index, load,
+ * unload). Errors are `{"error": "..."}` with Triton's statuses: 400
  * for a bad request, 404 for an unknown model or version, 503 for a model that is not ready
  * or a full queue (with Retry-After when the batcher estimates one).
  */
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { Feeds, Results } from '../session';
 import type { ModelManager, ServedVersion } from './models';
-import { fromJson, toJson, v2FromConfig, type JsonTensor } from './tensors';
+import { fromBinary, fromJson, toBinary, toJson, v2FromConfig, type JsonTensor } from './tensors';
 
 export interface HttpServerOptions {
   /** Largest request body in bytes (default 64 MiB): larger ones get 413 before being read. */
@@ -19,7 +21,8 @@ export interface HttpServerOptions {
 }
 
 const SERVER_NAME = 'kiln';
-const EXTENSIONS = ['model_repository'];
+const EXTENSIONS = ['binary_tensor_data', 'model_repository'];
+const HEADER_LENGTH = 'inference-header-content-length';
 
 /** Triton's HTTP status for each Kiln error code. */
 const STATUS: Readonly<Partial<Record<KilnErrorCode, number>>> = {
@@ -58,6 +61,10 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
     reply.code(status).send({ error: status === 413 ? `request body larger than ${options.bodyLimit ?? 64 * 2 ** 20} bytes (the server's limit)` : error.message });
   });
   app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}` }));
+  // Bodies are read as bytes (bounded by bodyLimit) and decoded here: a binary infer request
+  // is a JSON header followed by raw tensor bytes, whatever its content type says.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
 
   app.get('/v2/health/live', async (_q, reply) => reply.code(200).send());
   app.get('/v2/health/ready', async (_q, reply) => reply.code(manager.ready() ? 200 : 503).send());
@@ -82,17 +89,27 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
         return k.code === 'E_NOT_FOUND' || k.code === 'E_UNAVAILABLE' ? reply.code(400).send({ error: k.message }) : send(reply, k);
       }
     });
-    app.post<{ Params: Params; Body: InferBody }>(`${base}/infer`, async (q, reply) => {
+    app.post<{ Params: Params; Body: Buffer | undefined }>(`${base}/infer`, async (q, reply) => {
       try {
-        return await infer(manager, q.params, q.body, maxElements);
+        const { header, binary } = splitBody(q);
+        const answer = await infer(manager, q.params, header as InferBody, binary, maxElements);
+        if (answer.binary.length === 0) return reply.send(answer.header);
+        const json = Buffer.from(JSON.stringify(answer.header));
+        return reply.header(HEADER_LENGTH, String(json.length)).type('application/octet-stream').send(Buffer.concat([json, ...answer.binary]));
       } catch (e) {
         return send(reply, e);
       }
     });
   }
 
-  app.post<{ Body: { ready?: unknown } | undefined }>('/v2/repository/index', async (q, reply) => {
-    const readyOnly = q.body && typeof q.body === 'object' && q.body.ready === true;
+  app.post<{ Body: Buffer | undefined }>('/v2/repository/index', async (q, reply) => {
+    let readyOnly = false;
+    try {
+      const body = splitBody(q).header as { ready?: unknown } | undefined;
+      readyOnly = body?.ready === true;
+    } catch (e) {
+      return send(reply, e);
+    }
     return reply.send(manager.index().filter((s) => !readyOnly || s.state === 'READY').map((s) => ({ name: s.name, ...(s.version !== undefined ? { version: String(s.version) } : {}), state: s.state, reason: s.reason })));
   });
   for (const action of ['load', 'unload'] as const) {
@@ -108,19 +125,58 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
   return app;
 }
 
-async function infer(manager: ModelManager, params: { name: string; version?: string }, body: InferBody | undefined, maxElements: number): Promise<Record<string, unknown>> {
+/** A request body as its JSON header and the binary data after it (Inference-Header-Content-Length). */
+function splitBody(q: FastifyRequest<{ Body: Buffer | undefined }>): { header: unknown; binary: Buffer | undefined } {
+  const body = q.body && q.body.length ? q.body : undefined;
+  const given = q.headers[HEADER_LENGTH];
+  let length = body?.length ?? 0;
+  if (given !== undefined) {
+    const n = Number(given);
+    if (Array.isArray(given) || !/^\d+$/.test(String(given)) || n > length) {
+      throw new KilnError('E_INVALID_ARGUMENT', `Inference-Header-Content-Length ${JSON.stringify(given)} is not a length within the ${length}-byte body`);
+    }
+    length = n;
+  }
+  if (!body || length === 0) return { header: undefined, binary: undefined };
+  let header: unknown;
+  try {
+    header = JSON.parse(body.toString('utf8', 0, length));
+  } catch (e) {
+    throw new KilnError('E_INVALID_ARGUMENT', `the request's JSON ${given !== undefined ? 'header ' : ''}does not parse: ${(e as Error).message}`, { cause: e });
+  }
+  return { header, binary: given !== undefined ? body.subarray(length) : undefined };
+}
+
+const wantsBinary = (p: unknown): boolean | undefined => {
+  const v = (p as { binary_data?: unknown } | undefined)?.binary_data;
+  return typeof v === 'boolean' ? v : undefined;
+};
+
+async function infer(manager: ModelManager, params: { name: string; version?: string }, body: InferBody | undefined, binary: Buffer | undefined, maxElements: number): Promise<{ header: Record<string, unknown>; binary: Buffer[] }> {
   const v = manager.resolve(params.name, params.version);
   if (!body || typeof body !== 'object' || Array.isArray(body)) throw new KilnError('E_INVALID_ARGUMENT', 'the request body must be a JSON object with "inputs"');
   if (!Array.isArray(body.inputs) || body.inputs.length === 0) throw new KilnError('E_INVALID_ARGUMENT', '"inputs" must be a non-empty array of tensors');
   const types = new Map(v.model.inputs.map((i) => [i.name, i.type]));
   const feeds: Record<string, Feeds[string]> = {};
+  let offset = 0;
   for (const raw of body.inputs as unknown[]) {
     const t = raw as JsonTensor;
     if (!t || typeof t !== 'object' || typeof t.name !== 'string') throw new KilnError('E_INVALID_ARGUMENT', 'each input must be an object with a "name"');
     if (!types.has(t.name)) throw new KilnError('E_INVALID_ARGUMENT', `unexpected inference input "${t.name}" for model "${v.name}" (its inputs: ${[...types.keys()].join(', ')})`);
     if (t.name in feeds) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}" is given twice`);
-    feeds[t.name] = fromJson(t, types.get(t.name) as never, maxElements);
+    const size = t.parameters?.binary_data_size;
+    if (size === undefined) {
+      feeds[t.name] = fromJson(t, types.get(t.name) as never, maxElements);
+      continue;
+    }
+    if (!Number.isSafeInteger(size) || (size as number) < 0) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}": binary_data_size must be a byte count, received ${JSON.stringify(size)}`);
+    if (t.data !== undefined) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}" has both "data" and binary_data_size`);
+    const end = offset + (size as number);
+    if (!binary || end > binary.length) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}": binary_data_size ${size} goes past the end of the binary data (${binary ? binary.length - offset : 0} bytes left${binary ? '' : ': no Inference-Header-Content-Length'})`);
+    feeds[t.name] = fromBinary(t, binary.subarray(offset, end), types.get(t.name) as never, maxElements);
+    offset = end;
   }
+  if (binary && offset !== binary.length) throw new KilnError('E_INVALID_ARGUMENT', `the body holds ${binary.length - offset} bytes after the inputs' binary data`);
   const p = body.parameters ?? {};
   if (typeof p !== 'object' || p === null) throw new KilnError('E_INVALID_ARGUMENT', '"parameters" must be an object');
   const options: { priority?: number; timeoutMs?: number } = {};
@@ -133,19 +189,28 @@ async function infer(manager: ModelManager, params: { name: string; version?: st
     if ((p.timeout as number) > 0) options.timeoutMs = (p.timeout as number) / 1000;
   }
   const outputs = v.model.outputs.map((o) => o.name);
-  let wanted = outputs;
+  // Outputs as binary: each output's binary_data parameter, else the request's binary_data_output.
+  const allBinary = (p as { binary_data_output?: unknown }).binary_data_output === true;
+  let wanted = outputs.map((name) => ({ name, binary: allBinary }));
   if (body.outputs !== undefined) {
     if (!Array.isArray(body.outputs)) throw new KilnError('E_INVALID_ARGUMENT', '"outputs" must be an array');
-    wanted = (body.outputs as { name?: unknown }[]).map((o) => {
+    wanted = (body.outputs as { name?: unknown; parameters?: unknown }[]).map((o) => {
       if (!o || typeof o.name !== 'string' || !outputs.includes(o.name)) throw new KilnError('E_INVALID_ARGUMENT', `unexpected inference output ${JSON.stringify(o?.name)} for model "${v.name}" (its outputs: ${outputs.join(', ')})`);
-      return o.name;
+      return { name: o.name, binary: wantsBinary(o.parameters) ?? allBinary };
     });
   }
   const results: Results = await manager.infer(v.name, String(v.version), feeds, options);
+  const chunks: Buffer[] = [];
+  const out = wanted.map(({ name, binary: asBinary }) => {
+    const t = results[name];
+    if (!asBinary) return toJson(name, t);
+    const bytes = toBinary(t);
+    chunks.push(bytes);
+    const { data: _data, ...rest } = toJson(name, { type: t.type, data: [], dims: t.dims });
+    return { ...rest, parameters: { binary_data_size: bytes.length } };
+  });
   return {
-    model_name: v.name,
-    model_version: String(v.version),
-    ...(typeof body.id === 'string' ? { id: body.id } : {}),
-    outputs: wanted.map((name) => toJson(name, results[name])),
+    header: { model_name: v.name, model_version: String(v.version), ...(typeof body.id === 'string' ? { id: body.id } : {}), outputs: out },
+    binary: chunks,
   };
 }

@@ -134,3 +134,61 @@ export function toJson(name: string, t: { type: TensorType; data: ArrayLike<unkn
   else data = Array.from(t.data);
   return { name, shape: [...t.dims], datatype: v2TypeOf(t.type), data };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Triton's binary tensor extension: raw little-endian values; BYTES elements as a 4-byte
+// little-endian length then the bytes.
+
+/**
+ * An input tensor whose values arrived as `bytes` (binary_data_size of them), checked like
+ * fromJson: the datatype, the shape's element count (bounded first), and the byte count.
+ */
+export function fromBinary(t: JsonTensor, bytes: Buffer, expected: TensorType | undefined, maxElements: number): Tensor {
+  const what = `input "${t.name}"`;
+  const type = V2_TYPES[t.datatype];
+  if (!type) throw bad(`${what}: unknown datatype ${JSON.stringify(t.datatype)} (one of ${Object.keys(V2_TYPES).join(', ')})`);
+  if (expected && expected !== type) throw bad(`${what}: the model expects ${v2TypeOf(expected)}, received ${t.datatype}`);
+  const n = checkedCount(t.shape, what, maxElements);
+  if (type === 'string') {
+    const values: string[] = [];
+    let at = 0;
+    while (at < bytes.length) {
+      if (at + 4 > bytes.length) throw bad(`${what}: BYTES element ${values.length} is cut short (its 4-byte length is incomplete)`);
+      const len = bytes.readUInt32LE(at);
+      if (at + 4 + len > bytes.length) throw bad(`${what}: BYTES element ${values.length} claims ${len} bytes, ${bytes.length - at - 4} remain`);
+      values.push(bytes.toString('utf8', at + 4, at + 4 + len));
+      at += 4 + len;
+      if (values.length > n) break;
+    }
+    if (values.length !== n) throw bad(`${what}: shape ${JSON.stringify(t.shape)} needs ${n} BYTES elements, the binary data holds ${values.length}`);
+    return new Tensor('string', values, t.shape);
+  }
+  const ctor = ARRAY_TYPE[type];
+  const size = n * ctor.BYTES_PER_ELEMENT;
+  if (bytes.length !== size) throw bad(`${what}: shape ${JSON.stringify(t.shape)} of ${t.datatype} needs ${size} bytes, binary_data_size is ${bytes.length}`);
+  // A view when the bytes are aligned for the type, else a copy.
+  const aligned = bytes.byteOffset % ctor.BYTES_PER_ELEMENT === 0;
+  const buffer = aligned ? bytes.buffer : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + size);
+  const data = new ctor(buffer as ArrayBuffer, aligned ? bytes.byteOffset : 0, n);
+  if (type === 'bool') {
+    const bad8 = (data as Uint8Array).findIndex((v) => v > 1);
+    if (bad8 >= 0) throw bad(`${what}: BOOL element ${bad8} is ${(data as Uint8Array)[bad8]}, not 0 or 1`);
+  }
+  return new Tensor(type, data as never, t.shape);
+}
+
+/** A Kiln output tensor's values in the binary layout. */
+export function toBinary(t: { type: TensorType; data: ArrayLike<unknown>; dims: readonly number[] }): Buffer {
+  if (t.type === 'string') {
+    const parts: Buffer[] = [];
+    for (const s of Array.from(t.data as ArrayLike<string>)) {
+      const b = Buffer.from(s, 'utf8');
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(b.length, 0);
+      parts.push(len, b);
+    }
+    return Buffer.concat(parts);
+  }
+  const view = t.data as unknown as ArrayBufferView;
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+}
