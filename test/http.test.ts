@@ -73,7 +73,7 @@ describe('kiln serve: KServe v2 over HTTP', function () {
   it('health, server metadata, model metadata and readiness', async () => {
     assert.equal((await get('/v2/health/live')).status, 200);
     assert.equal((await get('/v2/health/ready')).status, 200);
-    assert.deepEqual(await (await get('/v2')).json(), { name: 'kiln', version: '0.1.0', extensions: ['binary_tensor_data', 'model_repository'] });
+    assert.deepEqual(await (await get('/v2')).json(), { name: 'kiln', version: '0.1.0', extensions: ['binary_tensor_data', 'model_repository', 'statistics'] });
     const meta = { name: 'mlp', versions: ['1'], platform: 'onnxruntime_onnx', inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 512] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 10] }] };
     assert.deepEqual(await (await get('/v2/models/mlp')).json(), meta);
     assert.deepEqual(await (await get('/v2/models/mlp/versions/1')).json(), meta);
@@ -241,6 +241,45 @@ describe('kiln serve: KServe v2 over HTTP', function () {
     await error(fetch(`${base}/v2/models/mlp/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(5 * 2 ** 20) }), 413, 'larger than 4194304 bytes');
     const ok = await post('/v2/models/mlp/infer', { inputs: [x()] });
     assert.equal(ok.status, 200, 'still serving');
+  });
+
+  it("the statistics extension and Prometheus metrics count what was served, in Triton's names", async () => {
+    type Stat = { name: string; version: string; inference_count: number; execution_count: number; last_inference: number; inference_stats: Record<string, { count: number; ns: number }>; batch_stats: { batch_size: number; compute_infer: { count: number; ns: number } }[] };
+    const stats = async (url: string): Promise<Stat[]> => ((await (await get(url)).json()) as { model_stats: Stat[] }).model_stats;
+    const metric = (text: string, line: string): number => Number(new RegExp(`^${line.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+    const scrape = async (): Promise<string> => {
+      const r = await get('/metrics');
+      assert.match(r.headers.get('content-type') ?? '', /^text\/plain/);
+      return r.text();
+    };
+    const [before] = await stats('/v2/models/mlp/versions/1/stats');
+    const text0 = await scrape();
+    const x = { name: 'x', shape: [2, 512], datatype: 'FP32', data: new Array(1024).fill(0.5) };
+    await Promise.all(Array.from({ length: 5 }, () => post('/v2/models/mlp/infer', { inputs: [x] })));
+    await error(post('/v2/models/mlp/infer', { inputs: [{ ...x, shape: [2, 256], data: new Array(512).fill(0) }] }), 400, 'input "x"');
+    const [after] = await stats('/v2/models/mlp/stats');
+    assert.equal(after.name, 'mlp');
+    assert.equal(after.version, '1');
+    assert.equal(after.inference_count - before.inference_count, 10, 'rows');
+    assert.equal(after.inference_stats.success.count - before.inference_stats.success.count, 5);
+    assert.equal(after.inference_stats.fail.count - before.inference_stats.fail.count, 1);
+    assert.ok(after.inference_stats.success.ns > before.inference_stats.success.ns && after.inference_stats.compute_infer.ns > before.inference_stats.compute_infer.ns);
+    assert.ok(after.last_inference >= Date.now() - 60_000);
+    assert.equal(after.batch_stats.reduce((n, b) => n + b.compute_infer.count, 0), after.execution_count, 'every execution in one batch size');
+    assert.deepEqual((await stats('/v2/models/stats')).map((m) => m.name), ['mlp', 'types']);
+    await error(get('/v2/models/nope/stats'), 404, 'unknown model "nope"');
+    const text = await scrape();
+    const labels = '{model="mlp",version="1"}';
+    assert.equal(metric(text, `nv_inference_request_success${labels}`) - metric(text0, `nv_inference_request_success${labels}`), 5);
+    assert.equal(metric(text, `nv_inference_count${labels}`) - metric(text0, `nv_inference_count${labels}`), 10);
+    assert.equal(metric(text, 'nv_inference_request_failure{model="mlp",version="1",reason="OTHER"}') - metric(text0, 'nv_inference_request_failure{model="mlp",version="1",reason="OTHER"}'), 1);
+    assert.equal(metric(text, `nv_inference_exec_count${labels}`), after.execution_count);
+    assert.equal(metric(text, `kiln_batch_size_count${labels}`), after.execution_count);
+    assert.equal(metric(text, `nv_inference_pending_request_count${labels}`), 0);
+    for (const name of ['nv_inference_request_duration_us', 'nv_inference_queue_duration_us', 'nv_inference_compute_input_duration_us', 'nv_inference_compute_infer_duration_us', 'nv_inference_compute_output_duration_us']) {
+      assert.ok(metric(text, `${name}${labels}`) > 0, name);
+    }
+    assert.match(text, /^process_cpu_user_seconds_total /m);
   });
 
   it('the repository extension: index, unload (then 503), load', async () => {

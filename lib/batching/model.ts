@@ -435,6 +435,7 @@ export class Model {
         inputUs = r.inputUs;
       } else {
         outputs = await session.run(batch[0].feeds);
+        computeUs = (now() - started) * 1000; // no core timings without batching: the run's wall time
       }
       const ended = now();
       // A batch costs its time in the core (gather and run); the rest of its wall time is the
@@ -456,6 +457,11 @@ export class Model {
       });
       const t1 = now();
       const outputUs = (t1 - t0) * 1000;
+      const sized = (this.#stats.batchStats[rows] ??= { count: 0, computeInputUs: 0, computeInferUs: 0, computeOutputUs: 0 });
+      sized.count++;
+      sized.computeInputUs += inputUs;
+      sized.computeInferUs += computeUs;
+      sized.computeOutputUs += outputUs;
       this.#adaptive?.served(batch.filter((r) => r.state !== 'settled').map((r) => r.enqueuedAt), started, t1);
       batch.forEach((r, i) => {
         if (r.state === 'settled') return;

@@ -14,6 +14,11 @@ export interface ModelStats {
   /** Executions by batch size (rows). */
   batchSizes: Record<number, number>;
   /**
+   * Per batch size (rows): executions and their cumulative durations in microseconds, each
+   * execution counted once (Triton's batch_stats).
+   */
+  batchStats: Record<number, { count: number; computeInputUs: number; computeInferUs: number; computeOutputUs: number }>;
+  /**
    * Cumulative durations in microseconds over successful requests, counted per request as
    * Triton's nv_inference_*_duration_us are: a batch of 8 adds its compute time 8 times, so
    * computeInferUs / success is the mean per request, not computeInferUs / executionCount.
@@ -28,7 +33,7 @@ export interface ModelStats {
 
 export function emptyStats(): ModelStats {
   return {
-    requests: 0, success: 0, failure: {}, inferenceCount: 0, executionCount: 0, batchSizes: {},
+    requests: 0, success: 0, failure: {}, inferenceCount: 0, executionCount: 0, batchSizes: {}, batchStats: {},
     queueUs: 0, computeInputUs: 0, computeInferUs: 0, computeOutputUs: 0, pending: 0,
   };
 }

@@ -2,8 +2,8 @@
  * KServe v2 (Open Inference Protocol) over HTTP/REST on fastify, as Triton serves it: health,
  * server and model metadata, readiness, infer with JSON tensors or Triton's binary tensor
  * extension (`Inference-Header-Content-Length`: a JSON header, then each input's raw bytes;
- * outputs as binary on request), and Triton's model repository extension (index, load,
- * unload). Errors are `{"error": "..."}` with Triton's statuses: 400
+ * outputs as binary on request), Triton's model repository extension (index, load, unload)
+ * and statistics extension, and Prometheus metrics at /metrics (stats.ts). Errors are `{"error": "..."}` with Triton's statuses: 400
  * for a bad request, 404 for an unknown model or version, 503 for a model that is not ready
  * or a full queue (with Retry-After when the batcher estimates one).
  */
@@ -11,6 +11,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { Feeds, Results } from '../session';
 import type { ModelManager, ServedVersion } from './models';
+import { serverMetrics, tritonStatistics } from './stats';
 import { fromBinary, fromJson, toBinary, toJson, v2FromConfig, type JsonTensor } from './tensors';
 
 export interface HttpServerOptions {
@@ -21,7 +22,7 @@ export interface HttpServerOptions {
 }
 
 const SERVER_NAME = 'kiln';
-const EXTENSIONS = ['binary_tensor_data', 'model_repository'];
+const EXTENSIONS = ['binary_tensor_data', 'model_repository', 'statistics'];
 const HEADER_LENGTH = 'inference-header-content-length';
 
 /** Triton's HTTP status for each Kiln error code. */
@@ -101,6 +102,18 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
       }
     });
   }
+
+  for (const route of ['/v2/models/stats', '/v2/models/:name/stats', '/v2/models/:name/versions/:version/stats']) {
+    app.get<{ Params: Partial<Params> }>(route, async (q, reply) => {
+      try {
+        return { model_stats: manager.statistics(q.params.name, q.params.version).map(tritonStatistics) };
+      } catch (e) {
+        return send(reply, e);
+      }
+    });
+  }
+  const metrics = serverMetrics(manager);
+  app.get('/metrics', async (_q, reply) => reply.type(metrics.registry.contentType).send(await metrics.scrape()));
 
   app.post<{ Body: Buffer | undefined }>('/v2/repository/index', async (q, reply) => {
     let readyOnly = false;

@@ -54,10 +54,29 @@ interface Entry {
   busy?: Promise<void>;
 }
 
+/** What the server sees of a version's requests, end to end (the batcher counts the rest). */
+export interface RequestStats {
+  /** Successful requests' total time in the server's infer call, µs. */
+  successUs: number;
+  failureCount: number;
+  failureUs: number;
+  /** Time of the last request answered, ms since the epoch (0: none yet). */
+  lastInference: number;
+}
+
 interface Version extends ServedVersion {
   accepting: boolean;
   inflight: number;
   drained?: () => void;
+  requests: RequestStats;
+}
+
+/** A version's statistics: the batcher's and the server's. */
+export interface VersionStats {
+  name: string;
+  version: number;
+  model: ReturnType<Model['stats']>;
+  requests: RequestStats;
 }
 
 /** What identifies a model's files: config, version folders, model files with their sizes and times. */
@@ -148,11 +167,37 @@ export class ModelManager {
   async infer(name: string, version: string | undefined, feeds: Feeds, options?: InferOptions): Promise<Results> {
     const v = this.resolve(name, version) as Version;
     v.inflight++;
+    const t0 = performance.now();
     try {
-      return await v.model.infer(feeds, options);
+      const r = await v.model.infer(feeds, options);
+      v.requests.successUs += (performance.now() - t0) * 1000;
+      return r;
+    } catch (e) {
+      v.requests.failureCount++;
+      v.requests.failureUs += (performance.now() - t0) * 1000;
+      throw e;
     } finally {
+      v.requests.lastInference = Date.now();
       if (--v.inflight === 0) v.drained?.();
     }
+  }
+
+  /**
+   * Statistics of the versions being served: all, one model's (E_NOT_FOUND when unknown), or
+   * one version's.
+   */
+  statistics(name?: string, version?: string): VersionStats[] {
+    if (name !== undefined && !this.#models.has(name)) this.resolve(name, version); // the right error
+    const out: VersionStats[] = [];
+    for (const e of [...this.#models.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+      if (name !== undefined && e.name !== name) continue;
+      for (const v of [...e.versions.values()].sort((a, b) => a.version - b.version)) {
+        if (version !== undefined && version !== '' && String(v.version) !== version) continue;
+        out.push({ name: v.name, version: v.version, model: v.model.stats(), requests: { ...v.requests } });
+      }
+    }
+    if (name !== undefined && version !== undefined && version !== '' && out.length === 0) this.resolve(name, version);
+    return out;
   }
 
   /** Loads (or reloads) a model by name: 'explicit' and 'poll' modes. */
@@ -233,7 +278,7 @@ export class ModelManager {
             await probe.dispose();
           }
           const model = await Model.load(v.file, kilnConfig(config, where));
-          fresh.set(v.version, { name, version: v.version, config, model, accepting: true, inflight: 0 });
+          fresh.set(v.version, { name, version: v.version, config, model, accepting: true, inflight: 0, requests: { successUs: 0, failureCount: 0, failureUs: 0, lastInference: 0 } });
         }
       } catch (error) {
         for (const v of fresh.values()) await v.model.dispose();

@@ -1,0 +1,112 @@
+/**
+ * Serving statistics in Triton's two forms: the statistics extension's JSON
+ * (`/v2/models[/name[/versions/v]]/stats`, durations in ns) and Prometheus metrics with
+ * Triton's names (`nv_inference_*`, durations in µs, labelled by model and version) through
+ * prom-client, plus Kiln's batch-size histogram and the process metrics.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { KilnErrorCode } from '../errors';
+import type { ModelManager, VersionStats } from './models';
+
+const ns = (us: number): number => Math.round(us * 1000);
+const duration = (count: number, us: number): { count: number; ns: number } => ({ count, ns: ns(us) });
+
+/** One version's entry of Triton's statistics extension. */
+export function tritonStatistics(s: VersionStats): Record<string, unknown> {
+  const m = s.model;
+  return {
+    name: s.name,
+    version: String(s.version),
+    last_inference: s.requests.lastInference,
+    inference_count: m.inferenceCount,
+    execution_count: m.executionCount,
+    inference_stats: {
+      success: duration(m.success, s.requests.successUs),
+      fail: duration(s.requests.failureCount, s.requests.failureUs),
+      queue: duration(m.success, m.queueUs),
+      compute_input: duration(m.success, m.computeInputUs),
+      compute_infer: duration(m.success, m.computeInferUs),
+      compute_output: duration(m.success, m.computeOutputUs),
+      cache_hit: duration(0, 0),
+      cache_miss: duration(0, 0),
+    },
+    batch_stats: Object.entries(m.batchStats).map(([size, b]) => ({
+      batch_size: Number(size),
+      compute_input: duration(b.count, b.computeInputUs),
+      compute_infer: duration(b.count, b.computeInferUs),
+      compute_output: duration(b.count, b.computeOutputUs),
+    })),
+  };
+}
+
+/** Triton's failure reasons for Kiln's codes. */
+function reasonOf(code: string): string {
+  if (code === 'E_QUEUE_FULL' || code === 'E_OVERLOADED' || code === 'E_TIMEOUT') return 'REJECTED';
+  if (code === 'E_ABORTED') return 'CANCELED';
+  if (code === 'E_ORT') return 'BACKEND';
+  return 'OTHER';
+}
+
+/**
+ * Prometheus metrics of `manager`: `scrape()` brings the counters up to what each version did
+ * since the previous scrape (a reloaded version starts again from its own zero), then returns
+ * the text exposition.
+ */
+export function serverMetrics(manager: ModelManager): { registry: Registry; scrape(): Promise<string> } {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const labels = ['model', 'version'] as const;
+  const counter = (name: string, help: string, extra: readonly string[] = []): Counter<string> => new Counter({ name, help, labelNames: [...labels, ...extra], registers: [registry] });
+  const success = counter('nv_inference_request_success', 'Number of successful inference requests, all batch sizes');
+  const failure = counter('nv_inference_request_failure', 'Number of failed inference requests, all batch sizes', ['reason']);
+  const count = counter('nv_inference_count', 'Number of inferences performed (a request of batch size N counts N)');
+  const exec = counter('nv_inference_exec_count', 'Number of model executions performed (a batch counts once)');
+  const requestUs = counter('nv_inference_request_duration_us', 'Cumulative inference request duration in microseconds (successful requests)');
+  const queueUs = counter('nv_inference_queue_duration_us', 'Cumulative inference queuing duration in microseconds');
+  const inputUs = counter('nv_inference_compute_input_duration_us', 'Cumulative compute input duration in microseconds');
+  const inferUs = counter('nv_inference_compute_infer_duration_us', 'Cumulative compute inference duration in microseconds');
+  const outputUs = counter('nv_inference_compute_output_duration_us', 'Cumulative inference compute output duration in microseconds');
+  const pending = new Gauge({ name: 'nv_inference_pending_request_count', help: 'Instantaneous number of pending requests awaiting execution per-model', labelNames: [...labels], registers: [registry] });
+  const batch = new Histogram({ name: 'kiln_batch_size', help: "Rows per model execution (the dynamic batcher's batch sizes)", labelNames: [...labels], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [registry] });
+
+  /** What each version (by model and version) had reached at the previous scrape. */
+  const seen = new Map<string, { values: Record<string, number>; sizes: Record<number, number> }>();
+  const update = (): void => {
+    for (const s of manager.statistics()) {
+      const l = { model: s.name, version: String(s.version) };
+      const m = s.model;
+      const id = `${s.name}\u0000${s.version}`;
+      const previous = seen.get(id) ?? { values: {}, sizes: {} };
+      const grow = (c: Counter<string>, name: string, value: number, extra: Record<string, string> = {}): void => {
+        const before = previous.values[name] ?? 0;
+        // Below what was seen: the version was reloaded and counts from zero again.
+        const delta = value >= before ? value - before : value;
+        if (delta > 0) c.inc({ ...l, ...extra }, delta);
+        previous.values[name] = value;
+      };
+      grow(success, 'success', m.success);
+      for (const [code, n] of Object.entries(m.failure) as [KilnErrorCode, number][]) grow(failure, `failure:${code}`, n, { reason: reasonOf(code) });
+      grow(count, 'count', m.inferenceCount);
+      grow(exec, 'exec', m.executionCount);
+      grow(requestUs, 'request', s.requests.successUs);
+      grow(queueUs, 'queue', m.queueUs);
+      grow(inputUs, 'input', m.computeInputUs);
+      grow(inferUs, 'infer', m.computeInferUs);
+      grow(outputUs, 'output', m.computeOutputUs);
+      pending.set(l, m.pending);
+      for (const [size, n] of Object.entries(m.batchSizes)) {
+        const before = previous.sizes[Number(size)] ?? 0;
+        for (let i = n >= before ? n - before : n; i > 0; i--) batch.observe(l, Number(size));
+        previous.sizes[Number(size)] = n;
+      }
+      seen.set(id, previous);
+    }
+  };
+  return {
+    registry,
+    async scrape() {
+      update();
+      return registry.metrics();
+    },
+  };
+}
