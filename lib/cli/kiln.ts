@@ -10,6 +10,8 @@
  *                                INT8: dynamic, or static (QDQ) with calibration data; tuning
  * kiln fp16 IN.onnx -o OUT.onnx [--fp16-io] [--block Op,...]
  *                                float32 -> float16, sensitive ops and the IO kept float32
+ * kiln serve --model-repository DIR | MODEL.onnx | --example
+ *                                a KServe v2 / Triton-compatible inference server over HTTP
  * Run `kiln help` for every option.
  */
 import * as fs from 'fs';
@@ -24,6 +26,7 @@ import { formatMicroseconds, quantile } from '../latency';
 import { addModel, bigOutputModel, convModel, mlpModel, prng } from '../samples';
 import { Session, type Feeds, type Results, type ValueInfo } from '../session';
 import { ARRAY_TYPE, Tensor, type TensorType } from '../tensor';
+import { startServer } from '../server/serve';
 
 const SAMPLES: Record<string, () => Uint8Array> = { mlp: mlpModel, add: addModel, conv: convModel, 'big-output': bigOutputModel };
 
@@ -710,6 +713,56 @@ async function fp16Command(args: string[]): Promise<void> {
   if (check && !check.passed) throw floorFailure(check, 'float16', on, output, '--block and --block-nodes keep ops in float32');
 }
 
+async function serveCommand(args: string[]): Promise<void> {
+  const p = parseArgs('serve', args, ['model-repository', 'host', 'port', 'model-control-mode', 'load-model', 'auth-token', 'exit-timeout-secs', 'log-level', 'max-body-bytes', 'default-max-batch-size'], ['example', 'auth-health']);
+  const port = numberValue(p, 'port', (n) => Number.isInteger(n) && n >= 0 && n < 65536, 'a port number (0: any free port)');
+  const exitTimeout = numberValue(p, 'exit-timeout-secs', (n) => n >= 0, 'a number of seconds >= 0') ?? 30;
+  const bodyLimit = numberValue(p, 'max-body-bytes', (n) => Number.isInteger(n) && n > 0, 'a size in bytes');
+  const defaultMaxBatchSize = numberValue(p, 'default-max-batch-size', (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
+  const mode = value(p, 'model-control-mode');
+  if (mode !== undefined && !['none', 'explicit', 'poll'].includes(mode)) throw new KilnError('E_INVALID_ARGUMENT', `--model-control-mode must be none, explicit or poll, received ${mode}`);
+  if (p.positional.length > 1) throw new KilnError('E_INVALID_ARGUMENT', `kiln serve takes one model file, received ${p.positional.join(' ')}`);
+  const server = await startServer({
+    modelRepository: value(p, 'model-repository'),
+    model: p.positional[0],
+    example: p.switches.has('example') || undefined,
+    host: value(p, 'host'),
+    httpPort: port,
+    controlMode: mode as 'none' | 'explicit' | 'poll' | undefined,
+    loadModels: p.values.get('load-model'),
+    authToken: value(p, 'auth-token') ?? process.env.KILN_AUTH_TOKEN,
+    healthWithoutAuth: !p.switches.has('auth-health'),
+    bodyLimit,
+    defaultMaxBatchSize,
+    logLevel: value(p, 'log-level'),
+  });
+  const ready = server.manager.index().filter((s) => s.state === 'READY');
+  const lines = [`kiln serve: KServe v2 over HTTP at ${server.url} (model repository ${server.repository}), models: ${ready.map((s) => `${s.name} v${s.version}`).join(', ') || 'none ready'}`];
+  if (ready.some((s) => s.name === 'add')) {
+    const body = JSON.stringify({ inputs: [{ name: 'a', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }, { name: 'b', shape: [1, 4], datatype: 'FP32', data: [10, 20, 30, 40] }] });
+    lines.push(`try: curl -s -X POST ${server.url}/v2/models/add/infer -H 'content-type: application/json' -d '${body}'`);
+  }
+  lines.push('stop with Ctrl-C (or SIGTERM): requests in flight are answered first');
+  process.stdout.write(lines.join('\n') + '\n');
+  // Stop taking connections, answer what was taken, release the models; bounded.
+  const stop = (signal: string): void => {
+    server.logger.info({ signal, exitTimeoutSecs: exitTimeout }, 'shutting down');
+    const timer = setTimeout(() => {
+      server.logger.error({ exitTimeoutSecs: exitTimeout }, 'requests still in flight at the exit timeout');
+      process.exit(1);
+    }, exitTimeout * 1000);
+    server.close().then(() => {
+      clearTimeout(timer);
+      process.exit(0);
+    }, (e: unknown) => {
+      server.logger.error({ err: e }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
 const USAGE = `usage:
   kiln info
   kiln bench [--model mlp|add|conv|big-output|FILE.onnx] [--batch N] [--calls N] [--intra N] [--concurrency N]
@@ -743,6 +796,16 @@ const USAGE = `usage:
       --dim NAME=N           size of a symbolic dim for .raw samples and the latency inputs (latency runs
                              on the first sample's shapes, else 1 for a dim not given)
       --calls N              latency runs per model (0: skip; default: about 2 s worth)
+  kiln serve (--model-repository DIR | MODEL.onnx | --example) [options]
+      A KServe v2 (Triton-compatible) inference server over HTTP: a Triton model repository
+      (<model>/config.pbtxt or config.json, <model>/<version>/model.onnx; a model without config
+      is completed from the ONNX model), one model file (named after the file), or --example (a
+      repository Kiln writes: the sample MLP and add models).
+      --host H (default 127.0.0.1)   --port N (default 8000; 0: a free port, printed)
+      --model-control-mode none|explicit|poll   --load-model NAME (explicit; repeatable, * for all)
+      --auth-token T (or KILN_AUTH_TOKEN): requests need Authorization: Bearer T; --auth-health
+                             requires it on /v2/health too   --exit-timeout-secs S (default 30)
+      --max-body-bytes N (default 64 MiB)   --default-max-batch-size N (default 64)   --log-level L
   kiln fp16 IN.onnx -o OUT.onnx [--keep-io | --fp16-io] [--block Op,...] [--block-nodes NODE,...]
             [--eval DATA] [--metric M] [--floor X | --no-floor] [--dim NAME=N]... [--calls N] [--external-data BYTES]
       float32 -> float16. Inputs and outputs stay float32 unless --fp16-io; Range, NonMaxSuppression,
@@ -758,6 +821,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void> | void> = {
   optimize: optimizeCommand,
   quantize: quantizeCommand,
   fp16: fp16Command,
+  serve: serveCommand,
 };
 
 async function main(argv: string[]): Promise<void> {

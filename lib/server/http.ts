@@ -7,7 +7,8 @@
  * for a bad request, 404 for an unknown model or version, 503 for a model that is not ready
  * or a full queue (with Retry-After when the batcher estimates one).
  */
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { Feeds, Results } from '../session';
 import type { ModelManager, ServedVersion } from './models';
@@ -19,6 +20,8 @@ export interface HttpServerOptions {
   bodyLimit?: number;
   /** Largest element count of one input tensor (default 2^26): more is 400 before any allocation. */
   maxElements?: number;
+  /** pino logger for one line per request (with its id) and errors; none by default. */
+  logger?: Logger;
 }
 
 const SERVER_NAME = 'kiln';
@@ -55,13 +58,29 @@ interface InferBody {
 /** A KServe v2 HTTP server over `manager` (not listening: call `listen`). */
 export function createHttpServer(manager: ModelManager, options: HttpServerOptions = {}): FastifyInstance {
   const maxElements = options.maxElements ?? 2 ** 26;
-  const app = Fastify({ bodyLimit: options.bodyLimit ?? 64 * 2 ** 20, logger: false });
+  const app = Fastify({
+    bodyLimit: options.bodyLimit ?? 64 * 2 ** 20,
+    ...(options.logger ? { loggerInstance: options.logger as unknown as FastifyBaseLogger } : { logger: false }),
+    // A client that sends its body slowly or not at all cannot hold the server: 30 s to send it.
+    requestTimeout: 30_000,
+  });
   // Fastify's own errors (bad JSON, body too large) in the protocol's shape.
   app.setErrorHandler((error: Error & { statusCode?: number }, _request, reply) => {
     const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
     reply.code(status).send({ error: status === 413 ? `request body larger than ${options.bodyLimit ?? 64 * 2 ** 20} bytes (the server's limit)` : error.message });
   });
   app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}` }));
+  // Closing: answers sent from now on close their connection, so that keep-alive clients do
+  // not hold the server open once the requests in flight are answered.
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
+  });
   // Bodies are read as bytes (bounded by bodyLimit) and decoded here: a binary infer request
   // is a JSON header followed by raw tensor bytes, whatever its content type says.
   app.removeAllContentTypeParsers();

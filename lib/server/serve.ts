@@ -1,0 +1,139 @@
+/**
+ * `kiln serve` put together: a model repository (given, made of one model file, or the
+ * example Kiln writes), its ModelManager, the KServe v2 HTTP server with bearer-token auth
+ * and structured logs (pino, one line per request with its id), and a shutdown that stops
+ * taking connections, answers what it took, and releases the models.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import type { AddressInfo } from 'net';
+import pino, { type Logger } from 'pino';
+import { KilnError } from '../errors';
+import { addModel, mlpModel } from '../samples';
+import { createHttpServer } from './http';
+import { ModelManager, type ControlMode } from './models';
+import { MODEL_NAME } from './repository';
+
+export interface ServeOptions {
+  /** A Triton model repository; or `model`, one ONNX file; or `example`. */
+  modelRepository?: string;
+  model?: string;
+  /** Serve the example repository (written to a temporary folder, removed on close). */
+  example?: boolean;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 8000; 0 picks a free port. */
+  httpPort?: number;
+  controlMode?: ControlMode;
+  loadModels?: readonly string[];
+  /** Requests must carry `Authorization: Bearer <token>`. */
+  authToken?: string;
+  /** Health endpoints answer without the token (default true: load balancers probe them). */
+  healthWithoutAuth?: boolean;
+  bodyLimit?: number;
+  maxElements?: number;
+  defaultMaxBatchSize?: number;
+  /** pino level (default info); 'silent' for none. */
+  logLevel?: string;
+  /** Where logs go (default stderr). */
+  logDestination?: NodeJS.WritableStream;
+}
+
+export interface RunningServer {
+  readonly url: string;
+  readonly port: number;
+  readonly repository: string;
+  readonly manager: ModelManager;
+  readonly logger: Logger;
+  /** Stops taking connections, waits for the requests taken, releases the models. */
+  close(): Promise<void>;
+}
+
+/** The example repository: the sample MLP (dynamic batching) and the add model (no config: completed). */
+export function writeExampleRepository(dir: string): void {
+  const files: Record<string, string | Uint8Array> = {
+    'mlp/config.pbtxt': [
+      '# The sample MLP: x [N, 512] -> y [N, 10], batched up to 64 rows.',
+      'name: "mlp"', 'platform: "onnxruntime_onnx"', 'max_batch_size: 64',
+      'input [ { name: "x", data_type: TYPE_FP32, dims: [ 512 ] } ]',
+      'output [ { name: "y", data_type: TYPE_FP32, dims: [ 10 ] } ]',
+      'dynamic_batching { max_queue_delay_microseconds: 200 }', '',
+    ].join('\n'),
+    'mlp/1/model.onnx': mlpModel(),
+    'add/1/model.onnx': addModel(),
+  };
+  for (const [file, content] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+    fs.writeFileSync(path.join(dir, file), content);
+  }
+}
+
+export async function startServer(options: ServeOptions): Promise<RunningServer> {
+  const sources = [options.modelRepository, options.model, options.example ? 'example' : undefined].filter((x) => x !== undefined);
+  if (sources.length !== 1) throw new KilnError('E_INVALID_ARGUMENT', 'serve one of: a model repository, a model file, or the example');
+  let repository = options.modelRepository as string;
+  let temporary: string | undefined;
+  if (options.model !== undefined || options.example) {
+    temporary = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-serve-'));
+    repository = temporary;
+    if (options.example) {
+      writeExampleRepository(temporary);
+    } else {
+      const file = options.model as string;
+      if (!fs.existsSync(file)) throw new KilnError('E_NOT_FOUND', `no such model file: ${file}`);
+      const name = path.basename(file).replace(/\.onnx$/i, '');
+      if (!MODEL_NAME.test(name)) throw new KilnError('E_INVALID_ARGUMENT', `the model is served under its file's name, and "${name}" is not a model name (letters, digits, '_', '-', '.')`);
+      fs.mkdirSync(path.join(temporary, name, '1'), { recursive: true });
+      fs.copyFileSync(file, path.join(temporary, name, '1', 'model.onnx'));
+    }
+  }
+  const logger = pino({ level: options.logLevel ?? 'info', base: { service: 'kiln-serve' } }, (options.logDestination ?? process.stderr) as pino.DestinationStream);
+  let manager: ModelManager | undefined;
+  try {
+    manager = await ModelManager.open(repository, { controlMode: options.controlMode, loadModels: options.loadModels, defaultMaxBatchSize: options.defaultMaxBatchSize });
+    for (const s of manager.index()) {
+      if (s.state === 'READY') logger.info({ model: s.name, version: s.version }, 'model ready');
+      else if (s.reason !== 'unloaded') logger.error({ model: s.name, reason: s.reason }, 'model failed to load');
+    }
+    const app = createHttpServer(manager, { bodyLimit: options.bodyLimit, maxElements: options.maxElements, logger });
+    if (options.authToken !== undefined) {
+      const expected = `Bearer ${options.authToken}`;
+      const healthFree = options.healthWithoutAuth ?? true;
+      app.addHook('onRequest', async (request, reply) => {
+        if (healthFree && request.url.startsWith('/v2/health/')) return;
+        if (request.headers.authorization !== expected) {
+          reply.header('www-authenticate', 'Bearer');
+          return reply.code(401).send({ error: 'missing or wrong bearer token (Authorization: Bearer <token>)' });
+        }
+      });
+    }
+    await app.listen({ host: options.host ?? '127.0.0.1', port: options.httpPort ?? 8000 });
+    const address = app.server.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    const url = `http://${host}:${address.port}`;
+    logger.info({ url, repository, controlMode: manager.controlMode }, 'HTTP listening');
+    const served = manager;
+    let closing: Promise<void> | undefined;
+    return {
+      url,
+      port: address.port,
+      repository,
+      manager: served,
+      logger,
+      close() {
+        closing ??= (async () => {
+          await app.close();
+          await served.close();
+          if (temporary) fs.rmSync(temporary, { recursive: true, force: true });
+          logger.info('stopped');
+        })();
+        return closing;
+      },
+    };
+  } catch (e) {
+    await manager?.close();
+    if (temporary) fs.rmSync(temporary, { recursive: true, force: true });
+    throw e;
+  }
+}
