@@ -15,6 +15,7 @@ import { createHttpServer } from '../lib/server/http';
 import { fromJson } from '../lib/server/tensors';
 import { ModelManager } from '../lib/server/models';
 import type { TensorType } from '../lib/tensor';
+import { writeFiles } from './helpers/repository';
 
 /** One Identity per datatype: every type goes in and comes back. */
 const IDENTITY_TYPES: [string, TensorType, unknown[]][] = [
@@ -46,10 +47,7 @@ describe('kiln serve: KServe v2 over HTTP', function () {
       'mlp/config.pbtxt': 'max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 500 }', 'mlp/1/model.onnx': mlpModel(),
       'types/config.pbtxt': 'max_batch_size: 0', 'types/1/model.onnx': identities(),
     };
-    for (const [file, content] of Object.entries(files)) {
-      fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
-      fs.writeFileSync(path.join(dir, file), content);
-    }
+    writeFiles(dir, files);
     manager = await ModelManager.open(dir, { controlMode: 'explicit', loadModels: ['*'] });
     app = createHttpServer(manager, { bodyLimit: 4 * 2 ** 20, maxElements: 2 ** 20 });
     await app.listen({ host: '127.0.0.1', port: 0 });

@@ -10,6 +10,7 @@ import { GraphBuilder } from '../lib/onnx/builder';
 import { addModel, mlpModel, prng } from '../lib/samples';
 import { ModelManager } from '../lib/server/models';
 import { assertKilnError } from './helpers/assert-error';
+import { writeFiles } from './helpers/repository';
 
 /** y = a + b + k, ['N', 4]: versions of one model told apart by k. */
 function addK(k: number): Uint8Array {
@@ -47,10 +48,7 @@ describe('serving a model repository', function () {
   function repo(files: Record<string, string | Uint8Array>): string {
     const root = path.join(dir, `r${count++}`);
     fs.mkdirSync(root);
-    for (const [file, content] of Object.entries(files)) {
-      fs.mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
-      fs.writeFileSync(path.join(root, file), content);
-    }
+    writeFiles(root, files);
     return root;
   }
 

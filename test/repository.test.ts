@@ -13,6 +13,7 @@ import { parseTextFormat } from '../lib/server/pbtxt';
 import { autoComplete, kilnConfig, readModelDir, readRepository, servedVersions } from '../lib/server/repository';
 import { parseModelConfigJson, parseModelConfigText } from '../lib/server/triton-config';
 import { assertKilnError, thrown } from './helpers/assert-error';
+import { writeFiles } from './helpers/repository';
 
 /** A config as Triton's documentation writes them: comments, nested messages, lists, maps. */
 const MLP_CONFIG = `# The MLP, batched.
@@ -64,10 +65,7 @@ describe('model repository', function () {
   /** Writes files under a fresh repository folder; returns its path. */
   function repo(name: string, files: Record<string, string | Uint8Array>): string {
     const root = path.join(dir, name);
-    for (const [file, content] of Object.entries(files)) {
-      fs.mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
-      fs.writeFileSync(path.join(root, file), content);
-    }
+    writeFiles(root, files);
     return root;
   }
 

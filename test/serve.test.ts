@@ -6,7 +6,9 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as grpc from '@grpc/grpc-js';
 import { addModel } from '../lib/samples';
+import { inferenceService } from '../lib/server/grpc';
 import { msPerStep, workModel } from './helpers/batching-models';
 
 const CLI = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
@@ -21,7 +23,7 @@ interface Served {
 
 /** Starts `kiln serve ARGS --port 0` and waits for the line that says where it listens. */
 async function serve(...args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', ...args]);
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--grpc-port', '0', ...args]);
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -30,7 +32,7 @@ async function serve(...args: string[]): Promise<Served> {
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no listening line in 30 s: ${out} ${err}`)), 30_000);
     const check = (): void => {
-      const m = /at (http:\/\/127\.0\.0\.1:\d+) /.exec(out);
+      const m = /at (http:\/\/127\.0\.0\.1:\d+) and gRPC at 127\.0\.0\.1:\d+ /.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);
@@ -59,6 +61,15 @@ describe('kiln serve (the process)', function () {
       assert.deepEqual(await res.json(), { model_name: 'add', model_version: '1', outputs: [{ name: 'y', shape: [1, 4], datatype: 'FP32', data: [11, 22, 33, 44] }] });
       const mlp = await (await fetch(`${s.url}/v2/models/mlp`)).json();
       assert.deepEqual(mlp, { name: 'mlp', versions: ['1'], platform: 'onnxruntime_onnx', inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 512] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 10] }] });
+      // The same over gRPC, on the port printed.
+      const address = /and gRPC at (127\.0\.0\.1:\d+) /.exec(s.stdout())?.[1] as string;
+      const client = new (inferenceService())(address, grpc.credentials.createInsecure()) as unknown as { ModelInfer(r: unknown, cb: (e: Error | null, r: { raw_output_contents: Buffer[] }) => void): void; close(): void };
+      const answer = await new Promise<{ raw_output_contents: Buffer[] }>((resolve, reject) => client.ModelInfer({
+        model_name: 'add', inputs: [{ name: 'a', datatype: 'FP32', shape: [1, 4], contents: { fp32_contents: [1, 2, 3, 4] } }, { name: 'b', datatype: 'FP32', shape: [1, 4], contents: { fp32_contents: [10, 20, 30, 40] } }],
+      }, (e, r) => (e ? reject(e) : resolve(r))));
+      client.close();
+      const y = answer.raw_output_contents[0];
+      assert.deepEqual(Array.from(new Float32Array(y.buffer.slice(y.byteOffset, y.byteOffset + 16))), [11, 22, 33, 44]);
       const repository = /\(model repository (\S+)\)/.exec(s.stdout())?.[1] as string;
       assert.ok(fs.existsSync(path.join(repository, 'mlp', 'config.pbtxt')));
       s.child.kill('SIGTERM');

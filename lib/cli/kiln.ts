@@ -11,7 +11,7 @@
  * kiln fp16 IN.onnx -o OUT.onnx [--fp16-io] [--block Op,...]
  *                                float32 -> float16, sensitive ops and the IO kept float32
  * kiln serve --model-repository DIR | MODEL.onnx | --example
- *                                a KServe v2 / Triton-compatible inference server over HTTP
+ *                                a KServe v2 / Triton-compatible inference server over HTTP and gRPC
  * Run `kiln help` for every option.
  */
 import * as fs from 'fs';
@@ -714,8 +714,9 @@ async function fp16Command(args: string[]): Promise<void> {
 }
 
 async function serveCommand(args: string[]): Promise<void> {
-  const p = parseArgs('serve', args, ['model-repository', 'host', 'port', 'model-control-mode', 'load-model', 'auth-token', 'exit-timeout-secs', 'log-level', 'max-body-bytes', 'default-max-batch-size'], ['example', 'auth-health']);
+  const p = parseArgs('serve', args, ['model-repository', 'host', 'port', 'grpc-port', 'model-control-mode', 'load-model', 'auth-token', 'exit-timeout-secs', 'log-level', 'max-body-bytes', 'default-max-batch-size'], ['example', 'auth-health']);
   const port = numberValue(p, 'port', (n) => Number.isInteger(n) && n >= 0 && n < 65536, 'a port number (0: any free port)');
+  const grpcPort = numberValue(p, 'grpc-port', (n) => Number.isInteger(n) && n >= -1 && n < 65536, 'a port number (0: any free port, -1: no gRPC)');
   const exitTimeout = numberValue(p, 'exit-timeout-secs', (n) => n >= 0, 'a number of seconds >= 0') ?? 30;
   const bodyLimit = numberValue(p, 'max-body-bytes', (n) => Number.isInteger(n) && n > 0, 'a size in bytes');
   const defaultMaxBatchSize = numberValue(p, 'default-max-batch-size', (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
@@ -728,6 +729,7 @@ async function serveCommand(args: string[]): Promise<void> {
     example: p.switches.has('example') || undefined,
     host: value(p, 'host'),
     httpPort: port,
+    grpcPort,
     controlMode: mode as 'none' | 'explicit' | 'poll' | undefined,
     loadModels: p.values.get('load-model'),
     authToken: value(p, 'auth-token') ?? process.env.KILN_AUTH_TOKEN,
@@ -737,7 +739,7 @@ async function serveCommand(args: string[]): Promise<void> {
     logLevel: value(p, 'log-level'),
   });
   const ready = server.manager.index().filter((s) => s.state === 'READY');
-  const lines = [`kiln serve: KServe v2 over HTTP at ${server.url} (model repository ${server.repository}), models: ${ready.map((s) => `${s.name} v${s.version}`).join(', ') || 'none ready'}`];
+  const lines = [`kiln serve: KServe v2 over HTTP at ${server.url}${server.grpc ? ` and gRPC at ${server.grpc}` : ''} (model repository ${server.repository}), models: ${ready.map((s) => `${s.name} v${s.version}`).join(', ') || 'none ready'}`];
   if (ready.some((s) => s.name === 'add')) {
     const body = JSON.stringify({ inputs: [{ name: 'a', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }, { name: 'b', shape: [1, 4], datatype: 'FP32', data: [10, 20, 30, 40] }] });
     lines.push(`try: curl -s -X POST ${server.url}/v2/models/add/infer -H 'content-type: application/json' -d '${body}'`);
@@ -797,11 +799,12 @@ const USAGE = `usage:
                              on the first sample's shapes, else 1 for a dim not given)
       --calls N              latency runs per model (0: skip; default: about 2 s worth)
   kiln serve (--model-repository DIR | MODEL.onnx | --example) [options]
-      A KServe v2 (Triton-compatible) inference server over HTTP: a Triton model repository
+      A KServe v2 (Triton-compatible) inference server over HTTP and gRPC: a Triton model repository
       (<model>/config.pbtxt or config.json, <model>/<version>/model.onnx; a model without config
       is completed from the ONNX model), one model file (named after the file), or --example (a
       repository Kiln writes: the sample MLP and add models).
-      --host H (default 127.0.0.1)   --port N (default 8000; 0: a free port, printed)
+      --host H (default 127.0.0.1)   --port N (HTTP, default 8000; 0: a free port, printed)
+      --grpc-port N (default 8001; 0: a free port; -1: no gRPC)
       --model-control-mode none|explicit|poll   --load-model NAME (explicit; repeatable, * for all)
       --auth-token T (or KILN_AUTH_TOKEN): requests need Authorization: Bearer T; --auth-health
                              requires it on /v2/health too   --exit-timeout-secs S (default 30)

@@ -7,13 +7,16 @@
  * for a bad request, 404 for an unknown model or version, 503 for a model that is not ready
  * or a full queue (with Retry-After when the batcher estimates one).
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { Feeds, Results } from '../session';
-import type { ModelManager, ServedVersion } from './models';
+import type { ModelManager } from './models';
+import { inferOptions, inputChecker, modelMetadata, outputName } from './infer';
 import { serverMetrics, tritonStatistics } from './stats';
-import { fromBinary, fromJson, toBinary, toJson, v2FromConfig, type JsonTensor } from './tensors';
+import { fromBinary, fromJson, toBinary, toJson, type JsonTensor } from './tensors';
 
 export interface HttpServerOptions {
   /** Largest request body in bytes (default 64 MiB): larger ones get 413 before being read. */
@@ -24,8 +27,12 @@ export interface HttpServerOptions {
   logger?: Logger;
 }
 
-const SERVER_NAME = 'kiln';
-const EXTENSIONS = ['binary_tensor_data', 'model_repository', 'statistics'];
+/** The server metadata both protocols answer with (the version is the package's). */
+export const SERVER_INFO = {
+  name: 'kiln',
+  version: (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version,
+  extensions: ['binary_tensor_data', 'model_repository', 'statistics'],
+};
 const HEADER_LENGTH = 'inference-header-content-length';
 
 /** Triton's HTTP status for each Kiln error code. */
@@ -39,13 +46,6 @@ function send(reply: FastifyReply, e: unknown): FastifyReply {
   const status = STATUS[k.code] ?? 500;
   if (k.retryAfterMs !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(k.retryAfterMs / 1000))));
   return reply.code(status).send({ error: k.message });
-}
-
-/** Model metadata as KServe v2 gives it: shapes with -1 for the batch dim when the model batches. */
-function metadata(v: ServedVersion, versions: number[]): Record<string, unknown> {
-  const batch = (v.config.maxBatchSize ?? 0) > 0 ? [-1] : [];
-  const tensors = (list: typeof v.config.input) => (list ?? []).map((t) => ({ name: t.name, datatype: v2FromConfig(t.dataType), shape: [...batch, ...(t.dims ?? [])] }));
-  return { name: v.name, versions: versions.map(String), platform: 'onnxruntime_onnx', inputs: tensors(v.config.input), outputs: tensors(v.config.output) };
 }
 
 interface InferBody {
@@ -88,14 +88,13 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
 
   app.get('/v2/health/live', async (_q, reply) => reply.code(200).send());
   app.get('/v2/health/ready', async (_q, reply) => reply.code(manager.ready() ? 200 : 503).send());
-  app.get('/v2', async () => ({ name: SERVER_NAME, version: process.env.npm_package_version ?? '0.1.0', extensions: EXTENSIONS }));
+  app.get('/v2', async () => SERVER_INFO);
 
   type Params = { name: string; version?: string };
-  const versionsOf = (name: string): number[] => manager.index().filter((s) => s.name === name && s.version !== undefined && s.state === 'READY').map((s) => s.version as number);
   for (const base of ['/v2/models/:name', '/v2/models/:name/versions/:version']) {
     app.get<{ Params: Params }>(base, async (q, reply) => {
       try {
-        return metadata(manager.resolve(q.params.name, q.params.version), versionsOf(q.params.name));
+        return modelMetadata(manager, q.params.name, q.params.version);
       } catch (e) {
         return send(reply, e);
       }
@@ -188,48 +187,35 @@ async function infer(manager: ModelManager, params: { name: string; version?: st
   const v = manager.resolve(params.name, params.version);
   if (!body || typeof body !== 'object' || Array.isArray(body)) throw new KilnError('E_INVALID_ARGUMENT', 'the request body must be a JSON object with "inputs"');
   if (!Array.isArray(body.inputs) || body.inputs.length === 0) throw new KilnError('E_INVALID_ARGUMENT', '"inputs" must be a non-empty array of tensors');
-  const types = new Map(v.model.inputs.map((i) => [i.name, i.type]));
+  const inputs = inputChecker(v);
   const feeds: Record<string, Feeds[string]> = {};
   let offset = 0;
   for (const raw of body.inputs as unknown[]) {
     const t = raw as JsonTensor;
-    if (!t || typeof t !== 'object' || typeof t.name !== 'string') throw new KilnError('E_INVALID_ARGUMENT', 'each input must be an object with a "name"');
-    if (!types.has(t.name)) throw new KilnError('E_INVALID_ARGUMENT', `unexpected inference input "${t.name}" for model "${v.name}" (its inputs: ${[...types.keys()].join(', ')})`);
-    if (t.name in feeds) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}" is given twice`);
+    if (!t || typeof t !== 'object') throw new KilnError('E_INVALID_ARGUMENT', 'each input must be an object with a "name"');
+    const type = inputs.type(t.name);
     const size = t.parameters?.binary_data_size;
     if (size === undefined) {
-      feeds[t.name] = fromJson(t, types.get(t.name) as never, maxElements);
+      feeds[t.name] = fromJson(t, type, maxElements);
       continue;
     }
     if (!Number.isSafeInteger(size) || (size as number) < 0) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}": binary_data_size must be a byte count, received ${JSON.stringify(size)}`);
     if (t.data !== undefined) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}" has both "data" and binary_data_size`);
     const end = offset + (size as number);
     if (!binary || end > binary.length) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}": binary_data_size ${size} goes past the end of the binary data (${binary ? binary.length - offset : 0} bytes left${binary ? '' : ': no Inference-Header-Content-Length'})`);
-    feeds[t.name] = fromBinary(t, binary.subarray(offset, end), types.get(t.name) as never, maxElements);
+    feeds[t.name] = fromBinary(t, binary.subarray(offset, end), type, maxElements);
     offset = end;
   }
   if (binary && offset !== binary.length) throw new KilnError('E_INVALID_ARGUMENT', `the body holds ${binary.length - offset} bytes after the inputs' binary data`);
   const p = body.parameters ?? {};
   if (typeof p !== 'object' || p === null) throw new KilnError('E_INVALID_ARGUMENT', '"parameters" must be an object');
-  const options: { priority?: number; timeoutMs?: number } = {};
-  if (p.priority !== undefined) {
-    if (!Number.isInteger(p.priority) || (p.priority as number) < 0) throw new KilnError('E_INVALID_ARGUMENT', `parameter "priority" must be an integer >= 0, received ${JSON.stringify(p.priority)}`);
-    options.priority = p.priority as number;
-  }
-  if (p.timeout !== undefined) {
-    if (!Number.isInteger(p.timeout) || (p.timeout as number) < 0) throw new KilnError('E_INVALID_ARGUMENT', `parameter "timeout" (µs) must be an integer >= 0, received ${JSON.stringify(p.timeout)}`);
-    if ((p.timeout as number) > 0) options.timeoutMs = (p.timeout as number) / 1000;
-  }
-  const outputs = v.model.outputs.map((o) => o.name);
+  const options = inferOptions(p);
   // Outputs as binary: each output's binary_data parameter, else the request's binary_data_output.
   const allBinary = (p as { binary_data_output?: unknown }).binary_data_output === true;
-  let wanted = outputs.map((name) => ({ name, binary: allBinary }));
+  let wanted = v.model.outputs.map((o) => ({ name: o.name, binary: allBinary }));
   if (body.outputs !== undefined) {
     if (!Array.isArray(body.outputs)) throw new KilnError('E_INVALID_ARGUMENT', '"outputs" must be an array');
-    wanted = (body.outputs as { name?: unknown; parameters?: unknown }[]).map((o) => {
-      if (!o || typeof o.name !== 'string' || !outputs.includes(o.name)) throw new KilnError('E_INVALID_ARGUMENT', `unexpected inference output ${JSON.stringify(o?.name)} for model "${v.name}" (its outputs: ${outputs.join(', ')})`);
-      return { name: o.name, binary: wantsBinary(o.parameters) ?? allBinary };
-    });
+    wanted = (body.outputs as { name?: unknown; parameters?: unknown }[]).map((o) => ({ name: outputName(v, o?.name), binary: wantsBinary(o?.parameters) ?? allBinary }));
   }
   const results: Results = await manager.infer(v.name, String(v.version), feeds, options);
   const chunks: Buffer[] = [];

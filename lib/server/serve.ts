@@ -1,8 +1,8 @@
 /**
  * `kiln serve` put together: a model repository (given, made of one model file, or the
- * example Kiln writes), its ModelManager, the KServe v2 HTTP server with bearer-token auth
- * and structured logs (pino, one line per request with its id), and a shutdown that stops
- * taking connections, answers what it took, and releases the models.
+ * example Kiln writes), its ModelManager, the KServe v2 HTTP and gRPC servers with
+ * bearer-token auth and structured logs (pino, one line per HTTP request with its id), and a
+ * shutdown that stops taking requests, answers what it took, and releases the models.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -11,6 +11,8 @@ import type { AddressInfo } from 'net';
 import pino, { type Logger } from 'pino';
 import { KilnError } from '../errors';
 import { addModel, mlpModel } from '../samples';
+import * as grpc from '@grpc/grpc-js';
+import { createGrpcServer } from './grpc';
 import { createHttpServer } from './http';
 import { ModelManager, type ControlMode } from './models';
 import { MODEL_NAME } from './repository';
@@ -25,6 +27,8 @@ export interface ServeOptions {
   host?: string;
   /** Default 8000; 0 picks a free port. */
   httpPort?: number;
+  /** Default 8001; 0 picks a free port; -1: no gRPC. */
+  grpcPort?: number;
   controlMode?: ControlMode;
   loadModels?: readonly string[];
   /** Requests must carry `Authorization: Bearer <token>`. */
@@ -43,6 +47,8 @@ export interface ServeOptions {
 export interface RunningServer {
   readonly url: string;
   readonly port: number;
+  /** The gRPC address (host:port), unless disabled. */
+  readonly grpc?: string;
   readonly repository: string;
   readonly manager: ModelManager;
   readonly logger: Logger;
@@ -113,17 +119,35 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const url = `http://${host}:${address.port}`;
     logger.info({ url, repository, controlMode: manager.controlMode }, 'HTTP listening');
+    let grpcServer: grpc.Server | undefined;
+    let grpcAddress: string | undefined;
+    if ((options.grpcPort ?? 8001) >= 0) {
+      grpcServer = createGrpcServer(manager, { maxMessageBytes: options.bodyLimit, maxElements: options.maxElements, authToken: options.authToken });
+      const bindHost = options.host ?? '127.0.0.1';
+      const g = grpcServer;
+      try {
+        const port = await new Promise<number>((resolve, reject) => g.bindAsync(`${bindHost.includes(':') ? `[${bindHost}]` : bindHost}:${options.grpcPort ?? 8001}`, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+        grpcAddress = `${host}:${port}`;
+      } catch (e) {
+        await app.close();
+        throw new KilnError('E_INVALID_ARGUMENT', `cannot serve gRPC on port ${options.grpcPort ?? 8001}: ${(e as Error).message}`, { cause: e });
+      }
+      logger.info({ address: grpcAddress }, 'gRPC listening');
+    }
     const served = manager;
     let closing: Promise<void> | undefined;
     return {
       url,
       port: address.port,
+      grpc: grpcAddress,
       repository,
       manager: served,
       logger,
       close() {
         closing ??= (async () => {
-          await app.close();
+          // Both stop taking requests; those taken are answered before the models go.
+          const g = grpcServer;
+          await Promise.all([app.close(), g ? new Promise<void>((r) => g.tryShutdown(() => r())) : undefined]);
           await served.close();
           if (temporary) fs.rmSync(temporary, { recursive: true, force: true });
           logger.info('stopped');

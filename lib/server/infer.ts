@@ -1,0 +1,65 @@
+/**
+ * What an infer request means whatever protocol carried it: the inputs a model takes (each
+ * once), the `priority` and `timeout` parameters, and the outputs asked for.
+ */
+import type { InferOptions } from '../batching/model';
+import { KilnError } from '../errors';
+import type { TensorType } from '../tensor';
+import type { ModelManager, ServedVersion } from './models';
+import { v2FromConfig } from './tensors';
+
+/** The model's inputs by name, and a check that adds one input per name. */
+export function inputChecker(v: ServedVersion): { type(name: unknown): TensorType; names: string[] } {
+  const types = new Map(v.model.inputs.map((i) => [i.name, i.type as TensorType]));
+  const seen = new Set<string>();
+  return {
+    names: [...types.keys()],
+    type(name) {
+      if (typeof name !== 'string' || name === '') throw new KilnError('E_INVALID_ARGUMENT', 'each input needs a name');
+      const type = types.get(name);
+      if (!type) throw new KilnError('E_INVALID_ARGUMENT', `unexpected inference input "${name}" for model "${v.name}" (its inputs: ${[...types.keys()].join(', ')})`);
+      if (seen.has(name)) throw new KilnError('E_INVALID_ARGUMENT', `input "${name}" is given twice`);
+      seen.add(name);
+      return type;
+    },
+  };
+}
+
+/** The request parameters `priority` (level, 0: the model's default) and `timeout` (µs, 0: none). */
+export function inferOptions(p: Record<string, unknown>): InferOptions {
+  const options: InferOptions = {};
+  const integer = (name: string, what: string): number | undefined => {
+    const x = p[name];
+    if (x === undefined) return undefined;
+    const n = typeof x === 'string' && /^\d+$/.test(x) ? Number(x) : x;
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw new KilnError('E_INVALID_ARGUMENT', `parameter "${name}" ${what} must be an integer >= 0, received ${JSON.stringify(x)}`);
+    return n;
+  };
+  const priority = integer('priority', '(the level, 1 highest)');
+  if (priority !== undefined) options.priority = priority;
+  const timeout = integer('timeout', '(µs)');
+  if (timeout) options.timeoutMs = timeout / 1000;
+  return options;
+}
+
+/** The output asked for by `name`, checked against the model's outputs. */
+export function outputName(v: ServedVersion, name: unknown): string {
+  const outputs = v.model.outputs.map((o) => o.name);
+  if (typeof name !== 'string' || !outputs.includes(name)) throw new KilnError('E_INVALID_ARGUMENT', `unexpected inference output ${JSON.stringify(name)} for model "${v.name}" (its outputs: ${outputs.join(', ')})`);
+  return name;
+}
+
+/** Model metadata as KServe v2 gives it: shapes with -1 for the batch dim when the model batches. */
+export function modelMetadata(manager: ModelManager, name: string, version?: string): { name: string; versions: string[]; platform: string; inputs: TensorMetadata[]; outputs: TensorMetadata[] } {
+  const v = manager.resolve(name, version);
+  const versions = manager.index().filter((s) => s.name === name && s.version !== undefined && s.state === 'READY').map((s) => String(s.version));
+  const batch = (v.config.maxBatchSize ?? 0) > 0 ? [-1] : [];
+  const tensors = (list: typeof v.config.input): TensorMetadata[] => (list ?? []).map((t) => ({ name: t.name, datatype: v2FromConfig(t.dataType), shape: [...batch, ...(t.dims ?? [])] }));
+  return { name: v.name, versions, platform: 'onnxruntime_onnx', inputs: tensors(v.config.input), outputs: tensors(v.config.output) };
+}
+
+export interface TensorMetadata {
+  name: string;
+  datatype: string;
+  shape: number[];
+}
