@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { addModel } from '../lib/samples';
 import { inferenceService } from '../lib/server/grpc';
 import { msPerStep, workModel } from './helpers/batching-models';
+import { writeFiles } from './helpers/repository';
 
 const CLI = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
 
@@ -129,6 +130,32 @@ describe('kiln serve (the process)', function () {
       assert.deepEqual(((await ok.json()) as { outputs: { data: number[] }[] }).outputs[0].data, [2, 3, 4, 5]);
       assert.equal((await fetch(`${s.url}/v2/health/ready`)).status, 200, 'health without a token');
       assert.equal((await fetch(`${s.url}/v2/models/adder`)).status, 401);
+    } finally {
+      s.child.kill('SIGKILL');
+    }
+  });
+
+  it('a full queue answers 429 with --queue-full-http-status 429; poll mode picks up a new model', async () => {
+    const ms = await msPerStep();
+    const steps = Math.max(20, Math.round(300 / ms));
+    writeFiles(path.join(dir, 'queue'), { 'work/1/model.onnx': workModel(), 'work/config.pbtxt': 'max_batch_size: 1\ndynamic_batching { default_queue_policy { max_queue_size: 1 } }' });
+    const s = await serve('--model-repository', path.join(dir, 'queue'), '--queue-full-http-status', '429', '--model-control-mode', 'poll', '--repository-poll-secs', '0.2', '--log-level', 'silent');
+    try {
+      const body = JSON.stringify({ inputs: [
+        { name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] },
+        { name: 'work', shape: [1], datatype: 'INT64', data: [steps] },
+        { name: 'fail', shape: [1], datatype: 'INT64', data: [0] },
+      ] });
+      const statuses = await Promise.all(Array.from({ length: 5 }, () => fetch(`${s.url}/v2/models/work/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then(async (r) => [r.status, ((await r.json()) as { error?: string }).error ?? ''] as const)));
+      assert.ok(statuses.filter(([st]) => st === 200).length >= 1, JSON.stringify(statuses));
+      const refused = statuses.filter(([st]) => st !== 200);
+      assert.ok(refused.length >= 1 && refused.every(([st, e]) => st === 429 && /queue/i.test(e)), JSON.stringify(statuses));
+      // A model added to the repository is served within a poll or two.
+      writeFiles(path.join(dir, 'queue'), { 'adder/1/model.onnx': addModel() });
+      const deadline = Date.now() + 10_000;
+      let status = 0;
+      while (Date.now() < deadline && (status = (await fetch(`${s.url}/v2/models/adder/ready`)).status) !== 200) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(status, 200);
     } finally {
       s.child.kill('SIGKILL');
     }

@@ -714,7 +714,9 @@ async function fp16Command(args: string[]): Promise<void> {
 }
 
 async function serveCommand(args: string[]): Promise<void> {
-  const p = parseArgs('serve', args, ['model-repository', 'host', 'port', 'grpc-port', 'model-control-mode', 'load-model', 'auth-token', 'exit-timeout-secs', 'log-level', 'max-body-bytes', 'default-max-batch-size'], ['example', 'auth-health']);
+  const p = parseArgs('serve', args, ['model-repository', 'host', 'port', 'grpc-port', 'model-control-mode', 'load-model', 'auth-token', 'exit-timeout-secs', 'log-level', 'max-body-bytes', 'default-max-batch-size', 'repository-poll-secs', 'queue-full-http-status'], ['example', 'auth-health']);
+  const pollSecs = numberValue(p, 'repository-poll-secs', (n) => n > 0, 'a number of seconds > 0');
+  const queueFull = numberValue(p, 'queue-full-http-status', (n) => n === 429 || n === 503, '429 or 503') as 429 | 503 | undefined;
   const port = numberValue(p, 'port', (n) => Number.isInteger(n) && n >= 0 && n < 65536, 'a port number (0: any free port)');
   const grpcPort = numberValue(p, 'grpc-port', (n) => Number.isInteger(n) && n >= -1 && n < 65536, 'a port number (0: any free port, -1: no gRPC)');
   const exitTimeout = numberValue(p, 'exit-timeout-secs', (n) => n >= 0, 'a number of seconds >= 0') ?? 30;
@@ -736,6 +738,8 @@ async function serveCommand(args: string[]): Promise<void> {
     healthWithoutAuth: !p.switches.has('auth-health'),
     bodyLimit,
     defaultMaxBatchSize,
+    repositoryPollSecs: pollSecs,
+    queueFullStatus: queueFull,
     logLevel: value(p, 'log-level'),
   });
   const ready = server.manager.index().filter((s) => s.state === 'READY');
@@ -806,6 +810,8 @@ const USAGE = `usage:
       --host H (default 127.0.0.1)   --port N (HTTP, default 8000; 0: a free port, printed)
       --grpc-port N (default 8001; 0: a free port; -1: no gRPC)
       --model-control-mode none|explicit|poll   --load-model NAME (explicit; repeatable, * for all)
+      --repository-poll-secs S (poll mode: re-read the repository every S seconds)
+      --queue-full-http-status 503|429 (default 503, as Triton)
       --auth-token T (or KILN_AUTH_TOKEN): requests need Authorization: Bearer T; --auth-health
                              requires it on /v2/health too   --exit-timeout-secs S (default 30)
       --max-body-bytes N (default 64 MiB)   --default-max-batch-size N (default 64)   --log-level L

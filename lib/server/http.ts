@@ -25,6 +25,8 @@ export interface HttpServerOptions {
   maxElements?: number;
   /** pino logger for one line per request (with its id) and errors; none by default. */
   logger?: Logger;
+  /** HTTP status for a full queue (E_QUEUE_FULL, E_OVERLOADED): 503 (Triton's, default) or 429. */
+  queueFullStatus?: 429 | 503;
 }
 
 /** The server metadata both protocols answer with (the version is the package's). */
@@ -41,9 +43,9 @@ const STATUS: Readonly<Partial<Record<KilnErrorCode, number>>> = {
   E_UNAVAILABLE: 503, E_QUEUE_FULL: 503, E_OVERLOADED: 503, E_DISPOSED: 503, E_TIMEOUT: 503, E_ABORTED: 400,
 };
 
-function send(reply: FastifyReply, e: unknown): FastifyReply {
+function send(reply: FastifyReply, e: unknown, queueFullStatus: 429 | 503 = 503): FastifyReply {
   const k = toKilnError(e);
-  const status = STATUS[k.code] ?? 500;
+  const status = k.code === 'E_QUEUE_FULL' || k.code === 'E_OVERLOADED' ? queueFullStatus : (STATUS[k.code] ?? 500);
   if (k.retryAfterMs !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(k.retryAfterMs / 1000))));
   return reply.code(status).send({ error: k.message });
 }
@@ -58,6 +60,7 @@ interface InferBody {
 /** A KServe v2 HTTP server over `manager` (not listening: call `listen`). */
 export function createHttpServer(manager: ModelManager, options: HttpServerOptions = {}): FastifyInstance {
   const maxElements = options.maxElements ?? 2 ** 26;
+  const fail = (reply: FastifyReply, e: unknown): FastifyReply => send(reply, e, options.queueFullStatus);
   const app = Fastify({
     bodyLimit: options.bodyLimit ?? 64 * 2 ** 20,
     ...(options.logger ? { loggerInstance: options.logger as unknown as FastifyBaseLogger } : { logger: false }),
@@ -96,7 +99,7 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
       try {
         return modelMetadata(manager, q.params.name, q.params.version);
       } catch (e) {
-        return send(reply, e);
+        return fail(reply, e);
       }
     });
     app.get<{ Params: Params }>(`${base}/ready`, async (q, reply) => {
@@ -105,7 +108,7 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
         return reply.code(200).send();
       } catch (e) {
         const k = toKilnError(e);
-        return k.code === 'E_NOT_FOUND' || k.code === 'E_UNAVAILABLE' ? reply.code(400).send({ error: k.message }) : send(reply, k);
+        return k.code === 'E_NOT_FOUND' || k.code === 'E_UNAVAILABLE' ? reply.code(400).send({ error: k.message }) : fail(reply, k);
       }
     });
     app.post<{ Params: Params; Body: Buffer | undefined }>(`${base}/infer`, async (q, reply) => {
@@ -116,7 +119,7 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
         const json = Buffer.from(JSON.stringify(answer.header));
         return reply.header(HEADER_LENGTH, String(json.length)).type('application/octet-stream').send(Buffer.concat([json, ...answer.binary]));
       } catch (e) {
-        return send(reply, e);
+        return fail(reply, e);
       }
     });
   }
@@ -126,7 +129,7 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
       try {
         return { model_stats: manager.statistics(q.params.name, q.params.version).map(tritonStatistics) };
       } catch (e) {
-        return send(reply, e);
+        return fail(reply, e);
       }
     });
   }
@@ -139,7 +142,7 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
       const body = splitBody(q).header as { ready?: unknown } | undefined;
       readyOnly = body?.ready === true;
     } catch (e) {
-      return send(reply, e);
+      return fail(reply, e);
     }
     return reply.send(manager.index().filter((s) => !readyOnly || s.state === 'READY').map((s) => ({ name: s.name, ...(s.version !== undefined ? { version: String(s.version) } : {}), state: s.state, reason: s.reason })));
   });
@@ -149,7 +152,7 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
         await (action === 'load' ? manager.load(q.params.name) : manager.unload(q.params.name));
         return reply.code(200).send();
       } catch (e) {
-        return send(reply, e);
+        return fail(reply, e);
       }
     });
   }

@@ -38,6 +38,10 @@ export interface ServeOptions {
   bodyLimit?: number;
   maxElements?: number;
   defaultMaxBatchSize?: number;
+  /** Poll mode: re-read the repository every this many seconds (default: never). */
+  repositoryPollSecs?: number;
+  /** HTTP status for a full queue: 503 (default, Triton's) or 429. */
+  queueFullStatus?: 429 | 503;
   /** pino level (default info); 'silent' for none. */
   logLevel?: string;
   /** Where logs go (default stderr). */
@@ -102,7 +106,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (s.state === 'READY') logger.info({ model: s.name, version: s.version }, 'model ready');
       else if (s.reason !== 'unloaded') logger.error({ model: s.name, reason: s.reason }, 'model failed to load');
     }
-    const app = createHttpServer(manager, { bodyLimit: options.bodyLimit, maxElements: options.maxElements, logger });
+    const app = createHttpServer(manager, { bodyLimit: options.bodyLimit, maxElements: options.maxElements, logger, queueFullStatus: options.queueFullStatus });
+    let poller: NodeJS.Timeout | undefined;
+    if (options.repositoryPollSecs !== undefined) {
+      if (manager.controlMode !== 'poll') throw new KilnError('E_INVALID_ARGUMENT', 'repository polling is for the poll model control mode');
+      const m = manager;
+      let polling = false;
+      poller = setInterval(() => {
+        if (polling) return;
+        polling = true;
+        m.poll().then(() => undefined, (e: unknown) => logger.error({ err: e }, 'repository poll failed')).finally(() => (polling = false));
+      }, options.repositoryPollSecs * 1000);
+      poller.unref();
+    }
     if (options.authToken !== undefined) {
       const expected = `Bearer ${options.authToken}`;
       const healthFree = options.healthWithoutAuth ?? true;
@@ -146,6 +162,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       close() {
         closing ??= (async () => {
           // Both stop taking requests; those taken are answered before the models go.
+          clearInterval(poller);
           const g = grpcServer;
           await Promise.all([app.close(), g ? new Promise<void>((r) => g.tryShutdown(() => r())) : undefined]);
           await served.close();
