@@ -155,6 +155,33 @@ describe('serving a model repository', function () {
     });
   }
 
+  it("model_warmup runs before a version takes requests (zeros, random, a file of the model's warmup folder); a failing one fails the load", async () => {
+    const warm = `max_batch_size: 8
+model_warmup [
+  { name: "zeros" batch_size: 2 inputs { key: "a" value: { data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } inputs { key: "b" value: { data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } },
+  { name: "random" batch_size: 1 count: 3 inputs { key: "a" value: { data_type: TYPE_FP32 dims: [ 4 ] random_data: true } } inputs { key: "b" value: { data_type: TYPE_FP32 dims: [ 4 ] random_data: true } } },
+  { name: "file" batch_size: 1 inputs { key: "a" value: { data_type: TYPE_FP32 dims: [ 4 ] input_data_file: "a.raw" } } inputs { key: "b" value: { data_type: TYPE_FP32 dims: [ 4 ] input_data_file: "a.raw" } } }
+]`;
+    const root = repo({
+      'warm/config.pbtxt': warm, 'warm/1/model.onnx': addK(0), 'warm/warmup/a.raw': new Uint8Array(Float32Array.of(1, 2, 3, 4).buffer),
+      'cold/config.pbtxt': 'max_batch_size: 8\nmodel_warmup [ { name: "bad" batch_size: 1 inputs { key: "a" value: { data_type: TYPE_FP32 dims: [ 5 ] zero_data: true } } inputs { key: "b" value: { data_type: TYPE_FP32 dims: [ 5 ] zero_data: true } } } ]', 'cold/1/model.onnx': addK(0),
+      'escape/config.pbtxt': 'max_batch_size: 8\nmodel_warmup [ { batch_size: 1 inputs { key: "a" value: { data_type: TYPE_FP32 dims: [ 4 ] input_data_file: "../../warm/warmup/a.raw" } } } ]', 'escape/1/model.onnx': addK(0),
+    });
+    const m = await ModelManager.open(root);
+    try {
+      const stats = m.statistics('warm')[0].model;
+      assert.equal(stats.success, 5, 'one zeros run, three random, one from the file');
+      assert.equal(stats.inferenceCount, 2 + 3 + 1);
+      const states = Object.fromEntries(m.index().map((s) => [s.name, s]));
+      assert.equal(states.warm.state, 'READY');
+      assert.equal(states.cold.state, 'UNAVAILABLE');
+      assert.match(states.cold.reason, /config\.pbtxt: model_warmup\[0\] "bad" failed: /);
+      assert.match(states.escape.reason, /model_warmup\[0\]: input_data_file "\.\.\/\.\.\/warm\/warmup\/a\.raw" must be a file name in the model's warmup folder/);
+    } finally {
+      await m.close();
+    }
+  });
+
   it('mode poll: new models loaded, changed ones reloaded, removed ones unloaded when the repository is polled', async () => {
     const root = repo({ 'a/1/model.onnx': addK(1) });
     const m = await ModelManager.open(root, { controlMode: 'poll' });

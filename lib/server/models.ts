@@ -3,7 +3,7 @@
  * Model (its batcher, its sessions), with Triton's model control modes — `none` (everything
  * at start), `explicit` (only what is loaded by name, then load/unload on request) and
  * `poll` (the repository re-read on request: new and changed models loaded, removed ones
- * unloaded). A reload loads the new versions before the old ones go; an unload stops taking
+ * unloaded). A version runs its config's model_warmup samples before it takes requests. A reload loads the new versions before the old ones go; an unload stops taking
  * requests and waits for those it took (queued and running) before releasing the sessions,
  * so that no request is lost or answered twice.
  */
@@ -14,6 +14,7 @@ import { KilnError, toKilnError } from '../errors';
 import { Session, type Feeds, type Results } from '../session';
 import { autoComplete, kilnConfig, readModelDir, readRepository, type RepositoryModel } from './repository';
 import type { TritonModelConfig } from './triton-config';
+import { warmUp } from './warmup';
 
 export type ControlMode = 'none' | 'explicit' | 'poll';
 
@@ -278,6 +279,12 @@ export class ModelManager {
             await probe.dispose();
           }
           const model = await Model.load(v.file, kilnConfig(config, where));
+          try {
+            await warmUp(model, config, read.dir, fs.realpathSync(this.#repository), where);
+          } catch (e) {
+            await model.dispose();
+            throw e;
+          }
           fresh.set(v.version, { name, version: v.version, config, model, accepting: true, inflight: 0, requests: { successUs: 0, failureCount: 0, failureUs: 0, lastInference: 0 } });
         }
       } catch (error) {

@@ -16,7 +16,8 @@ export const V2_TYPES: Readonly<Record<string, TensorType>> = {
   FP16: 'float16', FP32: 'float32', FP64: 'float64', BF16: 'bfloat16', BYTES: 'string',
 };
 
-export const v2TypeOf = (type: TensorType): string => Object.entries(V2_TYPES).find(([, t]) => t === type)?.[0] ?? 'INVALID';
+const V2_NAMES: ReadonlyMap<TensorType, string> = new Map(Object.entries(V2_TYPES).map(([name, type]) => [type, name]));
+export const v2TypeOf = (type: TensorType): string => V2_NAMES.get(type) ?? 'INVALID';
 
 /** Triton config data type (TYPE_FP32) as a v2 datatype (FP32); TYPE_STRING is BYTES. */
 export const v2FromConfig = (t: DataType | undefined): string => (t === 'TYPE_STRING' ? 'BYTES' : (t ?? 'TYPE_INVALID').replace(/^TYPE_/, ''));
