@@ -3,6 +3,8 @@
 // in-process session's), the repository extension, and bad requests answered with 4xx in
 // Triton's shape while the server keeps serving.
 import { strict as assert } from 'assert';
+import * as net from 'net';
+import * as fc from 'fast-check';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -278,6 +280,49 @@ describe('kiln serve: KServe v2 over HTTP', function () {
       assert.ok(metric(text, `${name}${labels}`) > 0, name);
     }
     assert.match(text, /^process_cpu_user_seconds_total /m);
+  });
+
+  // The HTTP fuzz target: random and broken requests on every route. The contract: never a
+  // 5xx, every error a JSON {error}, and the server answers a valid request afterwards.
+  it('random and broken requests get answers below 500 with {error}, and the server keeps serving', async () => {
+    const valid = { inputs: [{ name: 'x', shape: [1, 512], datatype: 'FP32', data: new Array(512).fill(0.25) }] };
+    const routes = ['/v2/models/mlp/infer', '/v2/models/types/infer', '/v2/models/mlp/versions/1/infer', '/v2/models/mlp/versions/0x/infer', '/v2/models/..%2Fmlp/infer', '/v2/repository/index', '/v2/repository/models/mlp%00/load'];
+    const mutated = fc.record({
+      field: fc.constantFrom('inputs', 'name', 'shape', 'datatype', 'data', 'parameters', 'outputs', 'binary_data_size'),
+      value: fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.constantFrom(-1, 1e300, 2 ** 31, 'FP16', 'BYTES', [], [[]], [1e9, 1e9], null)),
+    }).map(({ field, value }) => {
+      const body = structuredClone(valid) as unknown as Record<string, unknown> & { inputs: Record<string, unknown>[] };
+      if (field === 'inputs' || field === 'parameters' || field === 'outputs') (body as Record<string, unknown>)[field] = value;
+      else if (field === 'binary_data_size') body.inputs[0].parameters = { binary_data_size: value };
+      else body.inputs[0][field] = value;
+      return { body: JSON.stringify(body), header: undefined as string | undefined };
+    });
+    const raw = fc.record({ bytes: fc.uint8Array({ maxLength: 300 }), header: fc.option(fc.oneof(fc.nat({ max: 400 }).map(String), fc.constantFrom('-1', 'abc', '1e3', '')), { nil: undefined }) })
+      .map(({ bytes, header }) => ({ body: Buffer.from(bytes), header }));
+    const json = fc.jsonValue({ maxDepth: 4 }).map((v) => ({ body: JSON.stringify(v), header: undefined as string | undefined }));
+    await fc.assert(fc.asyncProperty(fc.constantFrom(...routes), fc.oneof(mutated, raw, json), async (route, { body, header }) => {
+      const res = await fetch(base + route, { method: 'POST', headers: { 'content-type': 'application/json', ...(header === undefined ? {} : { 'inference-header-content-length': header }) }, body });
+      const text = await res.text();
+      assert.ok(res.status < 500, `${route} ${res.status} ${text.slice(0, 200)}`);
+      if (res.status >= 400) assert.equal(typeof (JSON.parse(text) as { error?: unknown }).error, 'string', text);
+    }), { numRuns: 400, seed: 20261202 });
+    assert.equal((await post('/v2/models/mlp/infer', valid)).status, 200);
+  });
+
+  it('a client that stalls or truncates its body does not hold up others', async () => {
+    const { port } = new URL(base);
+    const stalled = net.connect(Number(port), '127.0.0.1');
+    await new Promise((r) => stalled.once('connect', r));
+    stalled.write('POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"inputs": [');
+    const truncated = net.connect(Number(port), '127.0.0.1');
+    await new Promise((r) => truncated.once('connect', r));
+    truncated.end('POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"inputs"');
+    const x = { name: 'x', shape: [1, 512], datatype: 'FP32', data: new Array(512).fill(1) };
+    const answers = await Promise.all(Array.from({ length: 8 }, () => post('/v2/models/mlp/infer', { inputs: [x] }).then((r) => r.status)));
+    assert.deepEqual(answers, new Array(8).fill(200));
+    stalled.destroy();
+    truncated.destroy();
+    assert.equal((await get('/v2/health/live')).status, 200);
   });
 
   it('the repository extension: index, unload (then 503), load', async () => {
