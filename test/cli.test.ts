@@ -32,7 +32,7 @@ describe('kiln command line', function () {
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('kiln CMD --help prints the usage and exits 0', () => {
-    for (const command of ['quantize', 'fp16', 'optimize', 'bench']) {
+    for (const command of ['quantize', 'fp16', 'optimize', 'bench', 'serve']) {
       const r = kiln(command, '--help');
       assert.equal(r.status, 0, `${command}: ${r.stderr}`);
       assert.match(r.stdout, /^usage:/);
@@ -45,7 +45,7 @@ describe('kiln command line', function () {
   it('an unknown command says so on stderr, prints the usage and exits 2', () => {
     const r = kiln('frobnicate');
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /^kiln: unknown command "frobnicate"; the commands are info, bench, optimize, quantize, fp16, help\n$/);
+    assert.match(r.stderr, /^kiln: unknown command "frobnicate"; the commands are info, bench, optimize, quantize, fp16, serve, help\n$/);
     assert.match(r.stdout, /^usage:/);
   });
 
