@@ -12,7 +12,7 @@ import type { AddressInfo } from 'net';
 import type { FastifyInstance } from 'fastify';
 import { Session, type Feeds } from '../lib';
 import { GraphBuilder } from '../lib/onnx/builder';
-import { mlpModel, prng } from '../lib/samples';
+import { addModel, mlpModel, prng } from '../lib/samples';
 import { createHttpServer } from '../lib/server/http';
 import { fromJson } from '../lib/server/tensors';
 import { ModelManager } from '../lib/server/models';
@@ -48,6 +48,8 @@ describe('kiln serve: KServe v2 over HTTP', function () {
     const files: Record<string, string | Uint8Array> = {
       'mlp/config.pbtxt': 'max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 500 }', 'mlp/1/model.onnx': mlpModel(),
       'types/config.pbtxt': 'max_batch_size: 0', 'types/1/model.onnx': identities(),
+      'flat/config.pbtxt': 'max_batch_size: 8\ninput [ { name: "a" data_type: TYPE_FP32 dims: [ 2, 2 ] reshape: { shape: [ 4 ] } }, { name: "b" data_type: TYPE_FP32 dims: [ 4 ] } ]\noutput [ { name: "y" data_type: TYPE_FP32 dims: [ 2, 2 ] reshape: { shape: [ 4 ] } } ]',
+      'flat/1/model.onnx': addModel(),
     };
     writeFiles(dir, files);
     manager = await ModelManager.open(dir, { controlMode: 'explicit', loadModels: ['*'] });
@@ -107,6 +109,13 @@ describe('kiln serve: KServe v2 over HTTP', function () {
     } finally {
       await session.dispose();
     }
+  });
+
+  it("Triton's reshape: inputs and outputs in the config's dims, the model's shapes behind them", async () => {
+    const res = await post('/v2/models/flat/infer', { inputs: [{ name: 'a', shape: [1, 2, 2], datatype: 'FP32', data: [[[1, 2], [3, 4]]] }, { name: 'b', shape: [1, 4], datatype: 'FP32', data: [10, 20, 30, 40] }] });
+    assert.deepEqual(await res.json(), { model_name: 'flat', model_version: '1', outputs: [{ name: 'y', shape: [1, 2, 2], datatype: 'FP32', data: [11, 22, 33, 44] }] });
+    assert.deepEqual(((await (await get('/v2/models/flat')).json()) as { inputs: unknown[] }).inputs, [{ name: 'a', datatype: 'FP32', shape: [-1, 2, 2] }, { name: 'b', datatype: 'FP32', shape: [-1, 4] }]);
+    await error(post('/v2/models/flat/infer', { inputs: [{ name: 'a', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }, { name: 'b', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] }), 400, 'input "a": shape [1,4] does not match the config\'s dims [-1,2,2]');
   });
 
   it('every datatype goes in and comes back', async () => {
@@ -266,7 +275,7 @@ describe('kiln serve: KServe v2 over HTTP', function () {
     assert.ok(after.inference_stats.success.ns > before.inference_stats.success.ns && after.inference_stats.compute_infer.ns > before.inference_stats.compute_infer.ns);
     assert.ok(after.last_inference >= Date.now() - 60_000);
     assert.equal(after.batch_stats.reduce((n, b) => n + b.compute_infer.count, 0), after.execution_count, 'every execution in one batch size');
-    assert.deepEqual((await stats('/v2/models/stats')).map((m) => m.name), ['mlp', 'types']);
+    assert.deepEqual((await stats('/v2/models/stats')).map((m) => m.name), ['flat', 'mlp', 'types']);
     await error(get('/v2/models/nope/stats'), 404, 'unknown model "nope"');
     const text = await scrape();
     const labels = '{model="mlp",version="1"}';
@@ -327,10 +336,10 @@ describe('kiln serve: KServe v2 over HTTP', function () {
 
   it('the repository extension: index, unload (then 503), load', async () => {
     const index = async (): Promise<unknown> => (await post('/v2/repository/index', {})).json();
-    assert.deepEqual(await index(), [{ name: 'mlp', version: '1', state: 'READY', reason: '' }, { name: 'types', version: '1', state: 'READY', reason: '' }]);
+    assert.deepEqual(await index(), [{ name: 'flat', version: '1', state: 'READY', reason: '' }, { name: 'mlp', version: '1', state: 'READY', reason: '' }, { name: 'types', version: '1', state: 'READY', reason: '' }]);
     assert.equal((await post('/v2/repository/models/types/unload', {})).status, 200);
-    assert.deepEqual(await index(), [{ name: 'mlp', version: '1', state: 'READY', reason: '' }, { name: 'types', state: 'UNAVAILABLE', reason: 'unloaded' }]);
-    assert.deepEqual(await (await post('/v2/repository/index', { ready: true })).json(), [{ name: 'mlp', version: '1', state: 'READY', reason: '' }]);
+    assert.deepEqual(await index(), [{ name: 'flat', version: '1', state: 'READY', reason: '' }, { name: 'mlp', version: '1', state: 'READY', reason: '' }, { name: 'types', state: 'UNAVAILABLE', reason: 'unloaded' }]);
+    assert.deepEqual(await (await post('/v2/repository/index', { ready: true })).json(), [{ name: 'flat', version: '1', state: 'READY', reason: '' }, { name: 'mlp', version: '1', state: 'READY', reason: '' }]);
     await error(post('/v2/models/types/infer', { inputs: [{ name: 'in_BOOL', shape: [3], datatype: 'BOOL', data: [true, true, true] }] }), 503, 'model "types" is not loaded');
     assert.equal((await post('/v2/repository/models/types/load', {})).status, 200);
     assert.equal((await get('/v2/models/types/ready')).status, 200);

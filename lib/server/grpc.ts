@@ -12,7 +12,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { Feeds } from '../session';
 import type { Tensor, TensorType } from '../tensor';
-import { inferOptions, inputChecker, modelMetadata, outputName } from './infer';
+import { inferOptions, inputChecker, modelMetadata, outputName, reshapedOutputDims, reshapeInput } from './infer';
 import type { ModelManager } from './models';
 import { SERVER_INFO } from './http';
 import { tritonStatistics } from './stats';
@@ -100,14 +100,14 @@ async function infer(manager: ModelManager, req: InferRequest, maxElements: numb
     const type: TensorType = checker.type(t.name);
     const tensor: JsonTensor = { name: t.name, shape: t.shape, datatype: t.datatype, data: [] };
     if (raw.length) {
-      feeds[t.name] = fromBinary(tensor, raw[i], type, maxElements);
+      feeds[t.name] = reshapeInput(v, t.name, fromBinary(tensor, raw[i], type, maxElements));
       return;
     }
     const field = CONTENTS[t.datatype];
     if (!field) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}": ${t.datatype} has no typed contents field: send it in raw_input_contents`);
     const values = t.contents?.[field] ?? [];
     tensor.data = t.datatype === 'BYTES' ? (values as Buffer[]).map((b) => b.toString('utf8')) : values;
-    feeds[t.name] = fromJson(tensor, type, maxElements);
+    feeds[t.name] = reshapeInput(v, t.name, fromJson(tensor, type, maxElements));
   });
   const options = inferOptions(parameters(req.parameters));
   const wanted = req.outputs?.length ? req.outputs.map((o) => outputName(v, o.name)) : v.model.outputs.map((o) => o.name);
@@ -116,7 +116,7 @@ async function infer(manager: ModelManager, req: InferRequest, maxElements: numb
     model_name: v.name,
     model_version: String(v.version),
     id: req.id ?? '',
-    outputs: wanted.map((name) => ({ name, datatype: v2TypeOf(results[name].type), shape: [...results[name].dims] })),
+    outputs: wanted.map((name) => ({ name, datatype: v2TypeOf(results[name].type), shape: reshapedOutputDims(v, name, results[name].dims) })),
     raw_output_contents: wanted.map((name) => toBinary(results[name])),
   };
 }

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { Feeds, Results } from '../session';
 import type { ModelManager } from './models';
-import { inferOptions, inputChecker, modelMetadata, outputName } from './infer';
+import { inferOptions, inputChecker, modelMetadata, outputName, reshapedOutputDims, reshapeInput } from './infer';
 import { serverMetrics, tritonStatistics } from './stats';
 import { fromBinary, fromJson, toBinary, toJson, type JsonTensor } from './tensors';
 
@@ -199,14 +199,14 @@ async function infer(manager: ModelManager, params: { name: string; version?: st
     const type = inputs.type(t.name);
     const size = t.parameters?.binary_data_size;
     if (size === undefined) {
-      feeds[t.name] = fromJson(t, type, maxElements);
+      feeds[t.name] = reshapeInput(v, t.name, fromJson(t, type, maxElements));
       continue;
     }
     if (!Number.isSafeInteger(size) || (size as number) < 0) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}": binary_data_size must be a byte count, received ${JSON.stringify(size)}`);
     if (t.data !== undefined) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}" has both "data" and binary_data_size`);
     const end = offset + (size as number);
     if (!binary || end > binary.length) throw new KilnError('E_INVALID_ARGUMENT', `input "${t.name}": binary_data_size ${size} goes past the end of the binary data (${binary ? binary.length - offset : 0} bytes left${binary ? '' : ': no Inference-Header-Content-Length'})`);
-    feeds[t.name] = fromBinary(t, binary.subarray(offset, end), type, maxElements);
+    feeds[t.name] = reshapeInput(v, t.name, fromBinary(t, binary.subarray(offset, end), type, maxElements));
     offset = end;
   }
   if (binary && offset !== binary.length) throw new KilnError('E_INVALID_ARGUMENT', `the body holds ${binary.length - offset} bytes after the inputs' binary data`);
@@ -223,7 +223,8 @@ async function infer(manager: ModelManager, params: { name: string; version?: st
   const results: Results = await manager.infer(v.name, String(v.version), feeds, options);
   const chunks: Buffer[] = [];
   const out = wanted.map(({ name, binary: asBinary }) => {
-    const t = results[name];
+    const r = results[name];
+    const t = { type: r.type, data: r.data, dims: reshapedOutputDims(v, name, r.dims) };
     if (!asBinary) return toJson(name, t);
     const bytes = toBinary(t);
     chunks.push(bytes);

@@ -4,7 +4,7 @@
  */
 import type { InferOptions } from '../batching/model';
 import { KilnError } from '../errors';
-import type { TensorType } from '../tensor';
+import { Tensor, type TensorType } from '../tensor';
 import type { ModelManager, ServedVersion } from './models';
 import { v2FromConfig } from './tensors';
 
@@ -62,4 +62,33 @@ export interface TensorMetadata {
   name: string;
   datatype: string;
   shape: number[];
+}
+
+/**
+ * Triton's `reshape`: a request gives an input in the config's dims, the model takes it in
+ * `reshape.shape` (the batch dim, when the model batches, kept in front); an output comes
+ * from the model in `reshape.shape` and is answered in the config's dims. Same data, other
+ * dims; the element counts must agree.
+ */
+export function reshapeInput(v: ServedVersion, name: string, tensor: Tensor): Tensor {
+  const c = v.config.input?.find((t) => t.name === name);
+  if (!c?.reshape) return tensor;
+  const batch = (v.config.maxBatchSize ?? 0) > 0 ? tensor.dims.slice(0, 1) : [];
+  const given = tensor.dims.slice(batch.length);
+  const want = c.dims ?? [];
+  if (given.length !== want.length || given.some((d, i) => want[i] !== -1 && want[i] !== d)) {
+    throw new KilnError('E_SHAPE_MISMATCH', `input "${name}": shape [${tensor.dims}] does not match the config's dims [${[...(batch.length ? [-1] : []), ...want]}]`);
+  }
+  const shape = c.reshape.shape ?? [];
+  const count = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
+  if (shape.some((d) => d < 0) || count(shape) !== count(given)) throw new KilnError('E_SHAPE_MISMATCH', `input "${name}": dims [${given}] cannot be reshaped to [${shape}]`);
+  return new Tensor(tensor.type, tensor.data as never, [...batch, ...shape]);
+}
+
+/** An output's dims as the config states them (see reshapeInput). */
+export function reshapedOutputDims(v: ServedVersion, name: string, dims: readonly number[]): number[] {
+  const c = v.config.output?.find((t) => t.name === name);
+  if (!c?.reshape || !c.dims || c.dims.some((d) => d < 0)) return [...dims];
+  const batch = (v.config.maxBatchSize ?? 0) > 0 ? dims.slice(0, 1) : [];
+  return [...batch, ...c.dims];
 }
