@@ -3,9 +3,10 @@
  * server and model metadata, readiness, infer with JSON tensors or Triton's binary tensor
  * extension (`Inference-Header-Content-Length`: a JSON header, then each input's raw bytes;
  * outputs as binary on request), Triton's model repository extension (index, load, unload)
- * and statistics extension, and Prometheus metrics at /metrics (stats.ts). Errors are `{"error": "..."}` with Triton's statuses: 400
- * for a bad request, 404 for an unknown model or version, 503 for a model that is not ready
- * or a full queue (with Retry-After when the batcher estimates one).
+ * and statistics extension, and Prometheus metrics at /metrics (stats.ts). Errors are
+ * `{"error": "..."}` with Triton's statuses: 400 for a bad request, 404 for an unknown model
+ * or version, 413 for a body over the limit, 503 for a model that is not ready or a full
+ * queue (429 by option; with Retry-After when the batcher estimates one).
  */
 import * as fs from 'fs';
 import * as path from 'path';
