@@ -187,6 +187,7 @@ model_warmup [
     const m = await ModelManager.open(root, { controlMode: 'poll' });
     try {
       assert.deepEqual(m.index().map((s) => [s.name, s.version, s.state]), [['a', 1, 'READY']]);
+      assertKilnError(await failure(m.load('a')), 'E_INVALID_ARGUMENT', "only in the explicit model control mode (this server's is poll)");
       fs.mkdirSync(path.join(root, 'b', '1'), { recursive: true });
       fs.writeFileSync(path.join(root, 'b', '1', 'model.onnx'), addK(2));
       fs.writeFileSync(path.join(root, 'a', 'config.pbtxt'), 'version_policy { all { } }');

@@ -201,15 +201,19 @@ export class ModelManager {
     return out;
   }
 
-  /** Loads (or reloads) a model by name: 'explicit' and 'poll' modes. */
+  /** Loads (or reloads) a model by name (the explicit model control mode, as in Triton). */
   async load(name: string): Promise<void> {
-    if (this.#mode === 'none') throw new KilnError('E_INVALID_ARGUMENT', 'models are loaded and unloaded on request only in the explicit (or poll) model control mode');
+    if (this.#mode !== 'explicit') throw new KilnError('E_INVALID_ARGUMENT', `models are loaded and unloaded on request only in the explicit model control mode (this server's is ${this.#mode})`);
     await this.#load(name);
   }
 
   /** Unloads a model: it stops taking requests and goes once those it took are answered. */
   async unload(name: string): Promise<void> {
-    if (this.#mode === 'none') throw new KilnError('E_INVALID_ARGUMENT', 'models are loaded and unloaded on request only in the explicit (or poll) model control mode');
+    if (this.#mode !== 'explicit') throw new KilnError('E_INVALID_ARGUMENT', `models are loaded and unloaded on request only in the explicit model control mode (this server's is ${this.#mode})`);
+    await this.#unload(name);
+  }
+
+  async #unload(name: string): Promise<void> {
     const e = this.#models.get(name);
     if (!e) {
       if (readRepository(this.#repository).some((x) => x.name === name)) return;
@@ -229,7 +233,7 @@ export class ModelManager {
     if (this.#mode !== 'poll') throw new KilnError('E_INVALID_ARGUMENT', 'the repository is polled only in the poll model control mode');
     const entries = readRepository(this.#repository);
     const present = new Set(entries.map((e) => e.name));
-    for (const name of [...this.#models.keys()]) if (!present.has(name)) await this.unload(name);
+    for (const name of [...this.#models.keys()]) if (!present.has(name)) await this.#unload(name);
     for (const entry of entries) {
       const current = this.#models.get(entry.name);
       const signature = 'model' in entry ? signatureOf(entry.model) : undefined;
