@@ -8,11 +8,12 @@
  * so that no request is lost or answered twice.
  */
 import * as fs from 'fs';
+import * as path from 'path';
 import { Model } from '../batching/model';
 import type { InferOptions } from '../batching/model';
 import { KilnError, toKilnError } from '../errors';
 import { Session, type Feeds, type Results } from '../session';
-import { autoComplete, kilnConfig, readModelDir, readRepository, type RepositoryModel } from './repository';
+import { MODEL_NAME, autoComplete, kilnConfig, readModelDir, readRepository, type RepositoryModel } from './repository';
 import type { TritonModelConfig } from './triton-config';
 import { warmUp } from './warmup';
 
@@ -149,7 +150,7 @@ export class ModelManager {
   resolve(name: string, version?: string): ServedVersion {
     const e = this.#models.get(name);
     if (!e) {
-      const known = readRepository(this.#repository).some((x) => x.name === name);
+      const known = this.#inRepository(name);
       throw known ? new KilnError('E_UNAVAILABLE', `model "${name}" is not loaded`) : new KilnError('E_NOT_FOUND', `unknown model "${name}"`);
     }
     if (version !== undefined && version !== '' && !/^[0-9]{1,18}$/.test(version)) throw new KilnError('E_INVALID_ARGUMENT', `model "${name}": version "${version}" is not a number`);
@@ -216,7 +217,7 @@ export class ModelManager {
   async #unload(name: string): Promise<void> {
     const e = this.#models.get(name);
     if (!e) {
-      if (readRepository(this.#repository).some((x) => x.name === name)) return;
+      if (this.#inRepository(name)) return;
       throw new KilnError('E_NOT_FOUND', `unknown model "${name}"`);
     }
     await this.#exclusive(e, async () => {
@@ -246,6 +247,16 @@ export class ModelManager {
     this.#closed = true;
     await Promise.all([...this.#models.values()].map((e) => this.#exclusive(e, () => this.#retire([...e.versions.values()], e))));
     this.#models.clear();
+  }
+
+  /** Whether the repository has a model folder `name` (one stat, no config read: requests ask). */
+  #inRepository(name: string): boolean {
+    if (!MODEL_NAME.test(name)) return false;
+    try {
+      return fs.statSync(path.join(this.#repository, name)).isDirectory();
+    } catch {
+      return false;
+    }
   }
 
   async #exclusive(e: Entry, job: () => Promise<void>): Promise<void> {
@@ -295,7 +306,7 @@ export class ModelManager {
         for (const v of fresh.values()) await v.model.dispose();
         const k = toKilnError(error);
         // Not a model of the repository (no such folder, not a model name): nothing to list.
-        if (entry.versions.size === 0 && !readRepository(this.#repository).some((x) => x.name === name)) this.#models.delete(name);
+        if (entry.versions.size === 0 && !this.#inRepository(name)) this.#models.delete(name);
         if (entry.versions.size === 0) {
           entry.state = 'UNAVAILABLE';
           entry.reason = k.message;
