@@ -18,6 +18,7 @@ import autocannon from 'autocannon';
 import { addModel, mlpModel, prng } from '../lib/samples';
 import { inferenceService } from '../lib/server/grpc';
 import { OCR_MODELS, clsPreprocess } from '../test/helpers/ppocr';
+import { writeFiles } from '../test/helpers/repository';
 import { renderText } from '../test/helpers/text-image';
 import { procStat } from './load-proc';
 import { quantile } from './stats';
@@ -115,16 +116,12 @@ async function main(): Promise<void> {
   const connections = Number(values.connections ?? 64);
   const only = (values.only ?? 'mlp,cls,add').split(',');
   const repo = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-server-'));
-  const write = (file: string, content: string | Uint8Array): void => {
-    fs.mkdirSync(path.dirname(path.join(repo, file)), { recursive: true });
-    fs.writeFileSync(path.join(repo, file), content);
-  };
-  write('mlp/1/model.onnx', mlpModel());
-  write('mlp/config.pbtxt', 'max_batch_size: 64\ndynamic_batching { }');
-  write('cls/1/model.onnx', fs.readFileSync(OCR_MODELS.cls));
-  write('cls/config.pbtxt', 'max_batch_size: 64\ndynamic_batching { }');
-  write('add/1/model.onnx', addModel());
-  write('add/config.pbtxt', 'max_batch_size: 64\ndynamic_batching { }');
+  const batched = 'max_batch_size: 64\ndynamic_batching { }';
+  writeFiles(repo, {
+    'mlp/1/model.onnx': mlpModel(), 'mlp/config.pbtxt': batched,
+    'cls/1/model.onnx': fs.readFileSync(OCR_MODELS.cls), 'cls/config.pbtxt': batched,
+    'add/1/model.onnx': addModel(), 'add/config.pbtxt': batched,
+  });
 
   const cli = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
   const kiln = await startProcess([cli, 'serve', '--model-repository', repo, '--port', '0', '--grpc-port', '0', '--log-level', 'warn'], /at http:\/\/127\.0\.0\.1:(\d+) and gRPC at 127\.0\.0\.1:(\d+) /);

@@ -11,7 +11,8 @@ import type { InputConfig, ModelConfig, OutputConfig } from '../batching/config'
 import { KilnError } from '../errors';
 import type { SessionOptions } from '../options';
 import type { ValueInfo } from '../session';
-import { DATA_TYPES, parseModelConfigJson, parseModelConfigText, type DataType, type TensorConfig, type TritonModelConfig } from './triton-config';
+import { configTypeOf } from './tensors';
+import { parseModelConfigJson, parseModelConfigText, type TensorConfig, type TritonModelConfig } from './triton-config';
 
 /** Triton's ONNX platform and backend names. */
 const ONNX_PLATFORM = 'onnxruntime_onnx';
@@ -140,14 +141,6 @@ export function servedVersions(policy: TritonModelConfig['versionPolicy'], avail
 // ---------------------------------------------------------------------------------------------
 // Auto-complete and Kiln's options
 
-const TO_DATA_TYPE: Readonly<Record<string, DataType>> = {
-  bool: 'TYPE_BOOL', uint8: 'TYPE_UINT8', uint16: 'TYPE_UINT16', uint32: 'TYPE_UINT32', uint64: 'TYPE_UINT64',
-  int8: 'TYPE_INT8', int16: 'TYPE_INT16', int32: 'TYPE_INT32', int64: 'TYPE_INT64',
-  float16: 'TYPE_FP16', float32: 'TYPE_FP32', float64: 'TYPE_FP64', string: 'TYPE_STRING', bfloat16: 'TYPE_BF16',
-};
-
-/** Triton's data type of a Kiln tensor type (TYPE_INVALID for a non-tensor value). */
-export const dataTypeOf = (type: string): DataType => TO_DATA_TYPE[type] ?? DATA_TYPES[0];
 
 /**
  * `config` completed from the model's inputs and outputs, as Triton's auto-complete does for
@@ -172,7 +165,7 @@ export function autoComplete(config: TritonModelConfig, inputs: readonly ValueIn
     return actual.map((a) => {
       const g = given?.find((x) => x.name === a.name);
       const shape = batching ? a.shape.slice(1) : a.shape;
-      return { ...g, name: a.name, dataType: g?.dataType ?? dataTypeOf(a.type), dims: g?.dims ?? shape.map((d) => (typeof d === 'number' ? d : -1)) };
+      return { ...g, name: a.name, dataType: g?.dataType ?? configTypeOf(a.type), dims: g?.dims ?? shape.map((d) => (typeof d === 'number' ? d : -1)) };
     });
   };
   out.input = complete(out.input, inputs, 'input');

@@ -22,6 +22,15 @@ export const v2TypeOf = (type: TensorType): string => V2_NAMES.get(type) ?? 'INV
 /** Triton config data type (TYPE_FP32) as a v2 datatype (FP32); TYPE_STRING is BYTES. */
 export const v2FromConfig = (t: DataType | undefined): string => (t === 'TYPE_STRING' ? 'BYTES' : (t ?? 'TYPE_INVALID').replace(/^TYPE_/, ''));
 
+/** Triton config data type of a Kiln tensor type (TYPE_INVALID for none). */
+export const configTypeOf = (type: string): DataType => {
+  const v2 = V2_NAMES.get(type as TensorType);
+  return (v2 === undefined ? 'TYPE_INVALID' : v2 === 'BYTES' ? 'TYPE_STRING' : `TYPE_${v2}`) as DataType;
+};
+
+/** Kiln tensor type of a Triton config data type (undefined for TYPE_INVALID or none). */
+export const tensorTypeOfConfig = (t: DataType | undefined): TensorType | undefined => V2_TYPES[v2FromConfig(t)];
+
 export interface JsonTensor {
   name: string;
   shape: number[];

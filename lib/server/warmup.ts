@@ -10,15 +10,9 @@ import * as path from 'path';
 import type { Model } from '../batching/model';
 import { KilnError, toKilnError } from '../errors';
 import { randomFeeds } from '../optimize/data';
-import type { TensorType } from '../tensor';
-import { fromBinary, v2TypeOf } from './tensors';
+import { fromBinary, tensorTypeOfConfig, v2TypeOf } from './tensors';
 import type { TritonModelConfig } from './triton-config';
 
-const TYPE_OF: Readonly<Record<string, TensorType>> = {
-  TYPE_BOOL: 'bool', TYPE_UINT8: 'uint8', TYPE_UINT16: 'uint16', TYPE_UINT32: 'uint32', TYPE_UINT64: 'uint64',
-  TYPE_INT8: 'int8', TYPE_INT16: 'int16', TYPE_INT32: 'int32', TYPE_INT64: 'int64',
-  TYPE_FP16: 'float16', TYPE_FP32: 'float32', TYPE_FP64: 'float64', TYPE_BF16: 'bfloat16', TYPE_STRING: 'string',
-};
 
 /** Runs `config`'s warm-up samples on `model`; a sample that fails fails the load, named. */
 export async function warmUp(model: Model, config: TritonModelConfig, modelDir: string, repositoryRoot: string, where: string): Promise<number> {
@@ -28,7 +22,7 @@ export async function warmUp(model: Model, config: TritonModelConfig, modelDir: 
     const batch = (config.maxBatchSize ?? 0) > 0 ? [Math.max(1, sample.batchSize ?? 1)] : [];
     const feeds: Record<string, unknown> = {};
     for (const [name, input] of Object.entries(sample.inputs ?? {})) {
-      const type = TYPE_OF[input.dataType ?? ''];
+      const type = tensorTypeOfConfig(input.dataType);
       if (!type) throw new KilnError('E_INVALID_ARGUMENT', `${label}: input "${name}" needs a data_type`);
       const dims = [...batch, ...(input.dims ?? [])];
       if (dims.some((d) => !Number.isInteger(d) || d < 0)) throw new KilnError('E_INVALID_ARGUMENT', `${label}: input "${name}" dims [${dims}] must be sizes (no -1 in a warm-up sample)`);
