@@ -35,6 +35,7 @@ import {
   KilnError, Session, Tensor, configure, loadModel, runtime,
   type KilnErrorCode, type Model, type ModelConfig, type Results, type SessionOptions, type TensorType,
 } from '../lib';
+import { isErrorCode } from '../lib/errors';
 import { createHttpServer } from '../lib/server/http';
 import { ModelManager } from '../lib/server/models';
 import { writeExampleRepository } from '../lib/server/serve';
@@ -49,11 +50,6 @@ import {
 const TARGETS = ['load', 'feed', 'batch', 'http'] as const;
 type TargetName = (typeof TARGETS)[number];
 
-/** DESIGN.md "Errors": the codes a KilnError may carry. */
-const STABLE_CODES: ReadonlySet<string> = new Set<KilnErrorCode>([
-  'E_INVALID_ARGUMENT', 'E_DTYPE_MISMATCH', 'E_SHAPE_MISMATCH', 'E_MODEL_LOAD', 'E_PROVIDER_UNAVAILABLE',
-  'E_QUEUE_FULL', 'E_TIMEOUT', 'E_ABORTED', 'E_OVERLOADED', 'E_DISPOSED', 'E_NOT_FOUND', 'E_ORT',
-]);
 
 /** An awaited call that has not answered after this long is a hang. */
 const WATCHDOG_MS = 10_000;
@@ -355,7 +351,7 @@ class Ctx {
       this.finding(info, 'non-KilnError', `failed with ${describeError(e)}`);
       return 'non-KilnError';
     }
-    if (!STABLE_CODES.has(e.code)) this.finding(info, 'unstable-code', `KilnError code ${String(e.code)} is not one of the stable codes: ${e.message}`);
+    if (!isErrorCode(e.code)) this.finding(info, 'unstable-code', `KilnError code ${String(e.code)} is not one of the stable codes: ${e.message}`);
     if (ENGINE_ERROR.test(e.message)) {
       this.finding(info, 'engine-error', `${e.code} wraps a JavaScript engine error instead of a validation message: ${e.message}`);
     }

@@ -1,25 +1,33 @@
-/** Stable error codes; see DESIGN.md "Errors". */
-export type KilnErrorCode =
-  | 'E_INVALID_ARGUMENT'
-  | 'E_DTYPE_MISMATCH'
-  | 'E_SHAPE_MISMATCH'
-  | 'E_MODEL_LOAD'
-  | 'E_PROVIDER_UNAVAILABLE'
-  | 'E_QUEUE_FULL'
-  | 'E_TIMEOUT'
-  | 'E_ABORTED'
-  | 'E_OVERLOADED'
-  | 'E_DISPOSED'
-  | 'E_NOT_FOUND'
-  | 'E_ACCURACY'
-  | 'E_UNAVAILABLE'
-  | 'E_ORT';
+/**
+ * The stable error codes, the one list: the native core's codes (native/core/error.cc) and
+ * the fuzzer's judge are checked against it by test/errors.test.ts. See docs/architecture.md
+ * "Errors".
+ */
+export const ERROR_CODES = [
+  'E_INVALID_ARGUMENT',
+  'E_DTYPE_MISMATCH',
+  'E_SHAPE_MISMATCH',
+  'E_MODEL_LOAD',
+  'E_PROVIDER_UNAVAILABLE',
+  'E_QUEUE_FULL',
+  'E_TIMEOUT',
+  'E_ABORTED',
+  'E_OVERLOADED',
+  'E_DISPOSED',
+  'E_NOT_FOUND',
+  'E_ACCURACY',
+  'E_UNAVAILABLE',
+  'E_ORT',
+] as const;
 
-const CODES: ReadonlySet<string> = new Set<KilnErrorCode>([
-  'E_INVALID_ARGUMENT', 'E_DTYPE_MISMATCH', 'E_SHAPE_MISMATCH', 'E_MODEL_LOAD',
-  'E_PROVIDER_UNAVAILABLE', 'E_QUEUE_FULL', 'E_TIMEOUT', 'E_ABORTED', 'E_OVERLOADED',
-  'E_DISPOSED', 'E_NOT_FOUND', 'E_ACCURACY', 'E_UNAVAILABLE', 'E_ORT',
-]);
+export type KilnErrorCode = (typeof ERROR_CODES)[number];
+
+const CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES);
+
+/** Whether `code` is one of the stable codes. */
+export function isErrorCode(code: unknown): code is KilnErrorCode {
+  return typeof code === 'string' && CODES.has(code);
+}
 
 export class KilnError extends Error {
   readonly code: KilnErrorCode;
@@ -41,5 +49,5 @@ export function toKilnError(e: unknown): KilnError {
   if (e instanceof KilnError) return e;
   const code = (e as { code?: unknown } | null)?.code;
   const message = e instanceof Error ? e.message : String(e);
-  return new KilnError(typeof code === 'string' && CODES.has(code) ? (code as KilnErrorCode) : 'E_ORT', message);
+  return new KilnError(isErrorCode(code) ? code : 'E_ORT', message);
 }

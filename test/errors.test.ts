@@ -7,6 +7,7 @@ import { KilnError, Session, Tensor, cuda, runtime, type Feeds, type KilnErrorCo
 import { addModel, identityModel, slowModel } from './fixtures/models';
 import { getGc } from './helpers/gc';
 import { assertKilnError, thrown } from './helpers/assert-error';
+import { ERROR_CODES } from '../lib/errors';
 
 // --- helpers -----------------------------------------------------------------------------------
 
@@ -63,6 +64,20 @@ function detached(n: number): Float32Array {
 // --- tests -------------------------------------------------------------------------------------
 
 describe('errors', function () {
+  it('the native core names only the stable codes of lib/errors.ts', () => {
+    // native/core/error.cc maps each core Code to its name; that list must stay a subset of
+    // the one in lib/errors.ts, or an error would reach users as E_ORT.
+    const source = fs.readFileSync(path.join(__dirname, '..', '..', 'native', 'core', 'error.cc'), 'utf8');
+    const named = [...new Set([...source.matchAll(/"(E_[A-Z_]+)"/g)].map((m) => m[1]))];
+    assert.ok(named.length >= 10, `expected the core's code names in error.cc, found ${named.length}`);
+    for (const code of named) assert.ok((ERROR_CODES as readonly string[]).includes(code), `native code ${code} is not in ERROR_CODES`);
+    const header = fs.readFileSync(path.join(__dirname, '..', '..', 'native', 'core', 'error.h'), 'utf8');
+    const enumBody = /enum class Code[^{]*\{([^}]*)\}/.exec(header);
+    assert.ok(enumBody, 'enum class Code in error.h');
+    const members = enumBody[1].split(',').map((m) => m.replace(/\/\/.*$/gm, '').trim()).filter(Boolean);
+    assert.equal(named.length, members.length, `error.cc names ${named.length} codes, error.h declares ${members.length}`);
+  });
+
   this.timeout(60000);
 
   describe('Tensor constructor', () => {
