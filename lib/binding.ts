@@ -4,6 +4,7 @@
  * why and what to do, and is thrown on first use rather than at import.
  */
 import * as path from 'path';
+import { KilnError } from './errors';
 
 export interface NativeValueInfo {
   name: string;
@@ -111,10 +112,10 @@ export interface NativeAddon {
 
 const root = path.resolve(__dirname, '..', '..');
 let addon: NativeAddon | undefined;
-let loadError: Error | undefined;
+let loadError: KilnError | undefined;
 
 /** Why the addon failed to load and what to do, as a user can act on it (exported for tests). */
-export function explainLoadError(e: Error): Error {
+export function explainLoadError(e: Error): KilnError {
   const msg = e.message;
   let why = 'the native addon could not be loaded';
   let fix = 'reinstall kiln (npm install kiln) so that a prebuilt binary or a local build is present';
@@ -128,7 +129,7 @@ export function explainLoadError(e: Error): Error {
     why = 'the binary does not match this platform or a library it needs is missing';
     fix = 'reinstall kiln on this machine rather than copying node_modules from another one';
   }
-  return Object.assign(new Error(`kiln: ${why}: ${msg}\n  fix: ${fix}`), { code: 'E_PROVIDER_UNAVAILABLE' });
+  return new KilnError('E_PROVIDER_UNAVAILABLE', `kiln: ${why}: ${msg}\n  fix: ${fix}`, { cause: e });
 }
 
 export function native(): NativeAddon {

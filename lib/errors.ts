@@ -42,12 +42,19 @@ export class KilnError extends Error {
 }
 
 /**
- * Turns whatever the native layer threw (an Error carrying `code`) into a KilnError created
- * here, so that its stack points at the JS caller rather than at the addon.
+ * Turns whatever a failure threw into a KilnError created here (so that its stack points at
+ * the JS caller rather than at the addon): a native error carrying one of the stable codes
+ * keeps it; a file system error (Node's `ENOENT`, `EACCES`, ...) becomes E_NOT_FOUND for a
+ * missing file and E_INVALID_ARGUMENT otherwise, its message without the errno prefix;
+ * anything else is E_ORT.
  */
 export function toKilnError(e: unknown): KilnError {
   if (e instanceof KilnError) return e;
   const code = (e as { code?: unknown } | null)?.code;
   const message = e instanceof Error ? e.message : String(e);
-  return new KilnError(isErrorCode(code) ? code : 'E_ORT', message);
+  if (isErrorCode(code)) return new KilnError(code, message);
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code) && typeof (e as NodeJS.ErrnoException).syscall === 'string') {
+    return new KilnError(code === 'ENOENT' ? 'E_NOT_FOUND' : 'E_INVALID_ARGUMENT', message.replace(/^E[A-Z]+: /, ''), { cause: e });
+  }
+  return new KilnError('E_ORT', message, e instanceof Error ? { cause: e } : undefined);
 }

@@ -54,6 +54,15 @@ interface Port {
 }
 
 const INTERNAL = Symbol('kiln.session');
+
+/** Executor runs measured before run() may choose the calling thread. */
+const HANDOFF_SAMPLES = 4;
+/** Runs longer than this (µs) never go on the calling thread, however slow a hand-off is. */
+const INLINE_MAX_US = 50;
+/** One run in this many goes to the executor, to keep the hand-off's cost current. */
+const INLINE_RECHECK = 256;
+/** What a run on the calling thread adds to the core's run time (µs): conversion in the binding. */
+const INLINE_GLUE_US = 1.5;
 let nextCancelId = 1;
 
 /** Only cancellable runs get an id: the addon then gives them ORT run options to stop. */
@@ -227,6 +236,13 @@ export class Session {
   readonly #pollMs: number;
   /** Moving average of a run's time in ORT, in ms: decides whether polling pays. */
   #computeMs = 0;
+  /** What handing a run to the executor costs beyond the run itself (µs, moving average; NaN until measured). */
+  #handoffUs = NaN;
+  #handoffSamples = 0;
+  /** Moving average of a whole run on the calling thread (µs): learned from inline runs. */
+  #inlineUs = NaN;
+  /** run() calls since one last went to the executor: an inline session re-measures the hand-off now and then. */
+  #sinceHandoff = 0;
   #inFlight = 0;
   /** Runs in flight beyond which a polling JS thread would take a core from them. */
   readonly #pollMaxInFlight: number;
@@ -306,7 +322,12 @@ export class Session {
     return this.#disposed;
   }
 
-  /** Runs on Kiln's executor threads; the JS thread is free meanwhile. */
+  /**
+   * Runs on Kiln's executor threads; the JS thread is free meanwhile. A run shorter than
+   * the hand-off to an executor thread would cost (both learned from this session's runs)
+   * executes on the calling thread instead: it then blocks the event loop no longer than
+   * the hand-off would have, and answers sooner.
+   */
   run(feeds: Feeds, options: RunOptions & { outputLocation: 'cuda' }): Promise<DeviceResults>;
   run(feeds: Feeds, options?: RunOptions): Promise<Results>;
   async run(feeds: Feeds, options?: RunOptions): Promise<Results | DeviceResults> {
@@ -314,8 +335,23 @@ export class Session {
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new KilnError('E_INVALID_ARGUMENT', `signal must be an AbortSignal, received ${describeData(signal)}`);
     }
+    if (this.#runsInline(options?.outputLocation)) {
+      const { args, ports } = this.#prepare(feeds, options?.outputs, false, undefined);
+      if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
+      const t0 = performance.now();
+      let raw: NativeResults;
+      try {
+        raw = this.#native.runSync(...args);
+      } catch (e) {
+        throw toKilnError(e);
+      }
+      this.#inlineUs += ((performance.now() - t0) * 1000 - this.#inlineUs) * 0.125;
+      return this.#wrap(ports, raw);
+    }
     const { args, ports } = this.#prepare(feeds, options?.outputs, true, options?.outputLocation);
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
+    // A hand-off is measured only on a run that had the executor to itself (queueing is not its cost).
+    const started = this.#inFlight === 0 ? performance.now() : NaN;
     let onAbort: (() => void) | undefined;
     if (signal) {
       const id = cancelId();
@@ -336,8 +372,37 @@ export class Session {
     } catch (e) {
       throw toKilnError(e);
     }
-    this.#computeMs += ((raw[raw.length - 2] as number) / 1000 - this.#computeMs) * 0.125;
+    const computeUs = raw[raw.length - 2] as number;
+    this.#computeMs += (computeUs / 1000 - this.#computeMs) * 0.125;
+    this.#learnHandoff((performance.now() - started) * 1000 - computeUs, computeUs);
     return this.#wrap(ports, raw, options?.outputLocation);
+  }
+
+  /**
+   * Whether this run goes on the calling thread: a host-IO session whose runs take less
+   * than the hand-off to the executor costs (and at most INLINE_MAX_US), once both are
+   * known. Every INLINE_RECHECK-th run goes to the executor anyway, so that a hand-off that
+   * got cheaper (or a run that got longer) is noticed.
+   */
+  #runsInline(location: RunOptions['outputLocation']): boolean {
+    if (this.#device >= 0 || location === 'cuda' || !(this.#handoffSamples >= HANDOFF_SAMPLES)) return false;
+    const runUs = this.#inlineUs;
+    if (!(runUs < this.#handoffUs && runUs < INLINE_MAX_US)) return false;
+    if (++this.#sinceHandoff >= INLINE_RECHECK) {
+      this.#sinceHandoff = 0;
+      return false;
+    }
+    return true;
+  }
+
+  /** Learns from an executor run: its hand-off cost and, until inline runs measure it, the run's own time. */
+  #learnHandoff(handoffUs: number, computeUs: number): void {
+    if (!(handoffUs >= 0)) return;
+    this.#handoffUs = this.#handoffSamples++ === 0 ? handoffUs : this.#handoffUs + (handoffUs - this.#handoffUs) * 0.125;
+    // A run on the calling thread costs the run plus the binding's own work (about what
+    // runSync adds over the core): the executor's figure stands in until inline runs exist.
+    const estimate = computeUs + INLINE_GLUE_US;
+    this.#inlineUs = Number.isNaN(this.#inlineUs) ? estimate : this.#inlineUs + (estimate - this.#inlineUs) * 0.125;
   }
 
   #submitted(): void {
@@ -379,7 +444,11 @@ export class Session {
   /** Stops profiling and returns the profile file's path ('' when profiling was off). */
   endProfiling(): string {
     this.#checkOpen();
-    return this.#native.endProfiling();
+    try {
+      return this.#native.endProfiling();
+    } catch (e) {
+      throw toKilnError(e);
+    }
   }
 
   #checkOpen(): void {

@@ -3,11 +3,11 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { KilnError, Session, Tensor, cuda, runtime, type Feeds, type KilnErrorCode, type RunOptions, type SessionOptions, type TensorLike, type TensorType } from '../lib';
+import { KilnError, Session, Tensor, cuda, loadModel, runtime, type Feeds, type KilnErrorCode, type RunOptions, type SessionOptions, type TensorLike, type TensorType } from '../lib';
 import { addModel, identityModel, slowModel } from './fixtures/models';
 import { getGc } from './helpers/gc';
 import { assertKilnError, thrown } from './helpers/assert-error';
-import { ERROR_CODES } from '../lib/errors';
+import { ERROR_CODES, toKilnError } from '../lib/errors';
 
 // --- helpers -----------------------------------------------------------------------------------
 
@@ -260,6 +260,27 @@ describe('errors', function () {
     it('a missing model file: E_NOT_FOUND naming the path', async () => {
       const file = path.join(dir, 'missing.onnx');
       assertKilnError(await createError(file), 'E_NOT_FOUND', file);
+    });
+
+    it('a missing model file for a TensorRT instance group (read in JS for its profiles): E_NOT_FOUND, a KilnError', async () => {
+      const file = path.join(dir, 'missing-trt.onnx');
+      const e = await loadModel(file, { maxBatchSize: 8, instanceGroup: [{ kind: 'GPU' }], session: { providers: ['tensorrt'] } })
+        .then(() => assert.fail('expected a rejection'), (err: unknown) => err);
+      assertKilnError(e, 'E_NOT_FOUND', file);
+    });
+
+    it('file system failures become KilnErrors: ENOENT is E_NOT_FOUND, others E_INVALID_ARGUMENT, without the errno prefix', () => {
+      const missing = thrown(() => fs.readFileSync(path.join(dir, 'nothing-here')));
+      const notFound = toKilnError(missing);
+      assertKilnError(notFound, 'E_NOT_FOUND', 'no such file or directory', 'nothing-here');
+      assert.ok(!notFound.message.startsWith('ENOENT'), notFound.message);
+      assert.equal(notFound.cause, missing);
+      assertKilnError(toKilnError(thrown(() => fs.readdirSync(path.join(dir, 'missing.onnx', 'x')))), 'E_NOT_FOUND');
+      const file = path.join(dir, 'plain-file');
+      fs.writeFileSync(file, 'x');
+      assertKilnError(toKilnError(thrown(() => fs.readdirSync(file))), 'E_INVALID_ARGUMENT', 'not a directory');
+      // A code that only looks like an errno (no syscall) is not taken for one.
+      assertKilnError(toKilnError(Object.assign(new Error('odd'), { code: 'EWHATEVER' })), 'E_ORT', 'odd');
     });
 
     it('a directory as model path: E_MODEL_LOAD', async () => {

@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { addModel } from './fixtures/models';
+import { KilnError } from '../lib';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const TARGET = `${process.platform}-${process.arch}`;
@@ -154,7 +155,8 @@ describe('addon load errors say why and what to do', () => {
     it(`${what}: E_PROVIDER_UNAVAILABLE with the cause, the original message and the fix`, () => {
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const { explainLoadError } = require('../lib/binding') as typeof import('../lib/binding');
-      const e = explainLoadError(new Error(message)) as Error & { code?: string };
+      const e = explainLoadError(new Error(message));
+      assert.ok(e instanceof KilnError, 'a KilnError, as every failure');
       assert.equal(e.code, 'E_PROVIDER_UNAVAILABLE');
       assert.match(e.message, /^kiln: /);
       assert.match(e.message, why);

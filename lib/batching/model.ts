@@ -73,6 +73,8 @@ export class Model {
   #disposed = false;
   #runningRequests = 0;
   #idle: (() => void)[] = [];
+  /** Per input: the last request's dims and their key (see #dimsKey). */
+  readonly #lastDims: ({ dims: readonly number[]; key: string } | undefined)[] = [];
 
   /** Loads a model (path or bytes) with a Triton-style configuration. */
   static async load(model: string | Uint8Array | ArrayBuffer, config: ModelConfig = {}): Promise<Model> {
@@ -109,7 +111,7 @@ export class Model {
       return new Model(instances, { ...resolved, instances: instances.length }, padding);
     } catch (e) {
       await Promise.all(sessions.map((s) => s.dispose()));
-      throw e;
+      throw toKilnError(e);
     }
   }
 
@@ -194,7 +196,8 @@ export class Model {
           throw new KilnError('E_SHAPE_MISMATCH', `every input needs the same batch dim: received ${size} and ${dims[0]}`);
         }
         // Requests batch together when their non-batch dims agree, except where padding may even them out.
-        shapeKey += (this.#padding ? this.#padding.keyOf((i - 1) / 2, dims) : dims.slice(1).join(',')) + ';';
+        shapeKey += this.#padding ? this.#padding.keyOf((i - 1) / 2, dims) : this.#dimsKey((i - 1) / 2, dims);
+        shapeKey += ';';
       }
       if (size < 1 || size > c.maxBatchSize) {
         throw new KilnError('E_INVALID_ARGUMENT', `request batch dim ${size} is outside [1, maxBatchSize = ${c.maxBatchSize}]`);
@@ -483,6 +486,23 @@ export class Model {
       if (this.#runningBatches.size === 0) for (const done of this.#idle.splice(0)) done();
       this.#scheduleSoon();
     }
+  }
+
+  /**
+   * The key of an input's non-batch dims. Formatting numbers is the costliest step of
+   * queueing a request, and consecutive requests nearly always repeat the last dims: those
+   * reuse its key.
+   */
+  #dimsKey(input: number, dims: readonly number[]): string {
+    const last = this.#lastDims[input];
+    if (last !== undefined && last.dims.length === dims.length) {
+      let same = true;
+      for (let d = 1; d < dims.length && same; d++) same = last.dims[d] === dims[d];
+      if (same) return last.key;
+    }
+    const key = dims.slice(1).join(',');
+    this.#lastDims[input] = { dims: dims.slice(), key };
+    return key;
   }
 
   #count(e: KilnError): void {
