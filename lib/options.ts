@@ -151,6 +151,13 @@ export interface SessionOptions {
    */
   completionPollMicroseconds?: number;
   /**
+   * run() executes on the calling thread when this session's runs are shorter than handing
+   * one to an executor thread costs (both learned from its runs; never runs over 50 µs):
+   * the event loop is then blocked no longer than the hand-off would have taken. Default
+   * true; false sends every run() to the executor.
+   */
+  inlineRuns?: boolean;
+  /**
    * On a GPU provider (default true): Kiln copies inputs to the device on a CUDA stream of
    * the session's own (the one the provider computes on), binds outputs on the device, copies
    * them back into pinned host memory and synchronises once per run; batches are assembled in
@@ -180,7 +187,7 @@ const GRAPH_LEVELS: Readonly<Record<GraphOptimizationLevel, number>> = { disable
 const SESSION_KEYS = [
   'providers', 'intraOpThreads', 'interOpThreads', 'spinning', 'executionMode', 'graphOptimizationLevel',
   'optimizedModelPath', 'profiling', 'logLevel', 'configEntries', 'executorThreads', 'executorSpinMicroseconds',
-  'completionPollMicroseconds', 'deviceIo', 'onProgress',
+  'completionPollMicroseconds', 'inlineRuns', 'deviceIo', 'onProgress',
 ] as const;
 
 function shapeProfile(r: OptionReader, key: string): string | undefined {
@@ -274,7 +281,7 @@ export function providerList(value: unknown, field = 'providers'): NativeProvide
   });
 }
 
-export type SessionConfig = NativeSessionConfig & { completionPollMicroseconds?: number };
+export type SessionConfig = NativeSessionConfig & { completionPollMicroseconds?: number; inlineRuns: boolean };
 
 /** Validated native configuration; an unset completion poll is filled by completionPolling(). */
 export function sessionConfig(options: unknown): SessionConfig {
@@ -284,6 +291,7 @@ export function sessionConfig(options: unknown): SessionConfig {
     executorThreads: r.int('executorThreads', 1, 256) ?? 1,
     executorSpinMicroseconds: r.int('executorSpinMicroseconds', 0, 1_000_000) ?? 50,
     completionPollMicroseconds: r.int('completionPollMicroseconds', 0, 1_000_000),
+    inlineRuns: r.bool('inlineRuns') ?? true,
   };
   config.intraOpThreads = r.int('intraOpThreads', 0, 1024);
   config.interOpThreads = r.int('interOpThreads', 0, 1024);

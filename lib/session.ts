@@ -10,6 +10,7 @@ import { KilnError, toKilnError } from './errors';
 import { completionPolling, sessionConfig, type SessionOptions } from './options';
 import { runtime } from './runtime';
 import { DeviceTensor } from './device';
+import { InlinePolicy } from './inline';
 import {
   ARRAY_TYPE, TYPE_FROM_ONNX, describeData, elementCount, formatShape, wrapTensor,
   type Tensor, type TensorLike, type TensorType,
@@ -55,14 +56,6 @@ interface Port {
 
 const INTERNAL = Symbol('kiln.session');
 
-/** Executor runs measured before run() may choose the calling thread. */
-const HANDOFF_SAMPLES = 4;
-/** Runs longer than this (µs) never go on the calling thread, however slow a hand-off is. */
-const INLINE_MAX_US = 50;
-/** One run in this many goes to the executor, to keep the hand-off's cost current. */
-const INLINE_RECHECK = 256;
-/** What a run on the calling thread adds to the core's run time (µs): conversion in the binding. */
-const INLINE_GLUE_US = 1.5;
 let nextCancelId = 1;
 
 /** Only cancellable runs get an id: the addon then gives them ORT run options to stop. */
@@ -130,6 +123,13 @@ function expectation(p: Port): string {
 function received(t: TensorLike | DeviceTensor): string {
   const dims = Array.isArray(t.dims) ? formatShape(t.dims) : String(t.dims);
   return `${String(t.type)} with shape ${dims}`;
+}
+
+/** The input elements of a run's arguments: (fetches, cancel id, data0, dims0, data1, ...). */
+function inputElements(args: NativeRunArgs): number {
+  let n = 0;
+  for (let i = 2; i < args.length; i += 2) n += (args[i] as { length?: number }).length ?? 0;
+  return n;
 }
 
 /**
@@ -223,6 +223,38 @@ function checkDims(p: Port, t: TensorLike | DeviceTensor): number {
   return n;
 }
 
+/** Per input: null, or [pad value, ...the non-batch dims to pad to] (see BatchPort.runBatch). */
+export type BatchPadding = NativePadding;
+
+export interface BatchResult {
+  outputs: Results;
+  /** The run's time in ORT (µs). */
+  computeUs: number;
+  /** The time gathering the batch's inputs (µs). */
+  inputUs: number;
+}
+
+/**
+ * What the dynamic batcher needs of a session beyond its public API. Not part of the
+ * published Session type: lib/batching reaches it through batchPort(session).
+ */
+export interface BatchPort {
+  /** Validates one request's feeds (borrowing its buffers) and returns them as (data, dims) pairs in the model's input order. */
+  requestFeeds(feeds: Feeds): unknown[];
+  /**
+   * Runs requests (from requestFeeds) as one batch: the core gathers each input into one
+   * pooled buffer, padding where `padding` says. Resolves with the whole batch's outputs.
+   */
+  runBatch(requests: readonly unknown[][], padding?: BatchPadding, signal?: AbortSignal): Promise<BatchResult>;
+}
+
+let portOf: (session: Session) => BatchPort;
+
+/** The batcher's access to `session` (one object per session). */
+export function batchPort(session: Session): BatchPort {
+  return portOf(session);
+}
+
 export class Session {
   readonly #native: NativeSession;
   readonly #inputs: Port[];
@@ -236,18 +268,14 @@ export class Session {
   readonly #pollMs: number;
   /** Moving average of a run's time in ORT, in ms: decides whether polling pays. */
   #computeMs = 0;
-  /** What handing a run to the executor costs beyond the run itself (µs, moving average; NaN until measured). */
-  #handoffUs = NaN;
-  #handoffSamples = 0;
-  /** Moving average of a whole run on the calling thread (µs): learned from inline runs. */
-  #inlineUs = NaN;
-  /** run() calls since one last went to the executor: an inline session re-measures the hand-off now and then. */
-  #sinceHandoff = 0;
+  /** Whether run() executes on the calling thread (host IO only; undefined: never). */
+  readonly #inline: InlinePolicy | undefined;
   #inFlight = 0;
   /** Runs in flight beyond which a polling JS thread would take a core from them. */
   readonly #pollMaxInFlight: number;
   #disposed = false;
   #disposing: Promise<void> | undefined;
+  #port: BatchPort | undefined;
 
   /** Loads a model (a file path or its bytes) off the JS thread. */
   static async create(model: string | Uint8Array | ArrayBuffer, options?: SessionOptions): Promise<Session> {
@@ -266,7 +294,7 @@ export class Session {
     const progress = config.providers.some((p) => p.name === 'tensorrt') ? loadProgress(source, options?.onProgress) : undefined;
     try {
       const handle = await native().NativeSession.load(source, config);
-      const session = new Session(INTERNAL, handle, poll, Math.min(polling.maxInFlight, config.executorThreads));
+      const session = new Session(INTERNAL, handle, poll, Math.min(polling.maxInFlight, config.executorThreads), config.inlineRuns);
       progress?.done(session.providers[0]);
       return session;
     } catch (e) {
@@ -276,7 +304,7 @@ export class Session {
   }
 
   /** @internal use Session.create() */
-  constructor(token: symbol, handle: NativeSession, pollMicroseconds: number, pollMaxInFlight: number) {
+  constructor(token: symbol, handle: NativeSession, pollMicroseconds: number, pollMaxInFlight: number, inlineRuns: boolean) {
     if (token !== INTERNAL) throw new KilnError('E_INVALID_ARGUMENT', 'use Session.create() to load a model');
     this.#native = handle;
     this.#pollMs = pollMicroseconds / 1000;
@@ -290,6 +318,7 @@ export class Session {
     this.#providers = Object.freeze(meta.providers);
     this.#providerNotes = Object.freeze(meta.providerNotes);
     this.#device = meta.device;
+    this.#inline = inlineRuns && meta.device < 0 ? new InlinePolicy() : undefined;
   }
 
   /**
@@ -335,9 +364,12 @@ export class Session {
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new KilnError('E_INVALID_ARGUMENT', `signal must be an AbortSignal, received ${describeData(signal)}`);
     }
-    if (this.#runsInline(options?.outputLocation)) {
-      const { args, ports } = this.#prepare(feeds, options?.outputs, false, undefined);
-      if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
+    const location = options?.outputLocation;
+    const { args, ports } = this.#prepare(feeds, options?.outputs, true, location);
+    if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
+    const inline = this.#inline;
+    const elements = inline?.ready && location !== 'cuda' ? inputElements(args) : -1;
+    if (elements >= 0 && inline?.choose(elements)) {
       const t0 = performance.now();
       let raw: NativeResults;
       try {
@@ -345,11 +377,9 @@ export class Session {
       } catch (e) {
         throw toKilnError(e);
       }
-      this.#inlineUs += ((performance.now() - t0) * 1000 - this.#inlineUs) * 0.125;
+      inline.ranInline((performance.now() - t0) * 1000, elements);
       return this.#wrap(ports, raw);
     }
-    const { args, ports } = this.#prepare(feeds, options?.outputs, true, options?.outputLocation);
-    if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
     // A hand-off is measured only on a run that had the executor to itself (queueing is not its cost).
     const started = this.#inFlight === 0 ? performance.now() : NaN;
     let onAbort: (() => void) | undefined;
@@ -374,35 +404,8 @@ export class Session {
     }
     const computeUs = raw[raw.length - 2] as number;
     this.#computeMs += (computeUs / 1000 - this.#computeMs) * 0.125;
-    this.#learnHandoff((performance.now() - started) * 1000 - computeUs, computeUs);
-    return this.#wrap(ports, raw, options?.outputLocation);
-  }
-
-  /**
-   * Whether this run goes on the calling thread: a host-IO session whose runs take less
-   * than the hand-off to the executor costs (and at most INLINE_MAX_US), once both are
-   * known. Every INLINE_RECHECK-th run goes to the executor anyway, so that a hand-off that
-   * got cheaper (or a run that got longer) is noticed.
-   */
-  #runsInline(location: RunOptions['outputLocation']): boolean {
-    if (this.#device >= 0 || location === 'cuda' || !(this.#handoffSamples >= HANDOFF_SAMPLES)) return false;
-    const runUs = this.#inlineUs;
-    if (!(runUs < this.#handoffUs && runUs < INLINE_MAX_US)) return false;
-    if (++this.#sinceHandoff >= INLINE_RECHECK) {
-      this.#sinceHandoff = 0;
-      return false;
-    }
-    return true;
-  }
-
-  /** Learns from an executor run: its hand-off cost and, until inline runs measure it, the run's own time. */
-  #learnHandoff(handoffUs: number, computeUs: number): void {
-    if (!(handoffUs >= 0)) return;
-    this.#handoffUs = this.#handoffSamples++ === 0 ? handoffUs : this.#handoffUs + (handoffUs - this.#handoffUs) * 0.125;
-    // A run on the calling thread costs the run plus the binding's own work (about what
-    // runSync adds over the core): the executor's figure stands in until inline runs exist.
-    const estimate = computeUs + INLINE_GLUE_US;
-    this.#inlineUs = Number.isNaN(this.#inlineUs) ? estimate : this.#inlineUs + (estimate - this.#inlineUs) * 0.125;
+    this.#inline?.executed((performance.now() - started) * 1000, computeUs, elements >= 0 ? elements : inputElements(args));
+    return this.#wrap(ports, raw, location);
   }
 
   #submitted(): void {
@@ -515,23 +518,24 @@ export class Session {
     if (count !== inputs.length) this.#missingOrUnknown(feeds);
   }
 
-  /**
-   * @internal For the batcher: validates one request's feeds (borrowing its buffers) and
-   * returns them as (data, dims) pairs in the model's input order.
-   */
-  _requestFeeds(feeds: Feeds): unknown[] {
+  static {
+    portOf = (s) =>
+      (s.#port ??= {
+        requestFeeds: (feeds) => s.#requestFeeds(feeds),
+        runBatch: (requests, padding = null, signal) => s.#runBatch(requests, padding, signal),
+      });
+  }
+
+  /** See BatchPort.requestFeeds. */
+  #requestFeeds(feeds: Feeds): unknown[] {
     this.#checkOpen();
     const out: unknown[] = [];
     this.#pushFeeds(feeds, true, out, true);
     return out;
   }
 
-  /**
-   * @internal For the batcher: runs requests (from _requestFeeds) as one batch: the core
-   * gathers each input into one pooled buffer. Resolves with the whole batch's outputs, the
-   * run's time in ORT and the time gathering its inputs (µs).
-   */
-  async _runBatch(requests: readonly unknown[][], padding: NativePadding = null, signal?: AbortSignal): Promise<{ outputs: Results; computeUs: number; inputUs: number }> {
+  /** See BatchPort.runBatch. */
+  async #runBatch(requests: readonly unknown[][], padding: BatchPadding, signal: AbortSignal | undefined): Promise<BatchResult> {
     this.#checkOpen();
     const id = signal ? cancelId() : undefined;
     const args: unknown[] = [null, id, requests.length, padding];

@@ -1,3 +1,4 @@
+import { native } from './binding';
 import { KilnError } from './errors';
 
 /** Element types, named as ONNX Runtime's JavaScript API names them. */
@@ -116,4 +117,13 @@ export function wrapTensor<T extends TensorType>(type: T, data: TensorDataTypes[
   t.data = data;
   t.dims = dims;
   return t as unknown as Tensor<T>;
+}
+
+/**
+ * A copy of the block of `t` that starts at row `row` and has dims `dims` (same rank as
+ * t.dims, each at most t's): a request's own part of a padded batch output. Numeric tensors only.
+ */
+export function cropTensor(t: Tensor, row: number, dims: readonly number[]): Tensor {
+  const data = native().crop(t.data as Exclude<Tensor['data'], string[]>, t.dims, row, dims);
+  return wrapTensor(t.type, data as Tensor['data'], dims);
 }

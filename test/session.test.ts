@@ -1,5 +1,5 @@
 import { strict as assert } from 'assert';
-import { Session, Tensor, type Feeds, type Results, type TensorData, type TensorLike, type TensorType } from '../lib';
+import { KilnError, Session, Tensor, type Feeds, type Results, type TensorData, type TensorLike, type TensorType } from '../lib';
 import { GraphBuilder } from '../lib/onnx';
 import { getGc } from './helpers/gc';
 import {
@@ -508,6 +508,124 @@ describe('Session', function () {
         assert.ok(freed >= 63, `external dropped by only ${freed.toFixed(1)} MiB once the results were released`);
       } finally {
         await big.dispose();
+      }
+    });
+  });
+
+  describe('run() on the calling thread (inline runs)', () => {
+    /** Whether `p` settles while only microtasks run: a run answered by an executor thread needs a macrotask. */
+    async function settlesInMicrotasks(p: Promise<unknown>): Promise<boolean> {
+      let settled = false;
+      p.then(() => (settled = true), () => (settled = true));
+      for (let i = 0; i < 10; i++) await Promise.resolve();
+      return settled;
+    }
+    const row = (n: number, seed: number): TensorLike => f32([n, 4], [...randomFloats(4 * n, seed)]);
+    const sum = (a: TensorLike, b: TensorLike): number[] => [...(a.data as Float32Array)].map((v, i) => Math.fround(v + (b.data as Float32Array)[i]));
+
+    it('a tiny model: the first runs go to the executor, then runs are answered inline with the same values', async () => {
+      const session = await Session.create(addModel());
+      try {
+        const a = row(1, 1);
+        const b = row(1, 2);
+        assert.equal(await settlesInMicrotasks(session.run({ a, b })), false, 'the first run is measured on the executor');
+        for (let i = 0; i < 8; i++) await session.run({ a, b });
+        const p = session.run({ a, b });
+        assert.equal(await settlesInMicrotasks(p), true, 'a run shorter than the hand-off is answered on the calling thread');
+        const r = await p;
+        assert.deepEqual([...(r.y.data as Float32Array)], sum(a, b));
+        assert.deepEqual([...(r.y.data as Float32Array)], [...(session.runSync({ a, b }).y.data as Float32Array)]);
+        // A preallocated output is written in place on the inline path too.
+        const out = { type: 'float32' as const, data: new Float32Array(4), dims: [1, 4] };
+        const pre = await session.run({ a, b }, { outputs: { y: out } });
+        assert.equal(pre.y.data, out.data);
+        assert.deepEqual([...out.data], sum(a, b));
+      } finally {
+        await session.dispose();
+      }
+    });
+
+    it('an inline session still rejects (never throws synchronously) and answers E_ABORTED for an aborted signal', async () => {
+      const session = await Session.create(addModel());
+      try {
+        const a = row(1, 3);
+        for (let i = 0; i < 10; i++) await session.run({ a, b: a });
+        assert.equal(await settlesInMicrotasks(session.run({ a, b: a })), true);
+        // ORT itself refuses a preallocated output of the wrong shape: a failure inside the inline run.
+        const bad = session.run({ a, b: a }, { outputs: { y: f32([2, 4], new Array(8).fill(0)) } });
+        assert.ok(bad instanceof Promise);
+        const e = await bad.then(() => assert.fail('expected a rejection'), (err: unknown) => err);
+        assert.ok(e instanceof KilnError, String(e));
+        assert.equal(e.code, 'E_ORT');
+        assert.match(e.message, /\{2,4\}/);
+        assert.equal(await settlesInMicrotasks(session.run({ a, b: a })), true, 'the session runs inline on');
+        const controller = new AbortController();
+        controller.abort();
+        const aborted = await session.run({ a, b: a }, { signal: controller.signal }).then(() => assert.fail('expected E_ABORTED'), (err: unknown) => err);
+        assert.equal((aborted as { code?: string }).code, 'E_ABORTED');
+      } finally {
+        await session.dispose();
+      }
+    });
+
+    it('inputs larger than any run measured short go to the executor first', async () => {
+      const session = await Session.create(addModel());
+      try {
+        const a = row(1, 5);
+        for (let i = 0; i < 10; i++) await session.run({ a, b: a });
+        assert.equal(await settlesInMicrotasks(session.run({ a, b: a })), true);
+        const big = row(20000, 6);
+        const p = session.run({ a: big, b: big });
+        assert.equal(await settlesInMicrotasks(p), false, '80,000 elements were never measured: the executor runs it');
+        assert.deepEqual([...((await p).y.data as Float32Array)].slice(0, 8), sum(big, big).slice(0, 8));
+      } finally {
+        await session.dispose();
+      }
+    });
+
+    it('inlineRuns: false sends every run to the executor; a long model never runs inline', async () => {
+      const off = await Session.create(addModel(), { inlineRuns: false });
+      const long = await Session.create(mlpModel());
+      try {
+        const a = row(1, 7);
+        for (let i = 0; i < 10; i++) await off.run({ a, b: a });
+        assert.equal(await settlesInMicrotasks(off.run({ a, b: a })), false);
+        const x = f32([64, 512], [...randomFloats(64 * 512, 8)]);
+        for (let i = 0; i < 10; i++) await long.run({ x });
+        const p = long.run({ x });
+        assert.equal(await settlesInMicrotasks(p), false, 'a batch-64 MLP run takes longer than a hand-off');
+        await p;
+      } finally {
+        await off.dispose();
+        await long.dispose();
+      }
+    });
+
+    it('an inline run far slower than predicted (run time depends on input values) turns inlining off', async () => {
+      // y = x + trip count, one scalar Add per Loop iteration: the work follows a value.
+      const g = new GraphBuilder('counted');
+      const trips = g.input('trips', 'int64', []);
+      const x = g.input('x', 'float32', []);
+      const body = g.subgraph('body');
+      body.input('i', 'int64', []);
+      const cond = body.input('cond_in', 'bool', []);
+      const acc = body.input('acc_in', 'float32', []);
+      body.output(body.node('Identity', [cond], { outputs: 'cond_out' }), 'bool', []);
+      const one = body.initializer('one', 'float32', [], new Float32Array([1]));
+      body.output(body.node('Add', [acc, one], { outputs: 'acc_out' }), 'float32', []);
+      g.output(g.node('Loop', [trips, '', x], { attrs: { body }, outputs: 'y' }), 'float32', []);
+      const session = await Session.create(g.build({ opset: 17 }));
+      try {
+        const x0 = f32([], [0.5]);
+        for (let i = 0; i < 10; i++) await session.run({ trips: int64Scalar(0), x: x0 });
+        assert.equal(await settlesInMicrotasks(session.run({ trips: int64Scalar(0), x: x0 })), true, 'an empty loop runs inline');
+        // The same input sizes and a hundred thousand iterations: no policy can foresee it...
+        const long = await session.run({ trips: int64Scalar(100_000), x: x0 });
+        assert.equal((long.y.data as Float32Array)[0], 100_000.5);
+        // ...but inlining stops once it happened.
+        assert.equal(await settlesInMicrotasks(session.run({ trips: int64Scalar(0), x: x0 })), false);
+      } finally {
+        await session.dispose();
       }
     });
   });

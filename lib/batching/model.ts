@@ -4,10 +4,9 @@
  * Membership of batches is decided here; tensor bytes are gathered by the native core (one
  * copy per request per input) and every caller receives zero-copy views of its rows.
  */
-import type { NativePadding } from '../binding';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { SessionOptions } from '../options';
-import { Session, type Feeds, type Results } from '../session';
+import { Session, batchPort, type BatchPadding, type Feeds, type Results } from '../session';
 import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config';
 import { AdaptivePolicy, type RunningBatch } from './adaptive';
 import { BatchCosts } from './cost';
@@ -185,7 +184,7 @@ export class Model {
       throw new KilnError('E_INVALID_ARGUMENT', 'signal must be an AbortSignal');
     }
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'request was aborted before it was queued');
-    const pairs = this.#session._requestFeeds(feeds);
+    const pairs = batchPort(this.#session).requestFeeds(feeds);
     let size = 1;
     let shapeKey = '';
     if (c.maxBatchSize > 0) {
@@ -425,14 +424,14 @@ export class Model {
   async #execute(session: Session, run: Batch): Promise<void> {
     const c = this.#config;
     const { requests: batch, rows, started } = run;
-    let padding: NativePadding = null;
+    let padding: BatchPadding = null;
     try {
       let outputs: Results;
       let computeUs = 0;
       let inputUs = 0;
       if (c.batching) {
         padding = this.#padding?.spec(batch) ?? null;
-        const r = await session._runBatch(batch.map((q) => q.pairs), padding, run.stop?.signal);
+        const r = await batchPort(session).runBatch(batch.map((q) => q.pairs), padding, run.stop?.signal);
         outputs = r.outputs;
         computeUs = r.computeUs;
         inputUs = r.inputUs;

@@ -6,13 +6,12 @@
  * model is run on a sample unpadded and padded, so that a model whose results padding would
  * change is refused (or warned about) before it serves anyone. See docs/padding.md.
  */
-import { native, type NativePadding } from '../binding';
 import { KilnError } from '../errors';
 import { optionError } from '../options';
 import { randomFeeds } from '../optimize/data';
 import { float16Value } from '../optimize/fp16';
-import type { Results, Session } from '../session';
-import { formatShape, wrapTensor, type Tensor, type TensorLike, type TensorType } from '../tensor';
+import { batchPort, type BatchPadding, type Results, type Session } from '../session';
+import { cropTensor, formatShape, wrapTensor, type Tensor, type TensorLike, type TensorType } from '../tensor';
 import type { ResolvedConfig, ResolvedCropAxis, ResolvedInput, ResolvedPaddingCheck } from './config';
 
 /** One request as the batcher holds it: its feeds as (data, dims) pairs in input order. */
@@ -151,7 +150,7 @@ export class RaggedPadding {
    * Per input, the dims its requests are padded to in this batch: on each padded axis the
    * largest length, rounded up to a length bucket; null where no request needs padding.
    */
-  spec(batch: readonly PaddedRequest[]): NativePadding {
+  spec(batch: readonly PaddedRequest[]): BatchPadding {
     let any = false;
     const spec = this.#inputs.map((settings, i) => {
       if (!settings) return null;
@@ -177,7 +176,7 @@ export class RaggedPadding {
    * line naming the padded inputs, their target and the requests' own shapes, then the
    * runtime's own reason (the first line of it, without source locations).
    */
-  describeFailure(e: KilnError, spec: NativePadding, batch: readonly PaddedRequest[]): KilnError {
+  describeFailure(e: KilnError, spec: BatchPadding, batch: readonly PaddedRequest[]): KilnError {
     if (!spec) return e;
     const parts: string[] = [];
     spec.forEach((s, i) => {
@@ -233,8 +232,8 @@ export class RaggedPadding {
     let pairs: unknown[];
     let unpadded: Results;
     try {
-      pairs = session._requestFeeds(feeds);
-      unpadded = (await session._runBatch([pairs], null)).outputs;
+      pairs = batchPort(session).requestFeeds(feeds);
+      unpadded = (await batchPort(session).runBatch([pairs], null)).outputs;
     } catch (e) {
       return { message: `the model failed on ${sampleWords}: ${runtimeReason((e as Error).message)}; ${howToSample}` };
     }
@@ -247,8 +246,8 @@ export class RaggedPadding {
         const probe = this.#generated(session, u + extra);
         let outputs: Results;
         try {
-          const probePairs = session._requestFeeds(probe);
-          outputs = (await session._runBatch([probePairs], null)).outputs;
+          const probePairs = batchPort(session).requestFeeds(probe);
+          outputs = (await batchPort(session).runBatch([probePairs], null)).outputs;
           const miss = this.#mispredicted(outputs, { pairs: probePairs, size: 1 });
           if (miss) return { message: `${miss} (Kiln's generated sample, ${describeFeeds(probe)}); fix the output's cropAxes rule`, config: true };
         } catch {
@@ -256,7 +255,7 @@ export class RaggedPadding {
         }
       }
     }
-    const spec: NativePadding = this.#inputs.map((settings, i) => {
+    const spec: BatchPadding = this.#inputs.map((settings, i) => {
       if (!settings) return null;
       const dims = (pairs[2 * i + 1] as readonly number[]).slice(1);
       for (const k of settings.padAxes) dims[k - 1] = Math.max(p, dims[k - 1] + 1);
@@ -269,7 +268,7 @@ export class RaggedPadding {
     }).join(', ');
     let padded: Results;
     try {
-      padded = (await session._runBatch([pairs], spec)).outputs;
+      padded = (await batchPort(session).runBatch([pairs], spec)).outputs;
     } catch (e) {
       return { message: `the model failed on ${sampleWords} with ${paddedWords}, though it ran unpadded: ${runtimeReason((e as Error).message)}; padding these axes breaks the model` };
     }
@@ -370,7 +369,7 @@ function describeFeeds(feeds: Record<string, TensorLike>): string {
 function cutBack(t: Tensor, own: readonly number[] | undefined): Tensor {
   if (!own || Array.isArray(t.data)) return t;
   const dims = [t.dims[0], ...own];
-  return wrapTensor(t.type as TensorType, native().crop(t.data as ArrayBufferView, t.dims, 0, dims) as unknown as Tensor['data'], dims);
+  return cropTensor(t, 0, dims);
 }
 
 interface Difference {
@@ -478,8 +477,7 @@ export function rowsOf(split: readonly OutputSplit[], offset: number, r: PaddedR
     }
     const own = padding && !Array.isArray(t.data) ? padding.ownDims(name, rest, r) : undefined;
     if (own) {
-      const data = native().crop(t.data as ArrayBufferView, t.dims, offset, [size, ...own]);
-      out[name] = wrapTensor(t.type as TensorType, data as unknown as Tensor['data'], [size, ...own]);
+      out[name] = cropTensor(t, offset, [size, ...own]);
       continue;
     }
     const data = Array.isArray(t.data)
