@@ -18,8 +18,8 @@ import { readModel } from '../lib/optimize/io';
 import { upgradeOpset } from '../lib/optimize/opset';
 import { calibratedTensors, staticCandidates } from '../lib/optimize/static';
 import { prng } from '../lib/samples';
-import { OCR_MODELS, ctcDecode, loadKeys, recPreprocess } from '../test/helpers/ppocr';
-import { renderText } from '../test/helpers/text-image';
+import { OCR_MODELS, ctcDecode, loadKeys, recPreprocess } from '../support/ppocr';
+import { renderText } from '../support/text-image';
 
 const WORDS = ['hello', 'world', 'Kiln', 'ONNX', 'Runtime', 'quick', 'brown', 'fox', 'jumps', 'over', 'the', 'lazy', 'dog',
   'int8', 'model', 'batch', 'Node.js', 'PaddleOCR', 'latency', 'server', 'Zebra', 'crossing', 'value', 'speed', 'TensorRT',

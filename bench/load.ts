@@ -24,7 +24,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { configure, runtime } from '../lib';
 import { mlpModel } from '../lib/samples';
-import { OCR_MODELS } from '../test/helpers/ppocr';
+import { OCR_MODELS } from '../support/ppocr';
 import { callerInputs, Ceiling, KilnContender, OrtContender, type BatchDelta, type CeilingPoint, type KilnSettings, type LoadCase } from './load-contenders';
 import { adaptiveReport, runAdaptive, type AdaptiveResult } from './load-adaptive';
 import { otherLoad } from './load-proc';

@@ -12,8 +12,8 @@ import { Session, type Feeds, type Results } from '../lib';
 import { compareOutputs } from '../lib/optimize/evaluate';
 import { quantize, type QuantizeResult } from '../lib/optimize/quantize';
 import { mlpModel, prng } from '../lib/samples';
-import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, detPreprocess, loadKeys, recPreprocess, rotate180 } from '../test/helpers/ppocr';
-import { renderText } from '../test/helpers/text-image';
+import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, detPreprocess, loadKeys, recPreprocess, rotate180 } from '../support/ppocr';
+import { renderText } from '../support/text-image';
 import { textLines } from './calibration';
 import { fmt, summarize, type Summary } from './stats';
 

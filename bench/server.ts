@@ -17,9 +17,9 @@ import * as grpc from '@grpc/grpc-js';
 import autocannon from 'autocannon';
 import { addModel, mlpModel, prng } from '../lib/samples';
 import { inferenceService } from '../lib/server/grpc';
-import { OCR_MODELS, clsPreprocess } from '../test/helpers/ppocr';
-import { writeFiles } from '../test/helpers/repository';
-import { renderText } from '../test/helpers/text-image';
+import { OCR_MODELS, clsPreprocess } from '../support/ppocr';
+import { writeFiles } from '../support/repository';
+import { renderText } from '../support/text-image';
 import { procStat } from './load-proc';
 import { quantile } from './stats';
 
