@@ -24,57 +24,64 @@
  * Iteration i of a target draws everything from a PRNG seeded by (seed, target, i), so a
  * finding replays in-process with --iteration (timing of concurrent calls aside).
  *
- *   node dist/bench/fuzz.js [--seconds 30] [--seed S] [--target load|feed|batch|all] [--json out.json]
+ *   node dist/bench/fuzz.js [--seconds 30] [--seed S] [--target load|feed|batch|http|all] [--json out.json]
  *   node dist/bench/fuzz.js --target feed --seed S --iteration I [--skip f1,f2] --verbose
  */
 import * as fs from 'fs';
 import * as os from 'os';
+import { Option, type Command } from 'commander';
+import { benchCommand, nonNegativeNumber } from './cli';
 import { describeError } from './fuzz/judge';
 import { TARGETS, markdown, type Cli, type TargetName, type TargetReport } from './fuzz/report';
 import { FUZZER_ERROR, superviseTarget } from './fuzz/supervisor';
 import { runTarget } from './fuzz/worker';
 
-function usage(message: string): never {
-  process.stderr.write(`fuzz: ${message}\nusage: node dist/bench/fuzz.js [--seconds N] [--seed S] [--target load|feed|batch|all] [--json FILE] [--iteration I] [--skip f1,f2] [--verbose]\n`);
-  process.exit(2);
+interface FuzzOptions {
+  seconds: number;
+  seed?: number;
+  target: TargetName | 'all';
+  json?: string;
+  iteration?: number;
+  skip?: string[];
+  verbose?: boolean;
+  worker?: boolean;
+  until: number;
+  from: number;
+  trace?: string;
+  result?: string;
 }
 
 function parseCli(argv: readonly string[]): Cli {
-  const values = new Map<string, string>();
-  const flags = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith('--')) usage(`unexpected argument ${a}`);
-    const name = a.slice(2);
-    if (name === 'verbose' || name === 'worker') flags.add(name);
-    else if (i + 1 < argv.length) values.set(name, argv[++i]);
-    else usage(`${a} needs a value`);
-  }
-  const known = ['seconds', 'seed', 'target', 'json', 'iteration', 'skip', 'until', 'from', 'trace', 'result'];
-  for (const k of values.keys()) if (!known.includes(k)) usage(`unknown option --${k}`);
-  const num = (k: string, fallback: number): number => {
-    const v = values.get(k);
-    if (v === undefined) return fallback;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < 0) usage(`--${k} must be a non-negative number, received ${v}`);
-    return n;
-  };
-  const target = values.get('target') ?? 'all';
-  if (target !== 'all' && !(TARGETS as readonly string[]).includes(target)) usage(`--target must be load, feed, batch or all, received ${target}`);
+  const program: Command = benchCommand('fuzz', 'A seeded fuzzer over Kiln\'s public API, for a fixed time per target (docs/fuzz.md).')
+    .addOption(new Option('--seconds <s>', 'fuzzing time per target').argParser(nonNegativeNumber).default(30))
+    .addOption(new Option('--seed <n>', 'seed of every draw (default: random, printed)').argParser(nonNegativeNumber))
+    .addOption(new Option('--target <name>', 'what to fuzz').choices([...TARGETS, 'all']).default('all'))
+    .option('--json <file>', 'also write the report as JSON')
+    .addOption(new Option('--iteration <i>', 'replay this one iteration in-process (with --target and --seed)').argParser(nonNegativeNumber))
+    .addOption(new Option('--skip <families>', 'comma-separated case families to skip').argParser((v) => v.split(',').filter((x) => x !== '')))
+    .option('--verbose', 'print every call and its outcome')
+    // Internal: how the supervisor starts a child process that fuzzes one target.
+    .addOption(new Option('--worker').hideHelp())
+    .addOption(new Option('--until <ms>').hideHelp().argParser(nonNegativeNumber).default(0))
+    .addOption(new Option('--from <i>').hideHelp().argParser(nonNegativeNumber).default(0))
+    .addOption(new Option('--trace <file>').hideHelp())
+    .addOption(new Option('--result <file>').hideHelp())
+    .parse(argv, { from: 'user' });
+  const o = program.opts<FuzzOptions>();
   const cli: Cli = {
-    seconds: num('seconds', 30),
-    seed: Math.floor(num('seed', Math.floor(Math.random() * 2 ** 31))) >>> 0,
-    targets: target === 'all' ? [...TARGETS] : [target as TargetName],
-    json: values.get('json'),
-    iteration: values.has('iteration') ? Math.floor(num('iteration', 0)) : undefined,
-    skip: (values.get('skip') ?? '').split(',').filter((x) => x !== ''),
-    verbose: flags.has('verbose'),
+    seconds: o.seconds,
+    seed: Math.floor(o.seed ?? Math.floor(Math.random() * 2 ** 31)) >>> 0,
+    targets: o.target === 'all' ? [...TARGETS] : [o.target],
+    json: o.json,
+    iteration: o.iteration === undefined ? undefined : Math.floor(o.iteration),
+    skip: o.skip ?? [],
+    verbose: o.verbose === true,
   };
-  if (flags.has('worker')) {
-    const trace = values.get('trace');
-    const result = values.get('result');
-    if (!trace || !result || cli.targets.length !== 1) usage('--worker needs --target, --trace and --result');
-    cli.worker = { until: num('until', 0), from: num('from', 0), trace, result };
+  if (o.worker) {
+    if (!o.trace || !o.result || cli.targets.length !== 1) program.error('error: --worker needs --target, --trace and --result');
+    cli.worker = { until: o.until, from: o.from, trace: o.trace, result: o.result };
+  } else if (cli.iteration !== undefined && cli.targets.length !== 1) {
+    program.error('error: --iteration needs a single --target');
   }
   return cli;
 }
@@ -88,7 +95,6 @@ async function main(): Promise<void> {
   const reports: TargetReport[] = [];
   if (cli.iteration !== undefined) {
     // Replay: one iteration of one target, in this process.
-    if (cli.targets.length !== 1) usage('--iteration needs a single --target');
     reports.push(await runTarget(cli, cli.targets[0], 0, cli.iteration, undefined, undefined));
   } else {
     process.stdout.write(`kiln fuzz: seed ${cli.seed}, ${cli.seconds} s per target (${cli.targets.join(', ')})\n`);
