@@ -64,6 +64,7 @@ const OPTIONS = benchCommand('load', 'Kiln\'s dynamic batcher under load, side b
     seconds: number; only: string[]; callers: number[]; intra: number; openSeconds: number; json: string;
     tune?: boolean; adaptive?: boolean; multiples: number[]; ortDefaults?: boolean;
   } & KilnOverrides>();
+
 const TARGET_CALLERS = 64;
 const HARNESS_BATCHES = [1, 8, 16, 32, 64];
 /** The open loop runs long enough for this many requests, so its p99 is not just the maximum. */
