@@ -9,7 +9,7 @@
  *   node dist/bench/calibration.js [--calibration 24] [--eval 20] [--json FILE]
  */
 import * as fs from 'fs';
-import { parseArgs } from 'util';
+import { Option } from 'commander';
 import { type Feeds } from '../lib';
 import { calibrate, type CalibrationMethod, type Range } from '../lib/optimize/calibrate';
 import { outputsOf } from '../lib/optimize/evaluate';
@@ -18,8 +18,9 @@ import { readModel } from '../lib/optimize/io';
 import { upgradeOpset } from '../lib/optimize/opset';
 import { calibratedTensors, staticCandidates } from '../lib/optimize/static';
 import { prng } from '../lib/samples';
-import { OCR_MODELS, ctcDecode, loadKeys, recPreprocess } from '../test/helpers/ppocr';
-import { renderText } from '../test/helpers/text-image';
+import { OCR_MODELS, ctcDecode, loadKeys, recPreprocess } from '../support/ppocr';
+import { renderText } from '../support/text-image';
+import { benchCommand, integerAtLeast } from './cli';
 
 const WORDS = ['hello', 'world', 'Kiln', 'ONNX', 'Runtime', 'quick', 'brown', 'fox', 'jumps', 'over', 'the', 'lazy', 'dog',
   'int8', 'model', 'batch', 'Node.js', 'PaddleOCR', 'latency', 'server', 'Zebra', 'crossing', 'value', 'speed', 'TensorRT',
@@ -46,16 +47,13 @@ function editDistance(a: string, b: string): number {
   return prev[b.length];
 }
 
-function count(value: string | undefined, name: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be an integer >= 1, received ${value}`);
-  return n;
-}
-
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { calibration: { type: 'string' }, eval: { type: 'string' }, json: { type: 'string' } } });
-  const args = { calibration: count(values.calibration, 'calibration', 24), eval: count(values.eval, 'eval', 20), json: values.json };
+  const args = benchCommand('calibration', 'Calibration methods side by side on the PP-OCR recognizer: static INT8 accuracy against FP32 (docs/quantize.md).')
+    .addOption(new Option('--calibration <n>', 'calibration lines').argParser(integerAtLeast(1)).default(24))
+    .addOption(new Option('--eval <n>', 'held-out lines').argParser(integerAtLeast(1)).default(20))
+    .option('--json <file>', 'results as JSON')
+    .parse()
+    .opts<{ calibration: number; eval: number; json?: string }>();
   const keys = loadKeys();
   const fp32 = new Uint8Array(fs.readFileSync(OCR_MODELS.rec));
   const calibLines = textLines(args.calibration, 3);

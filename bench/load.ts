@@ -22,9 +22,11 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Option } from 'commander';
 import { configure, runtime } from '../lib';
 import { mlpModel } from '../lib/samples';
-import { OCR_MODELS } from '../test/helpers/ppocr';
+import { OCR_MODELS } from '../support/ppocr';
+import { benchCommand, integerAtLeast, listOf, nonNegativeNumber, onlyOption, positiveNumber } from './cli';
 import { callerInputs, Ceiling, KilnContender, OrtContender, type BatchDelta, type CeilingPoint, type KilnSettings, type LoadCase } from './load-contenders';
 import { adaptiveReport, runAdaptive, type AdaptiveResult } from './load-adaptive';
 import { otherLoad } from './load-proc';
@@ -34,25 +36,35 @@ import {
   type KilnPoint, type ModelResult, type OpenRow, type PointRow, type TuneRow,
 } from './load-report';
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
+/** Kiln's settings from the command line; each replaces a case's own. */
+interface KilnOverrides {
+  maxBatch?: number;
+  delay?: number;
+  preferred?: number[];
+  instances?: number;
 }
 
-const numbers = (s: string): number[] => s.split(',').filter(Boolean).map(Number);
+const OPTIONS = benchCommand('load', 'Kiln\'s dynamic batcher under load, side by side with onnxruntime-node and the native harness (docs/load.md).')
+  .addOption(new Option('--seconds <s>', 'per contender and point').argParser(positiveNumber).default(2))
+  .addOption(onlyOption(['mlp', 'cls', 'rec']))
+  .addOption(new Option('--callers <list>', 'closed-loop caller counts').argParser(listOf(integerAtLeast(1))).default([1, 2, 4, 8, 16, 32, 64, 128], '1,2,4,8,16,32,64,128'))
+  .addOption(new Option('--intra <n>', 'ORT intra-op threads of every contender').argParser(integerAtLeast(1)).default(1))
+  .addOption(new Option('--open-seconds <s>', 'open loop per contender (0: none)').argParser(nonNegativeNumber).default(3))
+  .option('--json <file>', 'results as JSON', path.join('bench', 'results', 'load.json'))
+  .addOption(new Option('--instances <n>', 'Kiln: instances').argParser(integerAtLeast(1)))
+  .addOption(new Option('--delay <us>', 'Kiln: max queue delay in µs').argParser(nonNegativeNumber))
+  .addOption(new Option('--preferred <list>', 'Kiln: preferred batch sizes, or none').argParser((v) => (v === 'none' ? [] : listOf(integerAtLeast(1))(v))))
+  .addOption(new Option('--max-batch <n>', 'Kiln: max batch size').argParser(integerAtLeast(1)))
+  .option('--tune', 'Kiln alone over a grid of settings at 64 callers')
+  .option('--adaptive', 'adaptive batching against fixed delays (bench/load-adaptive.ts)')
+  .addOption(new Option('--multiples <list>', 'with --adaptive: latency targets, as multiples of the single-request latency').argParser(listOf(positiveNumber)).default([2, 5, 20], '2,5,20'))
+  .option('--ort-defaults', 'onnxruntime-node with its own thread settings instead')
+  .parse()
+  .opts<{
+    seconds: number; only: string[]; callers: number[]; intra: number; openSeconds: number; json: string;
+    tune?: boolean; adaptive?: boolean; multiples: number[]; ortDefaults?: boolean;
+  } & KilnOverrides>();
 
-const OPTIONS = {
-  seconds: Number(arg('seconds', '2')),
-  only: arg('only', 'mlp,cls,rec').split(','),
-  callers: numbers(arg('callers', '1,2,4,8,16,32,64,128')),
-  intra: Number(arg('intra', '1')),
-  openSeconds: Number(arg('open-seconds', '3')),
-  json: arg('json', path.join('bench', 'results', 'load.json')),
-  tune: process.argv.includes('--tune'),
-  adaptive: process.argv.includes('--adaptive'),
-  multiples: numbers(arg('multiples', '2,5,20')),
-  ortDefaults: process.argv.includes('--ort-defaults'),
-};
 const TARGET_CALLERS = 64;
 const HARNESS_BATCHES = [1, 8, 16, 32, 64];
 /** The open loop runs long enough for this many requests, so its p99 is not just the maximum. */
@@ -61,12 +73,11 @@ const OPEN_ROUNDS = 3;
 
 /** Kiln's settings from the command line, over a case's own. */
 function overridden(k: KilnSettings): KilnSettings {
-  const preferred = arg('preferred', '');
   return {
-    maxBatchSize: Number(arg('max-batch', String(k.maxBatchSize))),
-    maxQueueDelayUs: Number(arg('delay', String(k.maxQueueDelayUs))),
-    preferredBatchSize: preferred === '' ? k.preferredBatchSize : preferred === 'none' ? [] : numbers(preferred),
-    instances: Number(arg('instances', String(k.instances))),
+    maxBatchSize: OPTIONS.maxBatch ?? k.maxBatchSize,
+    maxQueueDelayUs: OPTIONS.delay ?? k.maxQueueDelayUs,
+    preferredBatchSize: OPTIONS.preferred ?? k.preferredBatchSize,
+    instances: OPTIONS.instances ?? k.instances,
   };
 }
 

@@ -14,9 +14,11 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Option } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { configure, runtime, Session, Tensor } from '../lib';
 import { addModel, bigOutputModel, convModel, mlpModel, prng } from '../lib/samples';
+import { benchCommand, integerAtLeast, onlyOption } from './cli';
 import { Harness } from './harness';
 import { fmt, summarize, type Summary } from './stats';
 
@@ -47,11 +49,6 @@ interface Row {
   batch: number;
   intra: number;
   results: Record<Contender, Summary>;
-}
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
 }
 
 async function timeAsync(n: number, fn: () => Promise<unknown>): Promise<number[]> {
@@ -161,15 +158,18 @@ function verdicts(rows: Row[]): string[] {
 }
 
 async function main(): Promise<void> {
-  const rounds = Number(arg('rounds', '10'));
-  const calls = Number(arg('calls', '300'));
-  const only = arg('only', '').split(',').filter(Boolean);
-  const jsonOut = arg('json', path.join('bench', 'results', 'overhead.json'));
+  const { rounds, calls, only, json: jsonOut } = benchCommand('overhead', 'What Kiln adds per call over the native floor, side by side with onnxruntime-node (docs/overhead.md).')
+    .addOption(new Option('--rounds <n>', 'interleaved rounds per row').argParser(integerAtLeast(1)).default(10))
+    .addOption(new Option('--calls <n>', 'timed calls per contender per round').argParser(integerAtLeast(1)).default(300))
+    .addOption(onlyOption(CASES.map((c) => c.name)))
+    .option('--json <file>', 'results as JSON', path.join('bench', 'results', 'overhead.json'))
+    .parse()
+    .opts<{ rounds: number; calls: number; only: string[]; json: string }>();
   configure(); // Kiln creates the process's OrtEnv (with global pools) before onnxruntime-node does
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-overhead-'));
   const rows: Row[] = [];
   for (const intra of [1, 2]) {
-    for (const c of CASES.filter((x) => only.length === 0 || only.includes(x.name))) {
+    for (const c of CASES.filter((x) => only.includes(x.name))) {
       for (const b of c.batches) {
         const row = await measureRow(c, b, intra, rounds, calls, dir);
         rows.push(row);

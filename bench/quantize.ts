@@ -8,13 +8,15 @@
  *   node dist/bench/quantize.js [--only mlp,cls,rec,det] [--rounds 5] [--seconds 0.5] [--intra 1] [--json FILE]
  */
 import * as fs from 'fs';
+import { Option } from 'commander';
 import { Session, type Feeds, type Results } from '../lib';
 import { compareOutputs } from '../lib/optimize/evaluate';
 import { quantize, type QuantizeResult } from '../lib/optimize/quantize';
 import { mlpModel, prng } from '../lib/samples';
-import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, detPreprocess, loadKeys, recPreprocess, rotate180 } from '../test/helpers/ppocr';
-import { renderText } from '../test/helpers/text-image';
+import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, detPreprocess, loadKeys, recPreprocess, rotate180 } from '../support/ppocr';
+import { renderText } from '../support/text-image';
 import { textLines } from './calibration';
+import { benchCommand, integerAtLeast, onlyOption, positiveNumber } from './cli';
 import { fmt, summarize, type Summary } from './stats';
 
 interface Args {
@@ -25,20 +27,15 @@ interface Args {
   json?: string;
 }
 
-function parseArgs(argv: string[]): Args {
-  const a: Args = { only: ['mlp', 'cls', 'rec', 'det'], rounds: 5, seconds: 0.5, intra: 1 };
-  for (let i = 0; i < argv.length; i++) {
-    const v = argv[i + 1];
-    switch (argv[i]) {
-      case '--only': a.only = v.split(','); i++; break;
-      case '--rounds': a.rounds = Number(v); i++; break;
-      case '--seconds': a.seconds = Number(v); i++; break;
-      case '--intra': a.intra = Number(v); i++; break;
-      case '--json': a.json = v; i++; break;
-      default: throw new Error(`unknown argument ${argv[i]}`);
-    }
-  }
-  return a;
+function parseArgs(): Args {
+  return benchCommand('quantize', 'FP32 vs dynamic INT8 vs static INT8: latency, size and accuracy, side by side (docs/quantize.md).')
+    .addOption(onlyOption(['mlp', 'cls', 'rec', 'det']))
+    .addOption(new Option('--rounds <n>', 'interleaved latency rounds').argParser(integerAtLeast(1)).default(5))
+    .addOption(new Option('--seconds <s>', 'per variant, batch size and round').argParser(positiveNumber).default(0.5))
+    .addOption(new Option('--intra <n>', 'ORT intra-op threads').argParser(integerAtLeast(1)).default(1))
+    .option('--json <file>', 'results as JSON')
+    .parse()
+    .opts<Args>();
 }
 
 /** A model under test: FP32 bytes, calibration and held-out feeds (batch 1), and its accuracy check. */
@@ -179,7 +176,7 @@ interface Row {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = parseArgs();
   const rows: Row[] = [];
   const opts = { intraOpThreads: args.intra, interOpThreads: 1 };
   for (const c of cases(args.only)) {

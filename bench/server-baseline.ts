@@ -8,12 +8,17 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import Fastify from 'fastify';
+import { benchCommand, integerIn } from './cli';
 
 // onnxruntime-node is an optional peer of Kiln (installed for the tests and benchmarks).
 const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
 
 async function main(): Promise<void> {
-  const [repository, portArg] = process.argv.slice(2);
+  const program = benchCommand('server-baseline', 'fastify + onnxruntime-node serving a model repository, for bench/server.ts to measure Kiln against.')
+    .argument('<repository>', 'model repository (NAME/1/model.onnx)')
+    .argument('[port]', 'port on 127.0.0.1 (0: any free one)', integerIn(0, 65535), 0)
+    .parse();
+  const [repository, port] = program.processedArgs as [string, number];
   const sessions = new Map<string, import('onnxruntime-node').InferenceSession>();
   for (const name of fs.readdirSync(repository)) {
     const file = path.join(repository, name, '1', 'model.onnx');
@@ -31,7 +36,7 @@ async function main(): Promise<void> {
       outputs: Object.entries(out).map(([name, t]) => ({ name, shape: t.dims, datatype: 'FP32', data: Array.from(t.data as Float32Array) })),
     };
   });
-  await app.listen({ host: '127.0.0.1', port: Number(portArg ?? 0) });
+  await app.listen({ host: '127.0.0.1', port });
   const address = app.server.address() as import('net').AddressInfo;
   process.stdout.write(`listening ${address.port}\n`);
 }

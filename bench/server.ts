@@ -12,14 +12,15 @@ import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { parseArgs } from 'util';
 import * as grpc from '@grpc/grpc-js';
 import autocannon from 'autocannon';
+import { Option } from 'commander';
 import { addModel, mlpModel, prng } from '../lib/samples';
 import { inferenceService } from '../lib/server/grpc';
-import { OCR_MODELS, clsPreprocess } from '../test/helpers/ppocr';
-import { writeFiles } from '../test/helpers/repository';
-import { renderText } from '../test/helpers/text-image';
+import { OCR_MODELS, clsPreprocess } from '../support/ppocr';
+import { writeFiles } from '../support/repository';
+import { renderText } from '../support/text-image';
+import { benchCommand, integerAtLeast, onlyOption, positiveNumber } from './cli';
 import { procStat } from './load-proc';
 import { quantile } from './stats';
 
@@ -110,11 +111,15 @@ async function grpcLoad(address: string, t: Target, seconds: number, inflight: n
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string' }, rounds: { type: 'string' }, connections: { type: 'string' }, only: { type: 'string' }, json: { type: 'string' } } });
-  const seconds = Number(values.seconds ?? 5);
-  const rounds = Number(values.rounds ?? 2);
-  const connections = Number(values.connections ?? 64);
-  const only = (values.only ?? 'mlp,cls,add').split(',');
+  const values = benchCommand('server', '`kiln serve` against fastify + onnxruntime-node, side by side: requests/s, latency, CPU per request (docs/serve.md).')
+    .addOption(new Option('--seconds <s>', 'per model, server and round').argParser(positiveNumber).default(5))
+    .addOption(new Option('--rounds <n>', 'interleaved rounds').argParser(integerAtLeast(1)).default(2))
+    .addOption(new Option('--connections <n>', 'autocannon connections (and gRPC calls in flight)').argParser(integerAtLeast(1)).default(64))
+    .addOption(onlyOption(['mlp', 'cls', 'add']))
+    .option('--json <file>', 'results as JSON')
+    .parse()
+    .opts<{ seconds: number; rounds: number; connections: number; only: string[]; json?: string }>();
+  const { seconds, rounds, connections, only } = values;
   const repo = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-server-'));
   const batched = 'max_batch_size: 64\ndynamic_batching { }';
   writeFiles(repo, {

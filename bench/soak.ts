@@ -36,32 +36,26 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Option } from 'commander';
 import { configure, KilnError, loadModel, runtime, Session, type Feeds, type Model, type ModelConfig, type Results, type SessionOptions } from '../lib';
 import { addModel, mlpModel, mlpReference, prng } from '../lib/samples';
+import { benchCommand, fractionBelow, integerAtLeast } from './cli';
 import { otherLoad } from './load-proc';
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
-}
-
-function count(name: string, fallback: number, min = 0): number {
-  const v = Number(arg(name, String(fallback)));
-  if (!Number.isInteger(v) || v < min) throw new Error(`--${name}: expected an integer >= ${min}, received ${arg(name, '')}`);
-  return v;
-}
-
-const OPTIONS = {
-  inferences: count('inferences', 1_000_000),
-  sessions: count('sessions', 200),
-  models: count('models', 50),
-  slices: count('slices', 100, 1),
-  warmup: Number(arg('warmup', '0.1')),
-  json: arg('json', ''),
-  /** Internal: a pass run by the parent in a child process; prints its results as JSON. */
-  child: process.argv.includes('--child'),
-};
-if (!(OPTIONS.warmup >= 0 && OPTIONS.warmup < 0.8)) throw new Error(`--warmup: expected a fraction in [0, 0.8), received ${OPTIONS.warmup}`);
+const OPTIONS = (() => {
+  const o = benchCommand('soak', 'Does memory stay flat over a long run? Inferences, session cycles and model cycles, memory sampled after a full GC (docs/soak.md). Exit status 2 when a verdict fails.')
+    .addOption(new Option('--inferences <n>', 'phase 1: inferences (0 skips the phase)').argParser(integerAtLeast(0)).default(1_000_000))
+    .addOption(new Option('--sessions <n>', 'phase 2: session create/dispose cycles (0 skips it)').argParser(integerAtLeast(0)).default(200))
+    .addOption(new Option('--models <n>', 'phase 3: model load/dispose cycles (0 skips it)').argParser(integerAtLeast(0)).default(50))
+    .addOption(new Option('--slices <n>', 'phase 1: slices, one memory sample each').argParser(integerAtLeast(1)).default(100))
+    .addOption(new Option('--warmup <fraction>', 'share of each phase counted as warm-up').argParser(fractionBelow(0.8)).default(0.1))
+    .option('--json <file>', 'results as JSON')
+    // Internal: a pass run by the parent in a child process; prints its results as JSON.
+    .addOption(new Option('--child').hideHelp())
+    .parse()
+    .opts<{ inferences: number; sessions: number; models: number; slices: number; warmup: number; json?: string; child?: boolean }>();
+  return { inferences: o.inferences, sessions: o.sessions, models: o.models, slices: o.slices, warmup: o.warmup, json: o.json ?? '', child: o.child === true };
+})();
 
 /** Growth allowed between the level after warm-up and the level at the end. */
 const MAX_GROWTH = 0.05;

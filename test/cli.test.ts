@@ -8,8 +8,8 @@ import * as path from 'path';
 import { writeNpy } from '../lib/optimize';
 import { Tensor } from '../lib';
 import { mlpModel, prng } from '../lib/samples';
-import { OCR_MODELS, recPreprocess } from './helpers/ppocr';
-import { renderText } from './helpers/text-image';
+import { OCR_MODELS, recPreprocess } from '../support/ppocr';
+import { renderText } from '../support/text-image';
 
 const CLI = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
 

@@ -13,7 +13,7 @@ import { mlpModel, prng } from '../lib/samples';
 import { createGrpcServer, inferenceService } from '../lib/server/grpc';
 import { ModelManager } from '../lib/server/models';
 import type { TensorType } from '../lib/tensor';
-import { writeFiles } from './helpers/repository';
+import { writeFiles } from '../support/repository';
 
 type Client = grpc.Client & Record<string, (request: unknown, metadata: grpc.Metadata | ((e: grpc.ServiceError | null, r: unknown) => void), callback?: (e: grpc.ServiceError | null, r: unknown) => void) => void>;
 

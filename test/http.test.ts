@@ -17,7 +17,7 @@ import { createHttpServer } from '../lib/server/http';
 import { fromJson } from '../lib/server/tensors';
 import { ModelManager } from '../lib/server/models';
 import type { TensorType } from '../lib/tensor';
-import { writeFiles } from './helpers/repository';
+import { writeFiles } from '../support/repository';
 
 /** One Identity per datatype: every type goes in and comes back. */
 const IDENTITY_TYPES: [string, TensorType, unknown[]][] = [

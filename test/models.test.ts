@@ -10,7 +10,7 @@ import { GraphBuilder } from '../lib/onnx/builder';
 import { addModel, mlpModel, prng } from '../lib/samples';
 import { ModelManager } from '../lib/server/models';
 import { assertKilnError } from './helpers/assert-error';
-import { writeFiles } from './helpers/repository';
+import { writeFiles } from '../support/repository';
 
 /** y = a + b + k, ['N', 4]: versions of one model told apart by k. */
 function addK(k: number): Uint8Array {

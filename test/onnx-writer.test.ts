@@ -13,7 +13,7 @@ import {
   convReference, identityModel, mlpModel, mlpReference, multiIOModel, prng, slowModel, slowReference,
   symbolicDimsModel,
 } from './fixtures/models';
-import { OCR_MODELS } from './helpers/ppocr';
+import { OCR_MODELS } from '../support/ppocr';
 import { VAD_MODELS } from './helpers/vad';
 
 // onnxruntime-node is the reference runtime: these tests check the writer, not Kiln's runtime.

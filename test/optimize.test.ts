@@ -21,8 +21,8 @@ import { upgradeOpset } from '../lib/optimize/opset';
 import { quantize, writeTensorRtTable } from '../lib/optimize/quantize';
 import { addModel, convModel, convReference, mlpModel, mlpReference, prng } from '../lib/samples';
 import { assertKilnError, thrown } from './helpers/assert-error';
-import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, loadKeys, recPreprocess, rotate180, type FloatTensor } from './helpers/ppocr';
-import { renderText, type RgbImage } from './helpers/text-image';
+import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, loadKeys, recPreprocess, rotate180, type FloatTensor } from '../support/ppocr';
+import { renderText, type RgbImage } from '../support/text-image';
 
 // --- helpers -----------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import * as kilnOrt from '../lib/ort';
 import { KilnError, type KilnErrorCode } from '../lib';
 import type { TensorType } from '../lib/tensor';
 import { addModel, convModel, identityModel, mlpModel, multiIOModel, prng, symbolicDimsModel } from './fixtures/models';
-import { OCR_MODELS } from './helpers/ppocr';
+import { OCR_MODELS } from '../support/ppocr';
 import { VAD_MODELS } from './helpers/vad';
 
 // --- The two runtimes behind one shape: each case below runs through both. ---

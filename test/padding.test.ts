@@ -5,8 +5,8 @@ import { strict as assert } from 'assert';
 import { KilnError, loadModel, Session, Tensor, type ModelConfig } from '../lib';
 import { GraphBuilder } from '../lib/onnx/builder';
 import { assertKilnError } from './helpers/assert-error';
-import { OCR_MODELS, ctcDecode, loadKeys, recPreprocess } from './helpers/ppocr';
-import { renderText } from './helpers/text-image';
+import { OCR_MODELS, ctcDecode, loadKeys, recPreprocess } from '../support/ppocr';
+import { renderText } from '../support/text-image';
 
 /** x float32 ['N','L'] -> y = 2x ['N','L'], s = row sums ['N'] (zero padding keeps sums). */
 function raggedModel(): Uint8Array {

@@ -1,7 +1,7 @@
 import { strict as assert } from 'assert';
 import { Session } from '../lib';
-import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, detBoxes, detPreprocess, loadKeys, recPreprocess, rotate180, type FloatTensor } from './helpers/ppocr';
-import { inkBox, renderText } from './helpers/text-image';
+import { OCR_MODELS, clsDecode, clsPreprocess, ctcDecode, detBoxes, detPreprocess, loadKeys, recPreprocess, rotate180, type FloatTensor } from '../support/ppocr';
+import { inkBox, renderText } from '../support/text-image';
 import { FRAME_SAMPLES, SAMPLE_RATE, VAD_MODELS, sileroInterface, silence, speechLike, toFrames, vadProbabilities, type VadFeed } from './helpers/vad';
 
 // --- Runtime adapter: the only code here that knows the runtime's API. ---

@@ -13,7 +13,7 @@ import { parseTextFormat } from '../lib/server/pbtxt';
 import { autoComplete, kilnConfig, readModelDir, readRepository, servedVersions } from '../lib/server/repository';
 import { parseModelConfigJson, parseModelConfigText } from '../lib/server/triton-config';
 import { assertKilnError, thrown } from './helpers/assert-error';
-import { writeFiles } from './helpers/repository';
+import { writeFiles } from '../support/repository';
 
 /** A config as Triton's documentation writes them: comments, nested messages, lists, maps. */
 const MLP_CONFIG = `# The MLP, batched.

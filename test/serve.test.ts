@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { addModel } from '../lib/samples';
 import { inferenceService } from '../lib/server/grpc';
 import { msPerStep, workModel } from './helpers/batching-models';
-import { writeFiles } from './helpers/repository';
+import { writeFiles } from '../support/repository';
 
 const CLI = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
 
