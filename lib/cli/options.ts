@@ -1,12 +1,12 @@
 // Option definitions shared by the commands: typed values, checked as commander parses them.
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { KilnError } from '../errors';
 
 /** Options that may be given more than once (their values accumulate). */
 const repeatable = new WeakSet<Option>();
 
 /** "a, b or c" */
-export const alternatives = (names: readonly string[]): string => (names.length > 1 ? `${names.slice(0, -1).join(', ')} or ${names[names.length - 1]}` : names.join(''));
+const alternatives = (names: readonly string[]): string => (names.length > 1 ? `${names.slice(0, -1).join(', ')} or ${names[names.length - 1]}` : names.join(''));
 
 /** An option whose value is a number for which `check` holds: `what` says which ("an integer >= 0"). */
 export function numberOption(flags: string, description: string, check: (n: number) => boolean, what: string): Option {
