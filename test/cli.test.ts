@@ -31,12 +31,11 @@ describe('kiln command line', function () {
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('kiln CMD --help prints the usage and exits 0', () => {
+  it('kiln CMD --help prints the command\'s usage and exits 0', () => {
     for (const command of ['quantize', 'fp16', 'optimize', 'bench', 'serve']) {
       const r = kiln(command, '--help');
       assert.equal(r.status, 0, `${command}: ${r.stderr}`);
-      assert.match(r.stdout, /^usage:/);
-      assert.match(r.stdout, new RegExp(`kiln ${command} `));
+      assert.match(r.stdout, new RegExp(`^Usage: kiln ${command} `));
       assert.equal(r.stderr, '');
     }
     assert.equal(kiln('help').status, 0);
@@ -46,7 +45,7 @@ describe('kiln command line', function () {
     const r = kiln('frobnicate');
     assert.equal(r.status, 2);
     assert.match(r.stderr, /^kiln: unknown command "frobnicate"; the commands are info, bench, optimize, quantize, fp16, serve, help\n$/);
-    assert.match(r.stdout, /^usage:/);
+    assert.match(r.stdout, /^Usage: kiln /);
   });
 
   it('an output folder that does not exist is refused before any work, with one Kiln code', () => {
@@ -72,7 +71,7 @@ describe('kiln command line', function () {
   it('an unknown option names the command', () => {
     const r = kiln('quantize', model, '-o', path.join(dir, 'q.onnx'), '--frob');
     assert.equal(r.status, 1);
-    assert.equal(r.stderr, 'kiln: E_INVALID_ARGUMENT: kiln quantize: unknown option --frob (see kiln help)\n');
+    assert.equal(r.stderr, "kiln: E_INVALID_ARGUMENT: kiln quantize: unknown option '--frob' (see kiln quantize --help)\n");
   });
 
   it('the quantize summary lists the quantized nodes by name, for --include and --exclude', () => {

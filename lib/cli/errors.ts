@@ -1,0 +1,29 @@
+// How the command line reports a failure: `kiln: CODE: message`, with one Kiln code.
+import type { Command, CommanderError } from 'commander';
+import { KilnError, toKilnError } from '../errors';
+
+/** What the CLI reports for a failure: Kiln's code, or a file system error told as one. */
+export function cliError(e: unknown): KilnError {
+  if (e instanceof KilnError) return e;
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  const message = e instanceof Error ? e.message.replace(/^[A-Z]+: /, '') : String(e);
+  if (code === 'ENOENT') return new KilnError('E_NOT_FOUND', message, { cause: e });
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return new KilnError('E_INVALID_ARGUMENT', message, { cause: e });
+  return toKilnError(e);
+}
+
+/** Commander's preamble to the message of a value an option's parser refused. */
+const REFUSED_VALUE = ' is invalid. ';
+
+/**
+ * A command line that commander refused, as E_INVALID_ARGUMENT: a value an option's parser
+ * refused keeps that parser's message (it names the option); anything else (an unknown option,
+ * a missing argument) is told in commander's words, naming the command and where its help is.
+ */
+export function usageError(e: CommanderError, command: Command): KilnError {
+  const text = e.message.replace(/^error: /, '').replace(/\n/g, ' ').replace(/\.$/, '');
+  const refused = text.indexOf(REFUSED_VALUE);
+  if (e.code === 'commander.invalidArgument' && refused >= 0) return new KilnError('E_INVALID_ARGUMENT', text.slice(refused + REFUSED_VALUE.length));
+  const name = command.parent ? `${command.parent.name()} ${command.name()}` : command.name();
+  return new KilnError('E_INVALID_ARGUMENT', `${name}: ${text} (see ${name} --help)`);
+}
