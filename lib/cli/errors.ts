@@ -1,16 +1,6 @@
 // How the command line reports a failure: `kiln: CODE: message`, with one Kiln code.
 import type { Command, CommanderError } from 'commander';
-import { KilnError, toKilnError } from '../errors';
-
-/** What the CLI reports for a failure: Kiln's code, or a file system error told as one. */
-export function cliError(e: unknown): KilnError {
-  if (e instanceof KilnError) return e;
-  const code = (e as NodeJS.ErrnoException | null)?.code;
-  const message = e instanceof Error ? e.message.replace(/^[A-Z]+: /, '') : String(e);
-  if (code === 'ENOENT') return new KilnError('E_NOT_FOUND', message, { cause: e });
-  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return new KilnError('E_INVALID_ARGUMENT', message, { cause: e });
-  return toKilnError(e);
-}
+import { KilnError } from '../errors';
 
 /** Commander's preamble to the message of a value an option's parser refused. */
 const REFUSED_VALUE = ' is invalid. ';

@@ -7,7 +7,8 @@ import { infoCommand } from './commands/info';
 import { optimizeCommand } from './commands/optimize';
 import { quantizeCommand } from './commands/quantize';
 import { serveCommand } from './commands/serve';
-import { cliError, usageError } from './errors';
+import { toKilnError } from '../errors';
+import { usageError } from './errors';
 import { refuseRepeats } from './options';
 
 function program(): Command {
@@ -40,7 +41,7 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {
-  const error = cliError(e);
+  const error = toKilnError(e); // file system errors told with a Kiln code too
   process.stderr.write(`kiln: ${error.code}: ${error.message}\n`);
   process.exit(1);
 });
