@@ -72,8 +72,9 @@ export class Model {
   #disposed = false;
   #runningRequests = 0;
   #idle: (() => void)[] = [];
-  /** Per input: the last request's dims and their key (see #dimsKey). */
-  readonly #lastDims: ({ dims: readonly number[]; key: string } | undefined)[] = [];
+  /** The last request's dims, per input, and their shape key (see #shapeKey). */
+  readonly #lastDims: number[][] = [];
+  #lastShapeKey = '';
 
   /** Loads a model (path or bytes) with a Triton-style configuration. */
   static async load(model: string | Uint8Array | ArrayBuffer, config: ModelConfig = {}): Promise<Model> {
@@ -194,10 +195,8 @@ export class Model {
         if (dims[0] !== size) {
           throw new KilnError('E_SHAPE_MISMATCH', `every input needs the same batch dim: received ${size} and ${dims[0]}`);
         }
-        // Requests batch together when their non-batch dims agree, except where padding may even them out.
-        shapeKey += this.#padding ? this.#padding.keyOf((i - 1) / 2, dims) : this.#dimsKey((i - 1) / 2, dims);
-        shapeKey += ';';
       }
+      shapeKey = this.#shapeKey(pairs);
       if (size < 1 || size > c.maxBatchSize) {
         throw new KilnError('E_INVALID_ARGUMENT', `request batch dim ${size} is outside [1, maxBatchSize = ${c.maxBatchSize}]`);
       }
@@ -408,8 +407,8 @@ export class Model {
     const t = now();
     let rows = 0;
     let abortable = false;
+    this.#queue.removeAll(requests);
     for (const r of requests) {
-      this.#queue.remove(r);
       r.state = 'running';
       rows += r.size;
       if (r.detach) abortable = true;
@@ -488,19 +487,35 @@ export class Model {
   }
 
   /**
-   * The key of an input's non-batch dims. Formatting numbers is the costliest step of
-   * queueing a request, and consecutive requests nearly always repeat the last dims: those
-   * reuse its key.
+   * Requests batch together when their non-batch dims agree (except where padding may even
+   * them out): this key says which. Formatting numbers is the costliest step of queueing a
+   * request, and consecutive requests nearly always repeat the last one's dims: those reuse
+   * its key.
    */
-  #dimsKey(input: number, dims: readonly number[]): string {
-    const last = this.#lastDims[input];
-    if (last !== undefined && last.dims.length === dims.length) {
-      let same = true;
-      for (let d = 1; d < dims.length && same; d++) same = last.dims[d] === dims[d];
-      if (same) return last.key;
+  #shapeKey(pairs: readonly unknown[]): string {
+    const padding = this.#padding;
+    if (padding) {
+      let key = '';
+      for (let i = 1; i < pairs.length; i += 2) key += `${padding.keyOf((i - 1) / 2, pairs[i] as readonly number[])};`;
+      return key;
     }
-    const key = dims.slice(1).join(',');
-    this.#lastDims[input] = { dims: dims.slice(), key };
+    const last = this.#lastDims;
+    let same = last.length === pairs.length >> 1;
+    for (let i = 1; i < pairs.length && same; i += 2) {
+      const dims = pairs[i] as readonly number[];
+      const before = last[(i - 1) >> 1];
+      same = before.length === dims.length;
+      for (let d = 1; d < dims.length && same; d++) same = before[d] === dims[d];
+    }
+    if (same) return this.#lastShapeKey;
+    let key = '';
+    last.length = 0;
+    for (let i = 1; i < pairs.length; i += 2) {
+      const dims = pairs[i] as readonly number[];
+      last.push(dims.slice());
+      key += `${dims.slice(1).join(',')};`;
+    }
+    this.#lastShapeKey = key;
     return key;
   }
 

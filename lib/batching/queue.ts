@@ -77,6 +77,30 @@ export class PriorityQueue<T extends Queued> {
     return true;
   }
 
+  /**
+   * Removes `items` (all queued), in one pass over the lists they are in: a batch of N
+   * requests leaves the queue in O(queue) rather than N searches and splices.
+   */
+  removeAll(items: readonly T[]): void {
+    if (items.length === 1) {
+      this.remove(items[0]);
+      return;
+    }
+    const gone = new Set<T>(items);
+    for (const l of this.#levels) {
+      for (const key of ['main', 'delayed'] as const) {
+        const list = l[key];
+        if (list.length === 0 || !list.some((item) => gone.has(item))) continue;
+        l[key] = list.filter((item) => !gone.has(item));
+        for (const item of list) {
+          if (!gone.has(item)) continue;
+          this.#count--;
+          this.#rows -= item.size;
+        }
+      }
+    }
+  }
+
   /** Removes and returns every queued item `drop` selects, in one pass over the queue. */
   removeWhere(drop: (item: T) => boolean): T[] {
     const removed: T[] = [];
