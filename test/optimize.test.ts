@@ -367,6 +367,42 @@ describe('optimize', () => {
       assert.equal(convs.length, 53);
       for (const c of convs) assert.ok(graph.isConstant(c.input?.[1] as string), `${c.name} weight`);
     });
+
+    /** x [N,16] -> MatMul 'mm' -> Loop 'loop' whose body adds the outer initializer `shift` and defines `inner`. */
+    function loopModel(): Uint8Array {
+      const g = new GraphBuilder('loop_reads_outer');
+      const x = g.input('x', 'float32', ['N', 16]);
+      const n = g.input('n', 'int64', []);
+      const w = g.initializer('w', 'float32', [16, 4], uniform(prng(8), [16, 4], 0.25).data);
+      const shift = g.initializer('shift', 'float32', [4], Float32Array.of(1, 2, 3, 4));
+      const body = g.subgraph('body');
+      body.input('i', 'int64', []);
+      body.output(body.node('Identity', [body.input('cond_in', 'bool', [])], { outputs: 'cond_out' }), 'bool', []);
+      const inner = body.node('Identity', [body.input('s_in', 'float32', ['N', 4])], { outputs: 'inner' });
+      body.output(body.node('Add', [inner, shift], { outputs: 's_out' }), 'float32', ['N', 4]);
+      const h = g.node('MatMul', [x, w], { name: 'mm' });
+      g.output(g.node('Loop', [n, '', h], { name: 'loop', attrs: { body }, outputs: 'y' }), 'float32', ['N', 4]);
+      return g.build();
+    }
+
+    it('Graph.prune keeps an initializer that only a subgraph reads', async () => {
+      // Regression: prune counted the outer graph's readers only, so quantizing (or converting
+      // to FP16) a model whose Loop body reads an outer weight dropped that weight.
+      const fp32 = loopModel();
+      const model = readModel(fp32);
+      assert.deepEqual(quantizeDynamic(model).quantized, ['mm']);
+      assert.ok(initializerMap(model).has('shift'));
+      const input = { x: uniform(prng(9), [3, 16]), n: { type: 'int64' as const, data: BigInt64Array.of(2n), dims: [] } };
+      const a = agreement(await runY(fp32, input), await runY(encodeModel(model), input), 4);
+      assert.ok(a.relError < 0.03, JSON.stringify(a));
+    });
+
+    it("Graph.fresh gives no name a subgraph defines (ONNX forbids shadowing)", () => {
+      const graph = new Graph(readModel(loopModel()));
+      assert.equal(graph.fresh('inner'), 'inner_1');
+      assert.equal(graph.fresh('s_out'), 's_out_1');
+      assert.equal(graph.fresh('mm'), 'mm_1');
+    });
   });
 
   // --- 2. Opset upgrade --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import { AttributeType, type AttributeProto, type GraphProto, type ModelProto, t
 import { Session } from '../session';
 import { ONNX_TYPE } from '../tensor';
 import { nodeName } from './dynamic';
-import { Graph } from './graph';
+import { Graph, subgraphsOf } from './graph';
 
 const FLOAT = ONNX_TYPE.float32;
 const FLOAT16 = ONNX_TYPE.float16;
@@ -191,6 +191,8 @@ function constantType(n: NodeProto): number | undefined {
   return undefined;
 }
 
+const hasSubgraph = (n: NodeProto): boolean => subgraphsOf(n).length > 0;
+
 /** The element types of `n`'s outputs from its inputs' (undefined where unknown). */
 function outputTypes(n: NodeProto, typeOf: (value: string) => number | undefined): (number | undefined)[] {
   const op = n.opType ?? '';
@@ -199,7 +201,7 @@ function outputTypes(n: NodeProto, typeOf: (value: string) => number | undefined
   const ins = n.input ?? [];
   const input = (i: number): number | undefined => (ins[i] ? typeOf(ins[i]) : undefined);
   const all = (t: number | undefined): (number | undefined)[] => outs.map(() => t);
-  if (domain === 'ai.onnx.ml' || n.attribute?.some((a) => a.g || a.graphs?.length)) return all(undefined);
+  if (domain === 'ai.onnx.ml' || hasSubgraph(n)) return all(undefined);
   if (domain === '' || domain === 'ai.onnx') {
     if (op === 'Constant') return all(constantType(n));
     if (op === 'Cast') return all(dtypeAttr(n, 'to'));
@@ -288,7 +290,7 @@ function outerReferences(g: GraphProto, out: Set<string>): void {
   const defined = new Set<string>([...(g.input ?? []).map((v) => v.name ?? ''), ...(g.initializer ?? []).map((t) => t.name ?? '')]);
   for (const n of g.node ?? []) {
     for (const i of n.input ?? []) if (i && !defined.has(i)) out.add(i);
-    for (const a of n.attribute ?? []) for (const sub of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) {
+    for (const sub of subgraphsOf(n)) {
       const inner = new Set<string>();
       outerReferences(sub, inner);
       for (const i of inner) if (!defined.has(i)) out.add(i);
@@ -300,11 +302,9 @@ function outerReferences(g: GraphProto, out: Set<string>): void {
 function renameInSubgraph(g: GraphProto, from: string, to: string): void {
   for (const n of g.node ?? []) {
     if (n.input) n.input = n.input.map((i) => (i === from ? to : i));
-    for (const a of n.attribute ?? []) for (const sub of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) renameInSubgraph(sub, from, to);
+    for (const sub of subgraphsOf(n)) renameInSubgraph(sub, from, to);
   }
 }
-
-const hasSubgraph = (n: NodeProto): boolean => (n.attribute ?? []).some((a) => a.g !== undefined || (a.graphs?.length ?? 0) > 0);
 
 /**
  * Converts `model` to float16 in place (see the module comment); returns what was done.
@@ -495,11 +495,11 @@ export function convertFloat16(model: ModelProto, options: Float16Options = {}):
     });
     if (hasSubgraph(n)) {
       const refs = new Set<string>();
-      for (const a of n.attribute ?? []) for (const sub of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) outerReferences(sub, refs);
+      for (const sub of subgraphsOf(n)) outerReferences(sub, refs);
       for (const v of refs) {
         if (!isFloat(v) || (home.get(v) ?? 32) === 32) continue;
         const cast = castOf(v, 32);
-        for (const a of n.attribute ?? []) for (const sub of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) renameInSubgraph(sub, v, cast);
+        for (const sub of subgraphsOf(n)) renameInSubgraph(sub, v, cast);
       }
     }
   }
