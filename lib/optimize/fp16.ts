@@ -31,6 +31,7 @@ const FLOAT16 = ONNX_TYPE.float16;
  */
 export const FLOAT16_BLOCKED_OPS: Readonly<Record<string, string>> = {
   Range: 'ONNX defines no float16 Range',
+  EyeLike: 'ONNX Runtime has no float16 EyeLike kernel (CPU or CUDA); an identity matrix loses nothing in a Cast',
   NonMaxSuppression: 'box coordinates need float32 (ONNX defines it for float only)',
   RoiAlign: 'box coordinates need float32',
   TopK: 'values that round together in float16 can change the selected indices',
@@ -154,7 +155,7 @@ export function toFloat16Array(values: ArrayLike<number>): { data: Uint16Array; 
     } else if (v < -FLOAT16_MAX && v !== -Infinity) {
       v = -FLOAT16_MAX;
       clamped++;
-    } else if (v !== 0 && Math.abs(v) < FLOAT16_MIN_SUBNORMAL / 2) {
+    } else if (v !== 0 && Math.abs(v) <= FLOAT16_MIN_SUBNORMAL / 2) { // at half, rounding to even gives 0
       v = v < 0 ? -FLOAT16_MIN_SUBNORMAL : FLOAT16_MIN_SUBNORMAL;
       underflowed++;
     }
@@ -358,7 +359,7 @@ export function convertFloat16(model: ModelProto, options: Float16Options = {}):
     const op = n.opType ?? '';
     const floatIn = (n.input ?? []).some((v, i) => v && isFloat(v) && !FLOAT32_INPUTS[op]?.(i));
     // Ops whose float output does not follow a float input: converted by rewriting an attribute.
-    const rewritten = op === 'ConstantOfShape' || op === 'EyeLike' || (op === 'Cast' && dtypeAttr(n, 'to') === FLOAT);
+    const rewritten = op === 'ConstantOfShape' || (op === 'Cast' && dtypeAttr(n, 'to') === FLOAT);
     (n.output ?? []).forEach((o, i) => {
       if (!o) return;
       producerOf.set(o, n);
@@ -511,8 +512,6 @@ export function convertFloat16(model: ModelProto, options: Float16Options = {}):
     if (op !== 'Constant' && [...(n.input ?? []), ...(n.output ?? [])].some((v) => home.get(v) === 16)) report.converted++;
     if (op === 'Cast' && dtypeAttr(n, 'to') === FLOAT && home.get(n.output?.[0] ?? '') === 16) {
       (attribute(n, 'to') as AttributeProto).i = BigInt(FLOAT16);
-    } else if ((op === 'EyeLike') && dtypeAttr(n, 'dtype') === FLOAT && home.get(n.output?.[0] ?? '') === 16) {
-      (attribute(n, 'dtype') as AttributeProto).i = BigInt(FLOAT16);
     } else if (op === 'ConstantOfShape' && home.get(n.output?.[0] ?? '') === 16) {
       const a = attribute(n, 'value');
       const value = a?.t ? (tensorFromProto(a.t).data as Float32Array)[0] : 0;
