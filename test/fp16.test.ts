@@ -9,7 +9,7 @@
 import { strict as assert } from 'assert';
 import ortNode = require('onnxruntime-node');
 import { Session } from '../lib';
-import { attr, decodeModel, encodeModel, GraphBuilder, tensorFromProto, type ModelProto, type NodeProto, type TensorProto } from '../lib/onnx';
+import { attr, DataLocation, decodeModel, encodeModel, GraphBuilder, tensorFromProto, type ModelProto, type NodeProto, type TensorProto } from '../lib/onnx';
 import { addValueTypes, convertFloat16, float16Bits, float16Value, FLOAT16_BLOCKED_OPS, toFloat16Array, type Float16Options, type Float16Report } from '../lib/optimize/fp16';
 import { readModel } from '../lib/optimize/io';
 import { ONNX_TYPE, type TensorLike, type TensorType } from '../lib/tensor';
@@ -546,6 +546,33 @@ describe('fp16 conversion', function () {
   describe('bad input', () => {
     it('a model without a graph: E_MODEL_LOAD', () => {
       assertKilnError(thrown(() => convertFloat16({ irVersion: 8n })), 'E_MODEL_LOAD', 'no graph');
+    });
+
+    it('options of the wrong type or unknown: E_INVALID_ARGUMENT naming the option; the model is left as it was', () => {
+      const cases: [unknown, string][] = [
+        [{ keepIoTypes: 'no' }, 'option "keepIoTypes": expected a boolean'],
+        [{ blockOps: 'Softmax' }, 'option "blockOps": expected an array of op types'],
+        [{ blockNodes: ['mm', 3] }, 'option "blockNodes": expected an array of node names'],
+        [{ blockNode: ['mm'] }, 'option "blockNode" is not known'],
+        [{ blockNodes: ['mm', 'sofmax'] }, 'option "blockNodes": no node is named "sofmax"'],
+      ];
+      for (const [options, message] of cases) {
+        const m = readModel(selectionModel());
+        const before = encodeModel(m);
+        assertKilnError(thrown(() => convertFloat16(m, options as Float16Options)), 'E_INVALID_ARGUMENT', message);
+        assert.ok(Buffer.from(encodeModel(m)).equals(Buffer.from(before)), `${JSON.stringify(options)}: the model changed`);
+      }
+    });
+
+    it('an initializer whose data is still in an external file: E_INVALID_ARGUMENT naming it; the model is left as it was', () => {
+      const m = readModel(mlpModel());
+      const t = m.graph?.initializer?.find((x) => x.name === 'fc2.weight') as TensorProto;
+      delete t.rawData;
+      t.dataLocation = DataLocation.EXTERNAL;
+      t.externalData = [{ key: 'location', value: 'weights.bin' }];
+      const before = encodeModel(m);
+      assertKilnError(thrown(() => convertFloat16(m)), 'E_INVALID_ARGUMENT', "initializer 'fc2.weight'", 'external', 'readModel');
+      assert.ok(Buffer.from(encodeModel(m)).equals(Buffer.from(before)));
     });
   });
 });

@@ -12,12 +12,15 @@
  * Shape's int64...). Call addValueTypes() first to take every type from ONNX Runtime's own
  * inference instead, as `kiln fp16` does.
  */
+import { KilnError } from '../errors';
 import { encodeModel, tensorFromProto, tensorProto } from '../onnx';
-import { AttributeType, type AttributeProto, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/types';
+import { AttributeType, DataLocation, type AttributeProto, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/types';
+import { OptionReader, optionError } from '../options';
 import { Session } from '../session';
 import { ONNX_TYPE } from '../tensor';
 import { nodeName } from './dynamic';
 import { Graph, subgraphsOf } from './graph';
+import { initializersOf } from './io';
 
 const FLOAT = ONNX_TYPE.float32;
 const FLOAT16 = ONNX_TYPE.float16;
@@ -76,7 +79,7 @@ export interface Float16Options {
   keepIoTypes?: boolean;
   /** Op types kept in float32, in addition to FLOAT16_BLOCKED_OPS. */
   blockOps?: readonly string[];
-  /** Node names (or nodeName() labels of unnamed nodes) kept in float32. */
+  /** Node names (or nodeName() labels of unnamed nodes) kept in float32; each must name a node. */
   blockNodes?: readonly string[];
 }
 
@@ -309,14 +312,25 @@ function renameInSubgraph(g: GraphProto, from: string, to: string): void {
 
 /**
  * Converts `model` to float16 in place (see the module comment); returns what was done.
- * The model's external data must be loaded (readModel does).
+ * The model's external data must be loaded (readModel does). Bad options, a blockNodes name
+ * that matches no node, or external data are E_INVALID_ARGUMENT, with the model unchanged.
  */
 export function convertFloat16(model: ModelProto, options: Float16Options = {}): Float16Report {
+  // Everything is checked before the model changes.
+  const r = OptionReader.of(options, '', ['keepIoTypes', 'blockOps', 'blockNodes']);
+  const keepIo = r.bool('keepIoTypes') ?? true;
+  const blockOps = new Set(names(r, 'blockOps', 'op types'));
+  const blockNodes = new Set(names(r, 'blockNodes', 'node names'));
   const g = new Graph(model);
   const graph = g.graph;
-  const keepIo = options.keepIoTypes ?? true;
-  const blockOps = new Set(options.blockOps ?? []);
-  const blockNodes = new Set(options.blockNodes ?? []);
+  const missing = [...blockNodes].filter((b) => !g.nodes.some((n) => n.name === b || nodeName(n) === b));
+  if (missing.length > 0) {
+    throw new KilnError('E_INVALID_ARGUMENT', `option "blockNodes": no node is named ${missing.map((m) => `"${m}"`).join(', ')} (an unnamed node goes by its op and first output, e.g. "Relu(x)")`);
+  }
+  const external = initializersOf(model).find((t) => t.dataType === FLOAT && t.dataLocation === DataLocation.EXTERNAL);
+  if (external) {
+    throw new KilnError('E_INVALID_ARGUMENT', `${external.name ? `initializer '${external.name}'` : 'a Constant value'}: its data is still in an external file; read the model with readModel(path), which loads it`);
+  }
   const report: Float16Report = { converted: 0, blocked: [], initializers: 0, clamped: 0, underflowed: 0, casts: 0, warnings: [] };
   const types = valueTypes(graph);
   const isFloat = (v: string): boolean => types.get(v) === FLOAT;
@@ -538,6 +552,14 @@ export function convertFloat16(model: ModelProto, options: Float16Options = {}):
   }
   g.prune();
   return report;
+}
+
+/** A list option of names; [] when absent. */
+function names(r: OptionReader, key: string, what: string): string[] {
+  const v = r.raw(key);
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw optionError(r.field(key), `an array of ${what}`, v);
+  return v;
 }
 
 const INTEGER_TYPES: ReadonlySet<number> = new Set(['int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64', 'bool'].map((t) => ONNX_TYPE[t as keyof typeof ONNX_TYPE]));
