@@ -1510,6 +1510,24 @@ describe('optimize', () => {
       // x's extremes are -2.75 and 2.5 (planted in samples 6 and 5).
       assert.equal(table.get('x'), Math.fround(2.75 / 127));
     });
+
+    it("names every float activation of the original model, which TensorRT parses, and no tensor of the rewritten one", async () => {
+      // Regression: static mode decomposes each Gemm into MatMul -> `<gemm>_product` -> Add, and
+      // the table named those products (absent from the model TensorRT builds from) and lacked
+      // the Gemms' own outputs (fc0, fc1, y).
+      const file = path.join(tmp, 'mlp-original-names.cache');
+      const samples = mlpCalibration();
+      await quantize(mlpModel(), { calibration: samples, tensorRtCalibrationTable: file });
+      const table = parseTable(fs.readFileSync(file, 'utf8'));
+      const original = readModel(mlpModel()).graph;
+      const activations = ['x', ...(original?.node ?? []).flatMap((n) => n.output ?? [])];
+      assert.deepEqual([...table.keys()], activations, 'the graph input and every node output, in graph order');
+      // The first Gemm's output, with the scale of its range computed here.
+      const fc0 = fc0Range(samples);
+      const want = Math.max(-fc0.min, fc0.max) / 127;
+      assert.ok(Math.abs((table.get('fc0') as number) - want) < 1e-5 * want, `fc0: ${table.get('fc0')}, expected ${want}`);
+      for (const [name, scale] of table) assert.ok(scale > 0 && Number.isFinite(scale), `${name}: ${scale}`);
+    });
   });
 
   // --- 8. Errors ---------------------------------------------------------------------------------
