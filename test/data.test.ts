@@ -65,14 +65,9 @@ function folder(name = `d${counter++}`): string {
 
 const input = (name: string, type: ValueInfo['type'], shape: (number | string)[]): ValueInfo => ({ name, type, shape });
 
-/** The error a promise rejects with. */
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  return assert.fail('expected a rejection');
+/** Asserts `p` rejects with a KilnError of `code` whose message holds every fragment. */
+function rejectsWith(p: Promise<unknown>, code: KilnErrorCode, ...fragments: string[]): Promise<void> {
+  return assert.rejects(p, (e) => assertKilnError(e, code, ...fragments) !== undefined);
 }
 
 function assertTensor(t: Tensor, type: TensorType, dims: number[], values: readonly unknown[]): void {
@@ -235,14 +230,14 @@ describe('sample data', () => {
       const options: SampleOptions = { dims: { seq: 3 } };
       const [b] = await loadSamples(f, [input('x', 'float32', ['N', 'seq', 2])], options);
       assert.deepEqual((b.x as Tensor).dims, [2, 3, 2]);
-      assertKilnError(await rejection(loadSamples(f, [input('x', 'float32', [2, 4])])), 'E_INVALID_ARGUMENT', f, '12 float32 values do not fill input "x" of shape [2,4]', 'exactly 8');
+      await rejectsWith(loadSamples(f, [input('x', 'float32', [2, 4])]), 'E_INVALID_ARGUMENT', f, '12 float32 values do not fill input "x" of shape [2,4]', 'exactly 8');
     });
 
     it('a scalar input takes a file of exactly one value', async () => {
       const one = raw(Int32Array.of(42));
       assertTensor((await loadSamples(one, [input('k', 'int32', [])]))[0].k as Tensor, 'int32', [], [42]);
       const two = raw(Int32Array.of(4, 2));
-      assertKilnError(await rejection(loadSamples(two, [input('k', 'int32', [])])), 'E_INVALID_ARGUMENT', two, 'input "k" is a scalar, the file holds 2 int32 values');
+      await rejectsWith(loadSamples(two, [input('k', 'int32', [])]), 'E_INVALID_ARGUMENT', two, 'input "k" is a scalar, the file holds 2 int32 values');
     });
 
     describe('files that do not fit the input: E_INVALID_ARGUMENT naming the file', () => {
@@ -257,7 +252,7 @@ describe('sample data', () => {
       for (const [what, data, info, ...fragments] of CASES) {
         it(what, async () => {
           const f = raw(data);
-          assertKilnError(await rejection(loadSamples(f, [info])), 'E_INVALID_ARGUMENT', f, ...fragments);
+          await rejectsWith(loadSamples(f, [info]), 'E_INVALID_ARGUMENT', f, ...fragments);
         });
       }
     });
@@ -292,7 +287,7 @@ describe('sample data', () => {
       // A sample folder missing an input's file.
       fs.mkdirSync(path.join(dir, 'c'));
       writeNpy(path.join(dir, 'c', 'ids.npy'), new Tensor('int64', BigInt64Array.of(0n, 0n), [1, 2]));
-      assertKilnError(await rejection(loadSamples(dir, inputs, { dims: { seq: 2 } })), 'E_NOT_FOUND', path.join(dir, 'c'), 'no mask/attention.npy or mask/attention.raw for input "mask/attention"');
+      await rejectsWith(loadSamples(dir, inputs, { dims: { seq: 2 } }), 'E_NOT_FOUND', path.join(dir, 'c'), 'no mask/attention.npy or mask/attention.raw for input "mask/attention"');
     });
 
     it('converts where it is safe: float64 and float16 to float32, float32 to float16, integers to int64 and int32', async () => {
@@ -329,7 +324,7 @@ describe('sample data', () => {
       for (const [t, info, code, message] of cases) {
         const f = path.join(tmp, `bad-${counter++}.npy`);
         writeNpy(f, t);
-        assertKilnError(await rejection(loadSamples(f, [info])), code, f, message);
+        await rejectsWith(loadSamples(f, [info]), code, f, message);
       }
     });
 
@@ -338,16 +333,16 @@ describe('sample data', () => {
       const npy = path.join(tmp, 'one.npy');
       writeNpy(npy, new Tensor('float32', Float32Array.of(1, 2), [1, 2]));
       const missing = path.join(tmp, 'nothing-here');
-      assertKilnError(await rejection(loadSamples(missing, [X])), 'E_NOT_FOUND', `no such file or folder ${missing}`);
-      assertKilnError(await rejection(loadSamples(npy, [])), 'E_INVALID_ARGUMENT', 'the model has no inputs');
-      assertKilnError(await rejection(loadSamples(npy, two)), 'E_INVALID_ARGUMENT', npy, 'a single file feeds a single-input model; this one has 2 inputs');
+      await rejectsWith(loadSamples(missing, [X]), 'E_NOT_FOUND', `no such file or folder ${missing}`);
+      await rejectsWith(loadSamples(npy, []), 'E_INVALID_ARGUMENT', 'the model has no inputs');
+      await rejectsWith(loadSamples(npy, two), 'E_INVALID_ARGUMENT', npy, 'a single file feeds a single-input model; this one has 2 inputs');
       const csv = file('1,2\n', 'data.csv');
-      assertKilnError(await rejection(loadSamples(csv, [X])), 'E_INVALID_ARGUMENT', csv, 'neither a folder, a .npy/.raw file nor a .js/.cjs/.mjs module');
+      await rejectsWith(loadSamples(csv, [X]), 'E_INVALID_ARGUMENT', csv, 'neither a folder, a .npy/.raw file nor a .js/.cjs/.mjs module');
       const empty = folder();
-      assertKilnError(await rejection(loadSamples(empty, [X])), 'E_NOT_FOUND', empty, 'holds no .npy or .raw files');
+      await rejectsWith(loadSamples(empty, [X]), 'E_NOT_FOUND', empty, 'holds no .npy or .raw files');
       const flat = folder();
       writeNpy(path.join(flat, 'x.npy'), new Tensor('float32', Float32Array.of(1, 2), [1, 2]));
-      assertKilnError(await rejection(loadSamples(flat, two)), 'E_NOT_FOUND', flat, 'holds no sub-folders', 'each sample is a sub-folder holding <input>.npy or <input>.raw');
+      await rejectsWith(loadSamples(flat, two), 'E_NOT_FOUND', flat, 'holds no sub-folders', 'each sample is a sub-folder holding <input>.npy or <input>.raw');
     });
 
     describe('JavaScript sample modules', () => {
@@ -388,7 +383,7 @@ describe('sample data', () => {
         ];
         for (const [name, source, message] of cases) {
           const f = module(name, source);
-          assertKilnError(await rejection(loadSamples(f, [X])), 'E_INVALID_ARGUMENT', f, message);
+          await rejectsWith(loadSamples(f, [X]), 'E_INVALID_ARGUMENT', f, message);
         }
       });
     });
