@@ -367,6 +367,42 @@ describe('optimize', () => {
       assert.equal(convs.length, 53);
       for (const c of convs) assert.ok(graph.isConstant(c.input?.[1] as string), `${c.name} weight`);
     });
+
+    /** x [N,16] -> MatMul 'mm' -> Loop 'loop' whose body adds the outer initializer `shift` and defines `inner`. */
+    function loopModel(): Uint8Array {
+      const g = new GraphBuilder('loop_reads_outer');
+      const x = g.input('x', 'float32', ['N', 16]);
+      const n = g.input('n', 'int64', []);
+      const w = g.initializer('w', 'float32', [16, 4], uniform(prng(8), [16, 4], 0.25).data);
+      const shift = g.initializer('shift', 'float32', [4], Float32Array.of(1, 2, 3, 4));
+      const body = g.subgraph('body');
+      body.input('i', 'int64', []);
+      body.output(body.node('Identity', [body.input('cond_in', 'bool', [])], { outputs: 'cond_out' }), 'bool', []);
+      const inner = body.node('Identity', [body.input('s_in', 'float32', ['N', 4])], { outputs: 'inner' });
+      body.output(body.node('Add', [inner, shift], { outputs: 's_out' }), 'float32', ['N', 4]);
+      const h = g.node('MatMul', [x, w], { name: 'mm' });
+      g.output(g.node('Loop', [n, '', h], { name: 'loop', attrs: { body }, outputs: 'y' }), 'float32', ['N', 4]);
+      return g.build();
+    }
+
+    it('Graph.prune keeps an initializer that only a subgraph reads', async () => {
+      // Regression: prune counted the outer graph's readers only, so quantizing (or converting
+      // to FP16) a model whose Loop body reads an outer weight dropped that weight.
+      const fp32 = loopModel();
+      const model = readModel(fp32);
+      assert.deepEqual(quantizeDynamic(model).quantized, ['mm']);
+      assert.ok(initializerMap(model).has('shift'));
+      const input = { x: uniform(prng(9), [3, 16]), n: { type: 'int64' as const, data: BigInt64Array.of(2n), dims: [] } };
+      const a = agreement(await runY(fp32, input), await runY(encodeModel(model), input), 4);
+      assert.ok(a.relError < 0.03, JSON.stringify(a));
+    });
+
+    it("Graph.fresh gives no name a subgraph defines (ONNX forbids shadowing)", () => {
+      const graph = new Graph(readModel(loopModel()));
+      assert.equal(graph.fresh('inner'), 'inner_1');
+      assert.equal(graph.fresh('s_out'), 's_out_1');
+      assert.equal(graph.fresh('mm'), 'mm_1');
+    });
   });
 
   // --- 2. Opset upgrade --------------------------------------------------------------------------
@@ -1473,6 +1509,24 @@ describe('optimize', () => {
       for (const [name, scale] of table) assert.ok(scale > 0 && Number.isFinite(scale), `${name}: ${scale}`);
       // x's extremes are -2.75 and 2.5 (planted in samples 6 and 5).
       assert.equal(table.get('x'), Math.fround(2.75 / 127));
+    });
+
+    it("names every float activation of the original model, which TensorRT parses, and no tensor of the rewritten one", async () => {
+      // Regression: static mode decomposes each Gemm into MatMul -> `<gemm>_product` -> Add, and
+      // the table named those products (absent from the model TensorRT builds from) and lacked
+      // the Gemms' own outputs (fc0, fc1, y).
+      const file = path.join(tmp, 'mlp-original-names.cache');
+      const samples = mlpCalibration();
+      await quantize(mlpModel(), { calibration: samples, tensorRtCalibrationTable: file });
+      const table = parseTable(fs.readFileSync(file, 'utf8'));
+      const original = readModel(mlpModel()).graph;
+      const activations = ['x', ...(original?.node ?? []).flatMap((n) => n.output ?? [])];
+      assert.deepEqual([...table.keys()], activations, 'the graph input and every node output, in graph order');
+      // The first Gemm's output, with the scale of its range computed here.
+      const fc0 = fc0Range(samples);
+      const want = Math.max(-fc0.min, fc0.max) / 127;
+      assert.ok(Math.abs((table.get('fc0') as number) - want) < 1e-5 * want, `fc0: ${table.get('fc0')}, expected ${want}`);
+      for (const [name, scale] of table) assert.ok(scale > 0 && Number.isFinite(scale), `${name}: ${scale}`);
     });
   });
 

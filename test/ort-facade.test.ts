@@ -307,6 +307,58 @@ describe('kiln/ort facade', function () {
       }
     });
 
+    describe('profiling', () => {
+      let dir: string;
+      beforeEach(() => {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-ort-profile-'));
+      });
+      afterEach(() => {
+        fs.rmSync(dir, { recursive: true, force: true });
+      });
+
+      it('profiles from creation with enableProfiling; startProfiling() then does nothing, as in onnxruntime-node', async () => {
+        const profileFilePrefix = path.join(dir, 'kiln');
+        const session = await kilnOrt.InferenceSession.create(addModel(), { enableProfiling: true, profileFilePrefix });
+        session.startProfiling();
+        await session.run(CASES[0].feeds(KILN) as kilnOrt.FeedsType);
+        const file = session.endProfiling();
+        await session.release();
+        assert.ok(file.startsWith(profileFilePrefix), file);
+        const events = JSON.parse(fs.readFileSync(file, 'utf8')) as { cat?: string; name?: string }[];
+        assert.ok(events.some((e) => e.cat === 'Session' && e.name === 'model_run'), 'the run is in the profile');
+        // onnxruntime-node writes the same kind of file under its prefix.
+        const ort = await ortNode.InferenceSession.create(addModel(), { enableProfiling: true, profileFilePrefix: path.join(dir, 'ort') });
+        ort.startProfiling();
+        await ort.run(CASES[0].feeds(ORT) as Record<string, ortNode.Tensor>);
+        ort.endProfiling();
+        await ort.release();
+        assert.ok(fs.readdirSync(dir).some((f) => f.startsWith('ort') && f.endsWith('.json')));
+      });
+
+      it('startProfiling() without enableProfiling: E_INVALID_ARGUMENT saying how to profile (onnxruntime-node silently profiles nothing)', async () => {
+        const ort = await ortNode.InferenceSession.create(addModel());
+        ort.startProfiling();
+        await ort.release();
+        const session = await kilnOrt.InferenceSession.create(addModel());
+        try {
+          assert.throws(() => session.startProfiling(), (e: unknown) => kilnError('E_INVALID_ARGUMENT')(e)
+            && /only from its creation/.test((e as Error).message) && (e as Error).message.includes('{ enableProfiling: true }') && (e as Error).message.includes('endProfiling()'));
+          assert.equal(session.endProfiling(), '', 'nothing was profiled');
+          await session.run(CASES[0].feeds(KILN) as kilnOrt.FeedsType);
+        } finally {
+          await session.release();
+        }
+      });
+
+      it('startProfiling() after endProfiling(): E_INVALID_ARGUMENT (ONNX Runtime cannot restart it); after release: E_DISPOSED', async () => {
+        const session = await kilnOrt.InferenceSession.create(addModel(), { enableProfiling: true, profileFilePrefix: path.join(dir, 'p') });
+        assert.notEqual(session.endProfiling(), '');
+        assert.throws(() => session.startProfiling(), (e: unknown) => kilnError('E_INVALID_ARGUMENT')(e) && /cannot restart/.test((e as Error).message));
+        await session.release();
+        assert.throws(() => session.startProfiling(), kilnError('E_DISPOSED'));
+      });
+    });
+
     it('loads from an ArrayBuffer slice as onnxruntime-node does', async () => {
       const bytes = addModel();
       const padded = new Uint8Array(bytes.length + 16);

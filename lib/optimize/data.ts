@@ -12,7 +12,8 @@
  * - a single .npy or .raw file: one sample of a single-input model.
  *
  * Sample tensors must have the model's element type, except that float64 and float16 data
- * for a float32 input become float32 and integer data for an int64 (int32) input is widened
+ * for a float32 input become float32, float32 and float64 data for a float16 input become
+ * float16, and integer data for an int64 or int32 input is converted when every value fits
  * (NumPy writes float64 and int64 unless told otherwise).
  */
 import * as fs from 'fs';
@@ -114,7 +115,8 @@ export function readNpy(file: string): Tensor {
     throw new KilnError('E_NOT_FOUND', `cannot read ${file}: ${(e as Error).message}`, { cause: e });
   }
   const magic = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // \x93NUMPY
-  if (bytes.length < 10 || magic.some((b, i) => bytes[i] !== b)) throw new KilnError('E_INVALID_ARGUMENT', `${file} is not a .npy file (no \\x93NUMPY magic)`);
+  if (bytes.length < magic.length || magic.some((b, i) => bytes[i] !== b)) throw new KilnError('E_INVALID_ARGUMENT', `${file} is not a .npy file (no \\x93NUMPY magic)`);
+  if (bytes.length < 10) throw new KilnError('E_INVALID_ARGUMENT', `${file}: truncated .npy header`);
   const major = bytes[6];
   let headerLength: number;
   let start: number;
@@ -132,6 +134,9 @@ export function readNpy(file: string): Tensor {
   const text = bytes.subarray(start, start + headerLength).toString(major === 3 ? 'utf8' : 'latin1');
   const header = parsePython(text, file);
   if (header === null || typeof header !== 'object' || Array.isArray(header)) throw new KilnError('E_INVALID_ARGUMENT', `${file}: the .npy header is not a dict`);
+  for (const key of ['descr', 'fortran_order', 'shape']) {
+    if (!(key in header)) throw new KilnError('E_INVALID_ARGUMENT', `${file}: the .npy header has no '${key}': ${text.trim()}`);
+  }
   const { descr, fortran_order: fortran, shape } = header as Record<string, PyValue>;
   if (typeof descr !== 'string') throw new KilnError('E_INVALID_ARGUMENT', `${file}: structured NumPy dtypes are not supported (descr ${JSON.stringify(descr)})`);
   if (fortran !== false) throw new KilnError('E_INVALID_ARGUMENT', `${file}: Fortran-order arrays are not supported; save with np.ascontiguousarray(a)`);
@@ -210,9 +215,10 @@ function readRaw(file: string, input: ValueInfo, options: SampleOptions): Tensor
 // ---------------------------------------------------------------------------------------------
 // Checking samples against the model
 
-const INTEGER_TYPES: ReadonlySet<TensorType> = new Set(['int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'bool']);
+const INTEGER_TYPES: ReadonlySet<TensorType> = new Set(['int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64', 'bool']);
+const INTEGER_RANGE = { int32: [-(2n ** 31n), 2n ** 31n - 1n], int64: [-(2n ** 63n), 2n ** 63n - 1n] } as const;
 
-/** `t` as the input's type where the conversion is safe (float64/float16 -> float32, integer widening). */
+/** `t` as the input's type where the conversion is safe (float64/float16 -> float32, integers that fit). */
 function convert(t: Tensor, to: TensorType, what: string): Tensor {
   if (t.type === to) return t;
   const n = t.size;
@@ -228,10 +234,16 @@ function convert(t: Tensor, to: TensorType, what: string): Tensor {
     for (let i = 0; i < n; i++) out[i] = float16Bits(src[i]);
     return new Tensor('float16', out, t.dims);
   }
-  if ((to === 'int64' || to === 'int32') && INTEGER_TYPES.has(t.type) && !(to === 'int32' && (t.type === 'uint32'))) {
-    const src = t.data as ArrayLike<number>;
-    if (to === 'int64') return new Tensor('int64', BigInt64Array.from(src as ArrayLike<number>, (v) => BigInt(v)), t.dims);
-    return new Tensor('int32', Int32Array.from(src), t.dims);
+  if ((to === 'int64' || to === 'int32') && INTEGER_TYPES.has(t.type)) {
+    const src = t.data as ArrayLike<number | bigint>;
+    const [min, max] = INTEGER_RANGE[to];
+    const out = to === 'int64' ? new BigInt64Array(n) : new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const v = BigInt(src[i]);
+      if (v < min || v > max) throw new KilnError('E_DTYPE_MISMATCH', `${what}: element ${i} is ${v}, beyond ${to} (the model's input type)`);
+      out[i] = to === 'int64' ? v : Number(v);
+    }
+    return new Tensor(to, out, t.dims);
   }
   throw new KilnError('E_DTYPE_MISMATCH', `${what}: the data is ${t.type}, the model's input is ${to}`);
 }

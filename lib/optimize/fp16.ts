@@ -12,12 +12,15 @@
  * Shape's int64...). Call addValueTypes() first to take every type from ONNX Runtime's own
  * inference instead, as `kiln fp16` does.
  */
+import { KilnError } from '../errors';
 import { encodeModel, tensorFromProto, tensorProto } from '../onnx';
-import { AttributeType, type AttributeProto, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/types';
+import { AttributeType, DataLocation, type AttributeProto, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/types';
+import { OptionReader, optionError } from '../options';
 import { Session } from '../session';
 import { ONNX_TYPE } from '../tensor';
 import { nodeName } from './dynamic';
-import { Graph } from './graph';
+import { Graph, subgraphsOf } from './graph';
+import { initializersOf } from './io';
 
 const FLOAT = ONNX_TYPE.float32;
 const FLOAT16 = ONNX_TYPE.float16;
@@ -31,6 +34,7 @@ const FLOAT16 = ONNX_TYPE.float16;
  */
 export const FLOAT16_BLOCKED_OPS: Readonly<Record<string, string>> = {
   Range: 'ONNX defines no float16 Range',
+  EyeLike: 'ONNX Runtime has no float16 EyeLike kernel (CPU or CUDA); an identity matrix loses nothing in a Cast',
   NonMaxSuppression: 'box coordinates need float32 (ONNX defines it for float only)',
   RoiAlign: 'box coordinates need float32',
   TopK: 'values that round together in float16 can change the selected indices',
@@ -75,7 +79,7 @@ export interface Float16Options {
   keepIoTypes?: boolean;
   /** Op types kept in float32, in addition to FLOAT16_BLOCKED_OPS. */
   blockOps?: readonly string[];
-  /** Node names (or nodeName() labels of unnamed nodes) kept in float32. */
+  /** Node names (or nodeName() labels of unnamed nodes) kept in float32; each must name a node. */
   blockNodes?: readonly string[];
 }
 
@@ -154,7 +158,7 @@ export function toFloat16Array(values: ArrayLike<number>): { data: Uint16Array; 
     } else if (v < -FLOAT16_MAX && v !== -Infinity) {
       v = -FLOAT16_MAX;
       clamped++;
-    } else if (v !== 0 && Math.abs(v) < FLOAT16_MIN_SUBNORMAL / 2) {
+    } else if (v !== 0 && Math.abs(v) <= FLOAT16_MIN_SUBNORMAL / 2) { // at half, rounding to even gives 0
       v = v < 0 ? -FLOAT16_MIN_SUBNORMAL : FLOAT16_MIN_SUBNORMAL;
       underflowed++;
     }
@@ -191,6 +195,8 @@ function constantType(n: NodeProto): number | undefined {
   return undefined;
 }
 
+const hasSubgraph = (n: NodeProto): boolean => subgraphsOf(n).length > 0;
+
 /** The element types of `n`'s outputs from its inputs' (undefined where unknown). */
 function outputTypes(n: NodeProto, typeOf: (value: string) => number | undefined): (number | undefined)[] {
   const op = n.opType ?? '';
@@ -199,7 +205,7 @@ function outputTypes(n: NodeProto, typeOf: (value: string) => number | undefined
   const ins = n.input ?? [];
   const input = (i: number): number | undefined => (ins[i] ? typeOf(ins[i]) : undefined);
   const all = (t: number | undefined): (number | undefined)[] => outs.map(() => t);
-  if (domain === 'ai.onnx.ml' || n.attribute?.some((a) => a.g || a.graphs?.length)) return all(undefined);
+  if (domain === 'ai.onnx.ml' || hasSubgraph(n)) return all(undefined);
   if (domain === '' || domain === 'ai.onnx') {
     if (op === 'Constant') return all(constantType(n));
     if (op === 'Cast') return all(dtypeAttr(n, 'to'));
@@ -288,7 +294,7 @@ function outerReferences(g: GraphProto, out: Set<string>): void {
   const defined = new Set<string>([...(g.input ?? []).map((v) => v.name ?? ''), ...(g.initializer ?? []).map((t) => t.name ?? '')]);
   for (const n of g.node ?? []) {
     for (const i of n.input ?? []) if (i && !defined.has(i)) out.add(i);
-    for (const a of n.attribute ?? []) for (const sub of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) {
+    for (const sub of subgraphsOf(n)) {
       const inner = new Set<string>();
       outerReferences(sub, inner);
       for (const i of inner) if (!defined.has(i)) out.add(i);
@@ -300,22 +306,31 @@ function outerReferences(g: GraphProto, out: Set<string>): void {
 function renameInSubgraph(g: GraphProto, from: string, to: string): void {
   for (const n of g.node ?? []) {
     if (n.input) n.input = n.input.map((i) => (i === from ? to : i));
-    for (const a of n.attribute ?? []) for (const sub of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) renameInSubgraph(sub, from, to);
+    for (const sub of subgraphsOf(n)) renameInSubgraph(sub, from, to);
   }
 }
 
-const hasSubgraph = (n: NodeProto): boolean => (n.attribute ?? []).some((a) => a.g !== undefined || (a.graphs?.length ?? 0) > 0);
-
 /**
  * Converts `model` to float16 in place (see the module comment); returns what was done.
- * The model's external data must be loaded (readModel does).
+ * The model's external data must be loaded (readModel does). Bad options, a blockNodes name
+ * that matches no node, or external data are E_INVALID_ARGUMENT, with the model unchanged.
  */
 export function convertFloat16(model: ModelProto, options: Float16Options = {}): Float16Report {
+  // Everything is checked before the model changes.
+  const r = OptionReader.of(options, '', ['keepIoTypes', 'blockOps', 'blockNodes']);
+  const keepIo = r.bool('keepIoTypes') ?? true;
+  const blockOps = new Set(names(r, 'blockOps', 'op types'));
+  const blockNodes = new Set(names(r, 'blockNodes', 'node names'));
   const g = new Graph(model);
   const graph = g.graph;
-  const keepIo = options.keepIoTypes ?? true;
-  const blockOps = new Set(options.blockOps ?? []);
-  const blockNodes = new Set(options.blockNodes ?? []);
+  const missing = [...blockNodes].filter((b) => !g.nodes.some((n) => n.name === b || nodeName(n) === b));
+  if (missing.length > 0) {
+    throw new KilnError('E_INVALID_ARGUMENT', `option "blockNodes": no node is named ${missing.map((m) => `"${m}"`).join(', ')} (an unnamed node goes by its op and first output, e.g. "Relu(x)")`);
+  }
+  const external = initializersOf(model).find((t) => t.dataType === FLOAT && t.dataLocation === DataLocation.EXTERNAL);
+  if (external) {
+    throw new KilnError('E_INVALID_ARGUMENT', `${external.name ? `initializer '${external.name}'` : 'a Constant value'}: its data is still in an external file; read the model with readModel(path), which loads it`);
+  }
   const report: Float16Report = { converted: 0, blocked: [], initializers: 0, clamped: 0, underflowed: 0, casts: 0, warnings: [] };
   const types = valueTypes(graph);
   const isFloat = (v: string): boolean => types.get(v) === FLOAT;
@@ -358,7 +373,7 @@ export function convertFloat16(model: ModelProto, options: Float16Options = {}):
     const op = n.opType ?? '';
     const floatIn = (n.input ?? []).some((v, i) => v && isFloat(v) && !FLOAT32_INPUTS[op]?.(i));
     // Ops whose float output does not follow a float input: converted by rewriting an attribute.
-    const rewritten = op === 'ConstantOfShape' || op === 'EyeLike' || (op === 'Cast' && dtypeAttr(n, 'to') === FLOAT);
+    const rewritten = op === 'ConstantOfShape' || (op === 'Cast' && dtypeAttr(n, 'to') === FLOAT);
     (n.output ?? []).forEach((o, i) => {
       if (!o) return;
       producerOf.set(o, n);
@@ -495,11 +510,11 @@ export function convertFloat16(model: ModelProto, options: Float16Options = {}):
     });
     if (hasSubgraph(n)) {
       const refs = new Set<string>();
-      for (const a of n.attribute ?? []) for (const sub of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) outerReferences(sub, refs);
+      for (const sub of subgraphsOf(n)) outerReferences(sub, refs);
       for (const v of refs) {
         if (!isFloat(v) || (home.get(v) ?? 32) === 32) continue;
         const cast = castOf(v, 32);
-        for (const a of n.attribute ?? []) for (const sub of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) renameInSubgraph(sub, v, cast);
+        for (const sub of subgraphsOf(n)) renameInSubgraph(sub, v, cast);
       }
     }
   }
@@ -511,8 +526,6 @@ export function convertFloat16(model: ModelProto, options: Float16Options = {}):
     if (op !== 'Constant' && [...(n.input ?? []), ...(n.output ?? [])].some((v) => home.get(v) === 16)) report.converted++;
     if (op === 'Cast' && dtypeAttr(n, 'to') === FLOAT && home.get(n.output?.[0] ?? '') === 16) {
       (attribute(n, 'to') as AttributeProto).i = BigInt(FLOAT16);
-    } else if ((op === 'EyeLike') && dtypeAttr(n, 'dtype') === FLOAT && home.get(n.output?.[0] ?? '') === 16) {
-      (attribute(n, 'dtype') as AttributeProto).i = BigInt(FLOAT16);
     } else if (op === 'ConstantOfShape' && home.get(n.output?.[0] ?? '') === 16) {
       const a = attribute(n, 'value');
       const value = a?.t ? (tensorFromProto(a.t).data as Float32Array)[0] : 0;
@@ -539,6 +552,14 @@ export function convertFloat16(model: ModelProto, options: Float16Options = {}):
   }
   g.prune();
   return report;
+}
+
+/** A list option of names; [] when absent. */
+function names(r: OptionReader, key: string, what: string): string[] {
+  const v = r.raw(key);
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw optionError(r.field(key), `an array of ${what}`, v);
+  return v;
 }
 
 const INTEGER_TYPES: ReadonlySet<number> = new Set(['int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64', 'bool'].map((t) => ONNX_TYPE[t as keyof typeof ONNX_TYPE]));

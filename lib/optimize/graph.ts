@@ -24,13 +24,11 @@ export class Graph {
       if (t.name) this.#constants.set(t.name, t);
     }
     for (const n of this.graph.node) {
-      if (n.name) this.#names.add(n.name);
-      for (const o of n.output ?? []) this.#names.add(o);
       const value = n.opType === 'Constant' && (n.domain ?? '') === '' ? n.attribute?.find((a) => a.name === 'value')?.t : undefined;
       if (value && n.output?.[0]) this.#constants.set(n.output[0], value);
     }
-    for (const v of [...(this.graph.input ?? []), ...(this.graph.output ?? [])]) if (v.name) this.#names.add(v.name);
-    for (const name of this.#constants.keys()) this.#names.add(name);
+    // Subgraphs' names too: ONNX forbids a subgraph value that shadows an outer one.
+    definedNames(this.graph, this.#names);
   }
 
   get nodes(): NodeProto[] {
@@ -111,15 +109,38 @@ export class Graph {
     else if (Number(d.version ?? 0) < version) d.version = BigInt(version);
   }
 
-  /** Drops initializers and Constant nodes nothing reads any more. */
+  /** Drops initializers and Constant nodes nothing reads any more (subgraphs' reads of outer values count). */
   prune(): void {
     const used = new Set<string>();
-    for (const n of this.nodes) for (const i of n.input ?? []) used.add(i);
-    for (const o of this.graph.output ?? []) if (o.name) used.add(o.name);
+    readNames(this.graph, used);
     this.graph.initializer = (this.graph.initializer ?? []).filter((t) => !t.name || used.has(t.name) || (this.graph.input ?? []).some((v) => v.name === t.name));
     this.graph.node = this.nodes.filter((n) => !(n.opType === 'Constant' && (n.domain ?? '') === '' && !(n.output ?? []).some((o) => used.has(o))));
     for (const [name] of this.#constants) if (!used.has(name)) this.#constants.delete(name);
   }
+}
+
+/** The graphs held by a node's attributes (If's branches, Loop's and Scan's bodies). */
+export function subgraphsOf(n: NodeProto): GraphProto[] {
+  return (n.attribute ?? []).flatMap((a) => [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]);
+}
+
+/** Every value and node name that `graph` and its subgraphs define. */
+function definedNames(graph: GraphProto, out: Set<string>): void {
+  for (const v of [...(graph.input ?? []), ...(graph.output ?? []), ...(graph.initializer ?? [])]) if (v.name) out.add(v.name);
+  for (const n of graph.node ?? []) {
+    if (n.name) out.add(n.name);
+    for (const o of n.output ?? []) if (o) out.add(o);
+    for (const sub of subgraphsOf(n)) definedNames(sub, out);
+  }
+}
+
+/** Every name that `graph`'s nodes and outputs read, its subgraphs' included. */
+function readNames(graph: GraphProto, out: Set<string>): void {
+  for (const n of graph.node ?? []) {
+    for (const i of n.input ?? []) out.add(i);
+    for (const sub of subgraphsOf(n)) readNames(sub, out);
+  }
+  for (const o of graph.output ?? []) if (o.name) out.add(o.name);
 }
 
 export const attrInt = (name: string, value: number): AttributeProto => ({ name, type: AttributeType.INT, i: BigInt(value) });

@@ -10,11 +10,13 @@ import * as path from 'path';
 import { KilnError } from '../errors';
 import { formatMicroseconds } from '../latency';
 import { encodeModel } from '../onnx';
+import { ONNX_TYPE } from '../tensor';
 import type { ModelProto, NodeProto } from '../onnx/types';
 import { Session, type Feeds } from '../session';
 import { calibrate, type CalibrationMethod, type Range } from './calibrate';
 import { nodeName, quantizeDynamic, type QuantizeReport } from './dynamic';
 import { acceptable, referenceEvaluator, type Evaluator, type Metric, type Tolerance } from './evaluate';
+import { addValueTypes } from './fp16';
 import { Graph } from './graph';
 import { readModel } from './io';
 import { fuseAffineConv, fuseConvAffine, fuseHardSwish } from './fusions';
@@ -67,7 +69,11 @@ export interface QuantizeOptions {
    * there is a sample to time on: the first evaluation or calibration sample). See tune().
    */
   latencyAware?: boolean;
-  /** Writes a TensorRT calibration table (static mode) for non-QDQ INT8 engine builds. */
+  /**
+   * Writes a TensorRT calibration table (static mode) for non-QDQ INT8 engine builds: a scale
+   * for every float activation of the model as given (TensorRT parses that model, not the
+   * rewritten one), calibrated with the same samples and method.
+   */
   tensorRtCalibrationTable?: string;
   onProgress?: (stage: 'calibration: ranges' | 'calibration: histograms' | 'tuning', done: number, total: number) => void;
 }
@@ -161,12 +167,13 @@ export async function quantize(source: string | Uint8Array, options: QuantizeOpt
     const found = staticCandidates(base(), options);
     candidates = found.candidates.map((c) => c.name);
     ineligible = found.skipped;
-    const tensors = [...new Set(found.candidates.flatMap(calibratedTensors))];
+    const table = options.tensorRtCalibrationTable ? await originalActivations(original, base()) : [];
+    const tensors = [...new Set([...found.candidates.flatMap(calibratedTensors), ...table])];
     const ranges = await calibrate(base(), tensors, options.calibration ?? [], {
       method: options.method, percentile: options.percentile, symmetric: options.symmetricActivations,
       onProgress: (d, t, pass) => options.onProgress?.(`calibration: ${pass}`, d, t),
     });
-    if (options.tensorRtCalibrationTable) writeTensorRtTable(options.tensorRtCalibrationTable, ranges);
+    if (options.tensorRtCalibrationTable) writeTensorRtTable(options.tensorRtCalibrationTable, new Map(table.map((t) => [t, ranges.get(t) as Range])));
     build = (keep) => {
       const m = base();
       const chosen: Candidate[] = staticCandidates(m, options).candidates.filter((c) => !keep.has(c.name));
@@ -354,6 +361,30 @@ async function tune(fp32: Uint8Array, candidates: readonly string[], build: Buil
   } finally {
     await quantized.dispose();
   }
+}
+
+/**
+ * The float activations (inputs, node outputs, in graph order) of `original` that `rewritten`
+ * still computes under the same name: what TensorRT, which builds its network from the
+ * original model, looks scales up by. The rewrites keep the name of a pattern's last output
+ * (a decomposed Gemm's Add writes the Gemm's output, a fused Conv the Add's it absorbed), so a
+ * shared name holds the same values. Names of their own (`<gemm>_product`) are left out, and
+ * so are the few the rewrites remove (the output of a Conv that absorbed the BatchNormalization
+ * after it: TensorRT fuses the two as well).
+ */
+async function originalActivations(original: Uint8Array, rewritten: ModelProto): Promise<string[]> {
+  const model = readModel(original);
+  await addValueTypes(model);
+  const graph = model.graph ?? {};
+  const float = new Set([...(graph.input ?? []), ...(graph.output ?? []), ...(graph.valueInfo ?? [])]
+    .filter((v) => v.type?.tensorType?.elemType === ONNX_TYPE.float32).map((v) => v.name));
+  const initializers = new Set((graph.initializer ?? []).map((t) => t.name));
+  const names = [
+    ...(graph.input ?? []).map((v) => v.name ?? '').filter((n) => !initializers.has(n)),
+    ...(graph.node ?? []).filter((n) => n.opType !== 'Constant').flatMap((n) => n.output ?? []),
+  ];
+  const computed = new Set([...(rewritten.graph?.input ?? []).map((v) => v.name), ...(rewritten.graph?.node ?? []).flatMap((n) => n.output ?? [])]);
+  return [...new Set(names)].filter((n) => n !== '' && float.has(n) && computed.has(n));
 }
 
 /**

@@ -65,13 +65,16 @@ function modelSource(model: unknown, a: unknown, b: unknown, c: unknown): [strin
 
 export class InferenceSession {
   readonly #session: Session;
+  /** ONNX Runtime profiles a session from its creation (enableProfiling) until endProfiling(). */
+  #profiling: 'off' | 'running' | 'ended';
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
   readonly inputMetadata: readonly ValueMetadata[];
   readonly outputMetadata: readonly ValueMetadata[];
 
-  private constructor(session: Session) {
+  private constructor(session: Session, profiling: boolean) {
     this.#session = session;
+    this.#profiling = profiling ? 'running' : 'off';
     this.inputNames = session.inputs.map((v) => v.name);
     this.outputNames = session.outputs.map((v) => v.name);
     this.inputMetadata = session.inputs.map(metadata);
@@ -86,7 +89,7 @@ export class InferenceSession {
     const [source, opts] = modelSource(model, a, b, c);
     const kilnOptions = sessionOptions(opts);
     applyEnv();
-    return new InferenceSession(await Session.create(source, kilnOptions));
+    return new InferenceSession(await Session.create(source, kilnOptions), kilnOptions.profiling !== undefined);
   }
 
   run(feeds: FeedsType, options?: RunOptions): Promise<ReturnType>;
@@ -117,12 +120,26 @@ export class InferenceSession {
     await this.#session.dispose();
   }
 
-  /** Profiling starts when the session is created with enableProfiling, as in onnxruntime-node. */
-  startProfiling(): void {}
+  /**
+   * Profiling runs from the session's creation with enableProfiling, and then this does
+   * nothing, as in onnxruntime-node: ONNX Runtime cannot start profiling a session it
+   * created without. Where onnxruntime-node would silently profile nothing (no
+   * enableProfiling, or after endProfiling()), this is E_INVALID_ARGUMENT saying how to get
+   * a profile.
+   */
+  startProfiling(): void {
+    if (this.#session.disposed) throw new KilnError('E_DISPOSED', 'session is disposed');
+    if (this.#profiling === 'running') return;
+    throw new KilnError('E_INVALID_ARGUMENT', this.#profiling === 'ended'
+      ? 'startProfiling(): this session\'s profiling ended with endProfiling() and ONNX Runtime cannot restart it; create another session with { enableProfiling: true } to profile again'
+      : 'startProfiling(): ONNX Runtime profiles a session only from its creation; create the session with { enableProfiling: true } (profileFilePrefix names the file), and endProfiling() returns the profile\'s path');
+  }
 
   /** Stops profiling and returns the profile file's path ('' when profiling was off). */
   endProfiling(): string {
-    return this.#session.endProfiling();
+    const file = this.#session.endProfiling();
+    if (this.#profiling === 'running') this.#profiling = 'ended';
+    return file;
   }
 
   /**
