@@ -251,8 +251,7 @@ SessionWrap::SessionWrap(const Napi::CallbackInfo& info)
   }
   auto* job = info[0].As<Napi::External<LoadJob>>().Data();
   session_ = std::move(job->session_);
-  // On a GPU, batches are assembled in pinned memory: the copy to the device runs at bus speed.
-  if (std::shared_ptr<BufferPool> pinned = session_->pinned_pool()) pool_ = std::move(pinned);
+  pool_ = session_->batch_pool();
   executor_ = std::make_unique<Executor>(job->executor_.threads, data_->completions(), job->executor_.spin_us);
   data_->add_session(this);
 }

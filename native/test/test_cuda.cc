@@ -18,6 +18,7 @@
 
 #include "check.h"
 #include "cuda.h"
+#include "device_emulation.h"
 #include "runtime.h"
 #include "session.h"
 
@@ -532,18 +533,19 @@ TEST(no_device_is_reported) {
 // ---- session: the core's device IO path, against the fake driver in eager mode ----
 // KILN_FAKE_CUDA_EAGER=1 runs each copy as it is issued (in stream order), so ONNX Runtime's
 // CPU provider can compute on the fake's "device" memory between Kiln's copies; the session
-// runs with SessionConfig::emulate_device. Needs KILN_ORT_LIBRARY and KILN_TEST_MODELS.
+// runs with device IO emulated (device_emulation.h). Needs KILN_ORT_LIBRARY and KILN_TEST_MODELS.
 
 namespace {
 
-std::shared_ptr<Session> load_model(const char* name, int emulate_device) {
+// `device` -1: a host IO session.
+std::shared_ptr<Session> load_model(const char* name, int device) {
   RuntimeConfig rc;
   rc.library_path = kiln_test::env_or("KILN_ORT_LIBRARY", "");
   rc.intra_op_threads = 1;
   Runtime::init(rc);
-  SessionConfig sc;
-  sc.emulate_device = emulate_device;
-  return Session::load_file(kiln_test::env_or("KILN_TEST_MODELS", "build-cmake/models") + "/" + name, sc);
+  auto session = Session::load_file(kiln_test::env_or("KILN_TEST_MODELS", "build-cmake/models") + "/" + name, {});
+  if (device >= 0) testing::DeviceEmulation::attach(*session, device);
+  return session;
 }
 
 Feed float_feed(size_t input, float* data, size_t count, std::vector<int64_t> shape, int device = -1) {
@@ -569,8 +571,15 @@ TEST(session_device_io_matches_the_host_run_with_one_synchronisation) {
   {
     auto host = load_model("mlp.onnx", -1);
     auto device = load_model("mlp.onnx", 0);
-    CHECK(host->device() == -1 && !host->pinned_pool());
-    CHECK(device->device() == 0 && device->pinned_pool());
+    CHECK(host->device() == -1 && device->device() == 0);
+    {
+      // A device session assembles batches in the driver's pinned memory, a host session not.
+      const uint64_t pinned = fake_stats().live_host_allocs;
+      Buffer h = host->batch_pool()->acquire(64);
+      CHECK(fake_stats().live_host_allocs == pinned);
+      Buffer d = device->batch_pool()->acquire(64);
+      CHECK(fake_stats().live_host_allocs == pinned + 1);
+    }
     std::vector<float> x = pattern(4 * 512, 2.0f);
     Feed f = float_feed(0, x.data(), x.size(), {4, 512});
     Fetch all{0, nullptr, false};
@@ -641,4 +650,22 @@ TEST(session_host_sessions_refuse_device_tensors_and_outputs) {
   feeds[0].view.device = -1;
   y.on_device = true;
   CHECK_THROWS(add->run(feeds, 2, &y, 1, out), Code::InvalidArgument, "only for a session running on a GPU");
+}
+
+TEST(session_device_runs_retry_a_buffer_sized_from_a_wrong_expectation) {
+  {
+    auto add = load_model("add.onnx", 0);
+    std::vector<float> a = pattern(4, 1.0f), b = pattern(4, 3.0f), wrong(8, 0.0f);
+    Feed feeds[2] = {float_feed(0, a.data(), 4, {1, 4}), float_feed(1, b.data(), 4, {1, 4})};
+    // Sized as if a data-dependent output had changed shape.
+    const TensorView pre = float_feed(0, wrong.data(), wrong.size(), {2, 4}).view;
+    Fetch fetch{0, &pre, true};
+    std::vector<OwnedTensor> out;
+    add->run(feeds, 2, &fetch, 1, out);
+    CHECK(!out[0].preallocated && out[0].shape == std::vector<int64_t>({1, 4}));
+    for (size_t i = 0; i < 4; ++i) CHECK(static_cast<const float*>(out[0].data)[i] == a[i] + b[i]);
+    std::vector<int64_t> shape;
+    CHECK(!add->expected_shape(0, feeds, 2, shape));  // never expected again
+  }
+  check_nothing_left();
 }
