@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "batch_run.h"
 #include "check.h"
 #include "cuda.h"
 #include "device_emulation.h"
@@ -650,6 +651,36 @@ TEST(session_host_sessions_refuse_device_tensors_and_outputs) {
   feeds[0].view.device = -1;
   y.on_device = true;
   CHECK_THROWS(add->run(feeds, 2, &y, 1, out), Code::InvalidArgument, "only for a session running on a GPU");
+}
+
+TEST(session_batches_gather_in_pinned_memory_and_outputs_stay_the_sessions_to_bind) {
+  {
+    auto add = load_model("add.onnx", 0);  // y = a + b, [N,4]
+    std::vector<float> a = pattern(8, 1.0f), b = pattern(8, 3.0f);
+    size_t allocations = 0;
+    for (int round = 0; round < 3; ++round) {
+      BatchRun batch;
+      batch.reset(add, 2, true);
+      for (size_t r = 0; r < 2; ++r) {
+        for (size_t input = 0; input < 2; ++input) {
+          TensorView& v = batch.part(input, r);
+          v = float_feed(input, (input == 0 ? a : b).data() + 4 * r, 4, {1, 4}).view;
+        }
+      }
+      batch.shape_feeds();
+      batch.fetch_all();
+      CHECK(batch.expected_bytes(0) == 0);  // the session binds pooled device buffers itself
+      reset_fake_counters();
+      batch.execute();
+      CHECK(fake_stats().h2d_copies == 2);  // each input's gathered batch, once
+      const OwnedTensor& y = batch.outputs()[0];
+      CHECK(y.shape == std::vector<int64_t>({2, 4}));
+      for (size_t i = 0; i < 8; ++i) CHECK(static_cast<const float*>(y.data)[i] == a[i] + b[i]);
+      if (round == 0) allocations = add->batch_pool()->allocations();
+      CHECK(add->batch_pool()->allocations() == allocations);  // pinned buffers reused
+    }
+  }
+  check_nothing_left();
 }
 
 TEST(session_device_runs_retry_a_buffer_sized_from_a_wrong_expectation) {
