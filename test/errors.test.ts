@@ -8,6 +8,7 @@ import { addModel, identityModel, slowModel } from './fixtures/models';
 import { getGc } from './helpers/gc';
 import { assertKilnError, thrown } from './helpers/assert-error';
 import { ERROR_CODES, toKilnError } from '../lib/errors';
+import { native } from '../lib/binding';
 
 // --- helpers -----------------------------------------------------------------------------------
 
@@ -264,8 +265,7 @@ describe('errors', function () {
 
     it('a missing model file for a TensorRT instance group (read in JS for its profiles): E_NOT_FOUND, a KilnError', async () => {
       const file = path.join(dir, 'missing-trt.onnx');
-      const e = await loadModel(file, { maxBatchSize: 8, instanceGroup: [{ kind: 'GPU' }], session: { providers: ['tensorrt'] } })
-        .then(() => assert.fail('expected a rejection'), (err: unknown) => err);
+      const e = await rejection(() => loadModel(file, { maxBatchSize: 8, instanceGroup: [{ kind: 'GPU' }], session: { providers: ['tensorrt'] } }));
       assertKilnError(e, 'E_NOT_FOUND', file);
     });
 
@@ -307,6 +307,26 @@ describe('errors', function () {
 
     it('empty model bytes: E_MODEL_LOAD (not a file lookup)', async () => {
       assertKilnError(await createError(new Uint8Array(0)), 'E_MODEL_LOAD', 'empty');
+    });
+
+    it('a session the addon cannot set up once loaded: the load still rejects, with the code', async () => {
+      // The TS layer refuses executorThreads: 0 (see 'options'); the addon's own check fails
+      // while the loaded model is handed to JS, after the load itself succeeded. The promise
+      // must settle all the same.
+      runtime();
+      const load = native().NativeSession.load(addModel(), { providers: [], executorThreads: 0, executorSpinMicroseconds: 0 });
+      let timer: NodeJS.Timeout | undefined;
+      const pending = new Promise((resolve) => {
+        timer = setTimeout(() => resolve('still pending after 10 s'), 10000);
+      });
+      try {
+        const outcome = await Promise.race([load.then(() => 'resolved', (e: unknown) => e), pending]);
+        assert.ok(outcome instanceof Error, `expected a rejection, the load is ${String(outcome)}`);
+        assert.equal((outcome as Error & { code?: unknown }).code, 'E_INVALID_ARGUMENT');
+        assert.match(outcome.message, /an executor runs 1 to 1024 threads, not 0/);
+      } finally {
+        clearTimeout(timer);
+      }
     });
 
     it('a model that is neither path nor bytes: E_INVALID_ARGUMENT', async () => {

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
+
+#include "error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -36,8 +39,17 @@ void CompletionQueue::set_polled(bool polled) {
 }
 
 Executor::Executor(size_t threads, CompletionQueue& done, unsigned spin_us) : done_(done), spin_us_(spin_us) {
+  if (threads == 0 || threads > kMaxThreads) {
+    throw Error(Code::InvalidArgument, "an executor runs 1 to " + std::to_string(kMaxThreads) + " threads, not " +
+                                           std::to_string(static_cast<long long>(threads)));
+  }
   threads_.reserve(threads);
-  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+  try {
+    for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+  } catch (...) {
+    close_and_join();  // the threads started so far (the destructor will not run)
+    throw;
+  }
 }
 
 Executor::~Executor() {

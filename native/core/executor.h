@@ -43,8 +43,11 @@ class CompletionQueue {
 
 class Executor {
  public:
-  // `spin_us`: how long an idle worker polls for new work before it sleeps; trades a little
-  // CPU for not paying a futex wake-up on every request of a busy caller.
+  static constexpr size_t kMaxThreads = 1024;
+
+  // `threads`: 1 to kMaxThreads, else kiln::Error(InvalidArgument). `spin_us`: how long an
+  // idle worker polls for new work before it sleeps; trades a little CPU for not paying a
+  // futex wake-up on every request of a busy caller.
   Executor(size_t threads, CompletionQueue& done, unsigned spin_us = 0);
   ~Executor();
   Executor(const Executor&) = delete;

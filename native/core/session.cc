@@ -4,11 +4,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <exception>
 
-#include "cuda.h"
 #include "providers.h"
 #include "runtime.h"
+#include "session_detail.h"
 
 namespace kiln {
 namespace {
@@ -79,40 +78,6 @@ void configure(OrtSessionOptions* options, const SessionConfig& config, bool glo
 
 }  // namespace
 
-// Device IO state of a session on a GPU provider.
-struct Session::Gpu {
-  std::shared_ptr<cuda::Device> device;
-  std::unique_ptr<cuda::Stream> stream;  // the provider computes on it; Kiln copies on it
-  std::shared_ptr<BufferPool> pinned;    // batch assembly and outputs copied back
-  std::shared_ptr<BufferPool> memory;    // device buffers for inputs
-  ort::MemoryInfoPtr memory_info;        // ORT's name for memory on `device`
-  ort::RunOptionsPtr run_options;        // for runs without options of their own
-  // CUDA graphs replay fixed addresses: inputs are copied into buffers that live as long as
-  // the session, and runs take turns.
-  bool graph = false;
-  bool host_visible = false;  // emulate_device (tests): "device" memory is host memory
-  std::mutex graph_mutex;
-  std::vector<Buffer> graph_inputs;
-  std::vector<std::vector<int64_t>> graph_shapes;
-  std::vector<Buffer> graph_outputs;
-
-  Gpu(int id, bool cuda_graph, bool host_visible_memory = false) : graph(cuda_graph), host_visible(host_visible_memory) {
-    device = std::make_shared<cuda::Device>(id);
-    stream = std::make_unique<cuda::Stream>(device);
-    pinned = cuda::pinned_pool(device);
-    memory = cuda::device_pool(device);
-    const OrtApi& a = ort::api();
-    OrtMemoryInfo* info = nullptr;
-    ort::check(host_visible ? a.CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &info)
-                            : a.CreateMemoryInfo("Cuda", OrtDeviceAllocator, id, OrtMemTypeDefault, &info));
-    memory_info.reset(info);
-    OrtRunOptions* ro = nullptr;
-    ort::check(a.CreateRunOptions(&ro));
-    run_options.reset(ro);
-    ort::check(a.AddRunConfigEntry(ro, "disable_synchronize_execution_providers", "1"));
-  }
-};
-
 std::shared_ptr<Session> Session::load_file(const std::string& path, const SessionConfig& config) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0) throw Error(Code::NotFound, "model file not found: " + path);
@@ -154,7 +119,6 @@ void Session::create(const std::string* path, const void* data, size_t size, con
     };
     providers_ = append_providers(options.get(), config.providers, provider_notes_, stream_for);
     if (std::none_of(providers_.begin(), providers_.end(), is_gpu_provider)) gpu_.reset();
-    if (config.emulate_device >= 0) gpu_ = std::make_unique<Gpu>(config.emulate_device, false, true);
     OrtSession* raw = nullptr;
     OrtStatus* status = path ? a.CreateSession(rt.env(), path->c_str(), options.get(), &raw)
                              : a.CreateSessionFromArray(rt.env(), data, size, options.get(), &raw);
@@ -233,9 +197,22 @@ void Session::release_binding(ort::IoBindingPtr binding) const {
   bindings_.push_back(std::move(binding));
 }
 
-namespace {
+namespace detail {
 
-// Wraps caller memory (never copied) or, for strings, fills an ORT string tensor.
+void check_bytes(const TensorView& view, const Label& what) {
+  const size_t bytes = byte_size(view.type, view.shape.data(), view.shape.size(), what);
+  if (bytes != view.bytes) {
+    throw Error(Code::InvalidArgument, what.str() + ": dims " + format_shape(view.shape.data(), view.shape.size()) + " of " +
+                                           dtype_name(view.type) + " need " + std::to_string(bytes) +
+                                           " bytes, the buffer has " + std::to_string(view.bytes));
+  }
+}
+
+Error buffer_mismatch(const Label& what, const std::vector<int64_t>& produced, const std::vector<int64_t>& given) {
+  return Error(Code::ShapeMismatch, what.str() + ": the run produced " + format_shape(produced.data(), produced.size()) +
+                                        ", the buffer given is for " + format_shape(given.data(), given.size()));
+}
+
 ort::ValuePtr make_value(const TensorView& view, const Label& what) {
   const OrtApi& a = ort::api();
   Runtime& rt = Runtime::get();
@@ -259,12 +236,8 @@ ort::ValuePtr make_value(const TensorView& view, const Label& what) {
     }
     return value;
   }
-  size_t bytes = byte_size(view.type, view.shape.data(), rank, what);
-  if (bytes != view.bytes) {
-    throw Error(Code::InvalidArgument, what.str() + ": dims " + format_shape(view.shape.data(), rank) + " of " +
-                                           dtype_name(view.type) + " need " + std::to_string(bytes) +
-                                           " bytes, the buffer has " + std::to_string(view.bytes));
-  }
+  check_bytes(view, what);
+  const size_t bytes = view.bytes;
   // ORT rejects a null data pointer even for an empty tensor.
   static char empty_tensor_storage[64];
   void* data = bytes == 0 ? empty_tensor_storage : view.data;
@@ -307,8 +280,8 @@ void read_output(OrtValue* value, OwnedTensor& t) {
   ort::check(a.GetTensorMutableData(value, &t.data));
 }
 
-// Runs `binding`, keeping Kiln's codes for the shape and type checks ORT makes that the
-// metadata cannot express (an input declared without a shape reads as rank 0).
+// An input declared without a shape reads as rank 0 in the metadata: ORT's own checks say
+// what the shape should have been.
 void run_binding(OrtSession* session, OrtIoBinding* binding, OrtRunOptions* options) {
   const OrtApi& a = ort::api();
   OrtStatus* status = a.RunWithBinding(session, options, binding);
@@ -324,7 +297,6 @@ void run_binding(OrtSession* session, OrtIoBinding* binding, OrtRunOptions* opti
   ort::check(status, code);
 }
 
-// The outputs of a finished run, owned before anything can throw so that none leaks.
 std::vector<ort::ValuePtr> bound_outputs(OrtIoBinding* binding, size_t expected) {
   const OrtApi& a = ort::api();
   OrtAllocator* alloc = Runtime::get().allocator();
@@ -340,7 +312,7 @@ std::vector<ort::ValuePtr> bound_outputs(OrtIoBinding* binding, size_t expected)
   return owned;
 }
 
-}  // namespace
+}  // namespace detail
 
 bool Session::expected_shape(size_t output, const Feed* feeds, size_t feed_count, std::vector<int64_t>& shape) const {
   const ValueInfo& info = outputs_.at(output);
@@ -376,10 +348,55 @@ void Session::remember_shapes(const Feed* feeds, size_t feed_count, const Fetch*
 
 void Session::run(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
                   std::vector<OwnedTensor>& out, OrtRunOptions* options) const {
-  if (gpu_) {
-    run_device(feeds, feed_count, fetches, fetch_count, out, options);
+  if (!gpu_) check_host_io(feeds, feed_count, fetches, fetch_count);
+  // A device session binds every output whose shape it expects to a pooled device buffer (no
+  // allocation in ORT, and fixed addresses for CUDA graphs).
+  std::vector<bool> prebind(fetch_count, false);
+  std::vector<std::vector<int64_t>> shapes(fetch_count);
+  // Per fetch: written into a buffer sized from an expected shape (the caller's or a pooled one).
+  std::vector<bool> expected(fetch_count, false);
+  for (size_t i = 0; i < fetch_count; ++i) {
+    const Fetch& f = fetches[i];
+    if (gpu_ && !f.preallocated && outputs_.at(f.output).type != DType::String) {
+      prebind[i] = expected_shape(f.output, feeds, feed_count, shapes[i]);
+    }
+    expected[i] = f.expected || prebind[i];
+  }
+  try {
+    attempt(feeds, feed_count, fetches, fetch_count, prebind, shapes, out, options);
+  } catch (const Error&) {
+    if (std::none_of(expected.begin(), expected.end(), [](bool e) { return e; })) throw;
+    // A buffer sized from an expected shape may have been wrong: run again with ORT
+    // allocating those outputs. Any other failure fails again, and is reported then.
+    std::vector<Fetch> plain(fetches, fetches + fetch_count);
+    for (Fetch& f : plain) {
+      if (!f.expected) continue;
+      f.preallocated = nullptr;
+      f.expected = false;
+    }
+    out.clear();
+    attempt(feeds, feed_count, plain.data(), fetch_count, std::vector<bool>(fetch_count, false), shapes, out, options);
+    // It was the expected shapes: those outputs' shapes depend on the data, never expect them again.
+    std::lock_guard<std::mutex> lock(shapes_mutex_);
+    for (size_t i = 0; i < fetch_count; ++i) {
+      if (expected[i]) data_dependent_[fetches[i].output] = true;
+    }
     return;
   }
+  remember_shapes(feeds, feed_count, fetches, out);
+}
+
+void Session::attempt(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
+                      const std::vector<bool>& prebind, const std::vector<std::vector<int64_t>>& shapes,
+                      std::vector<OwnedTensor>& out, OrtRunOptions* options) const {
+  if (gpu_) {
+    device_attempt(feeds, feed_count, fetches, fetch_count, prebind, shapes, out, options);
+  } else {
+    host_attempt(feeds, feed_count, fetches, fetch_count, out, options);  // its buffers are the fetches'
+  }
+}
+
+void Session::check_host_io(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count) const {
   for (size_t i = 0; i < feed_count; ++i) {
     if (feeds[i].view.device >= 0) {
       throw Error(Code::InvalidArgument, Label{"input", inputs_.at(feeds[i].input).name}.str() + ": it lives on CUDA device " +
@@ -394,30 +411,11 @@ void Session::run(const Feed* feeds, size_t feed_count, const Fetch* fetches, si
                                              "provider; this one runs on " + providers_.front());
     }
   }
-  try {
-    run_once(feeds, feed_count, fetches, fetch_count, out, options);
-  } catch (const Error&) {
-    if (std::none_of(fetches, fetches + fetch_count, [](const Fetch& f) { return f.expected; })) throw;
-    // A buffer sized from an expected shape may have been wrong: run again with ORT
-    // allocating those outputs. Any other failure fails again, and is reported then.
-    std::vector<Fetch> plain(fetches, fetches + fetch_count);
-    for (Fetch& f : plain) {
-      if (f.expected) f = Fetch{f.output, nullptr, false};
-    }
-    out.clear();
-    run_once(feeds, feed_count, plain.data(), plain.size(), out, options);
-    // It was the expected shapes: those outputs' shapes depend on the data, never expect them again.
-    std::lock_guard<std::mutex> lock(shapes_mutex_);
-    for (size_t i = 0; i < fetch_count; ++i) {
-      if (fetches[i].expected) data_dependent_[fetches[i].output] = true;
-    }
-    return;
-  }
-  remember_shapes(feeds, feed_count, fetches, out);
 }
 
-void Session::run_once(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
-                       std::vector<OwnedTensor>& out, OrtRunOptions* options) const {
+void Session::host_attempt(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
+                           std::vector<OwnedTensor>& out, OrtRunOptions* options) const {
+  using namespace detail;
   const OrtApi& a = ort::api();
   const BindingLease binding = acquire_binding();
 
@@ -455,11 +453,7 @@ void Session::run_once(const Feed* feeds, size_t feed_count, const Fetch* fetche
     // output that is a graph input or an initializer passes through unchanged. The caller
     // reads the buffer, so the value goes there.
     if (dst && t.data != dst->data && t.type != DType::String) {
-      if (t.bytes != dst->bytes) {
-        throw Error(Code::ShapeMismatch, Label{"output", outputs_[fetches[i].output].name}.str() + ": the run produced " +
-                                             format_shape(t.shape.data(), t.shape.size()) + ", the buffer given is for " +
-                                             format_shape(dst->shape.data(), dst->shape.size()));
-      }
+      if (t.bytes != dst->bytes) throw buffer_mismatch(Label{"output", outputs_[fetches[i].output].name}, t.shape, dst->shape);
       if (t.bytes) std::memcpy(dst->data, t.data, t.bytes);
       t.data = dst->data;
     }
@@ -469,214 +463,7 @@ void Session::run_once(const Feed* feeds, size_t feed_count, const Fetch* fetche
   }
 }
 
-void Session::run_device(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
-                         std::vector<OwnedTensor>& out, OrtRunOptions* options) const {
-  // Outputs whose shape is known before the run are bound to pooled device buffers (no
-  // allocation in ORT, and fixed addresses for CUDA graphs); if the run shows a shape was
-  // data-dependent, it runs again with ORT allocating those outputs, which are never
-  // expected again.
-  std::vector<std::vector<int64_t>> shapes(fetch_count);
-  std::vector<bool> prebind(fetch_count, false);
-  bool any = false;
-  for (size_t i = 0; i < fetch_count; ++i) {
-    const Fetch& f = fetches[i];
-    if (f.preallocated || outputs_.at(f.output).type == DType::String) continue;
-    prebind[i] = expected_shape(f.output, feeds, feed_count, shapes[i]);
-    any = any || prebind[i];
-  }
-  try {
-    device_attempt(feeds, feed_count, fetches, fetch_count, prebind, shapes, out, options);
-  } catch (const Error&) {
-    if (!any) throw;
-    out.clear();
-    std::fill(prebind.begin(), prebind.end(), false);
-    device_attempt(feeds, feed_count, fetches, fetch_count, prebind, shapes, out, options);
-    std::lock_guard<std::mutex> lock(shapes_mutex_);
-    for (size_t i = 0; i < fetch_count; ++i) {
-      if (!shapes[i].empty()) data_dependent_[fetches[i].output] = true;
-    }
-    return;
-  }
-  remember_shapes(feeds, feed_count, fetches, out);
-}
-
-void Session::device_attempt(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
-                             const std::vector<bool>& prebind, const std::vector<std::vector<int64_t>>& shapes,
-                             std::vector<OwnedTensor>& out, OrtRunOptions* options) const {
-  const OrtApi& a = ort::api();
-  Gpu& g = *gpu_;
-  const int id = g.device->id();
-  std::unique_lock<std::mutex> graph_turn;
-  if (g.graph) graph_turn = std::unique_lock<std::mutex>(g.graph_mutex);
-  const BindingLease binding = acquire_binding();
-
-  // Device buffers holding this run's inputs and the outputs copied back: released only
-  // after the synchronisation.
-  std::vector<Buffer> staged;
-  staged.reserve(feed_count + fetch_count);
-  // A failure after copies were queued waits for them before the buffers go back to the pools.
-  struct DrainOnError {
-    cuda::Stream& stream;
-    int pending = std::uncaught_exceptions();
-    ~DrainOnError() {
-      if (std::uncaught_exceptions() > pending) {
-        try {
-          stream.synchronize();
-        } catch (const Error&) {
-        }
-      }
-    }
-  } drain{*g.stream};
-  if (g.graph && g.graph_inputs.empty()) {
-    g.graph_inputs.resize(inputs_.size());
-    g.graph_shapes.resize(inputs_.size());
-    g.graph_outputs.resize(outputs_.size());
-  }
-  for (size_t i = 0; i < feed_count; ++i) {
-    const Feed& f = feeds[i];
-    const ValueInfo& info = inputs_.at(f.input);
-    const Label label{"input", info.name};
-    const TensorView& v = f.view;
-    ort::ValuePtr value;
-    if (v.type == DType::String) {
-      value = make_value(v, label);  // ORT keeps strings on the host
-    } else {
-      const size_t bytes = byte_size(v.type, v.shape.data(), v.shape.size(), label);
-      if (bytes != v.bytes) {
-        throw Error(Code::InvalidArgument, label.str() + ": dims " + format_shape(v.shape.data(), v.shape.size()) + " of " +
-                                               dtype_name(v.type) + " need " + std::to_string(bytes) +
-                                               " bytes, the buffer has " + std::to_string(v.bytes));
-      }
-      if (v.device >= 0 && v.device != id) {
-        throw Error(Code::InvalidArgument, label.str() + ": it lives on CUDA device " + std::to_string(v.device) +
-                                               ", and this session runs on device " + std::to_string(id));
-      }
-      void* address = v.data;
-      if (g.graph) {
-        // The captured graph reads from one address per input, so every run copies there.
-        std::vector<int64_t>& captured = g.graph_shapes[f.input];
-        if (captured.empty()) {
-          captured = v.shape;
-          g.graph_inputs[f.input] = g.memory->acquire(bytes ? bytes : 1);
-        } else if (captured != v.shape) {
-          throw Error(Code::ShapeMismatch, label.str() + ": a session with enableCudaGraph replays the shape it captured, " +
-                                               format_shape(captured.data(), captured.size()) + "; received " +
-                                               format_shape(v.shape.data(), v.shape.size()));
-        }
-        address = g.graph_inputs[f.input].data();
-        if (v.device >= 0) {
-          g.stream->copy_device(cuda::device_ptr(g.graph_inputs[f.input]), reinterpret_cast<cuda::DevicePtr>(v.data), bytes);
-        } else {
-          g.stream->copy_to_device(cuda::device_ptr(g.graph_inputs[f.input]), v.data, bytes);
-        }
-      } else if (v.device < 0) {
-        staged.push_back(g.memory->acquire(bytes ? bytes : 1));
-        address = staged.back().data();
-        g.stream->copy_to_device(cuda::device_ptr(staged.back()), v.data, bytes);
-      }
-      value = device_value(address, bytes, v.type, v.shape);
-    }
-    if (OrtStatus* st = a.BindInput(binding.get(), info.name.c_str(), value.get())) ort::check(st, Code::Ort, label.str());
-  }
-  std::vector<Buffer> bound(fetch_count);  // device buffers of the prebound outputs
-  for (size_t i = 0; i < fetch_count; ++i) {
-    const ValueInfo& info = outputs_.at(fetches[i].output);
-    const Label label{"output", info.name};
-    OrtStatus* st = nullptr;
-    if (prebind[i]) {
-      const size_t bytes = byte_size(info.type, shapes[i].data(), shapes[i].size(), label);
-      void* address = nullptr;
-      if (g.graph) {
-        // A replayed graph writes where it was captured: one buffer per output for the
-        // session's life (ORT captures after its first runs, once these addresses hold).
-        Buffer& fixed = g.graph_outputs[fetches[i].output];
-        if (fixed.capacity() < bytes) fixed = g.memory->acquire(bytes ? bytes : 1);
-        address = fixed.data();
-      } else {
-        bound[i] = g.memory->acquire(bytes ? bytes : 1);
-        address = bound[i].data();
-      }
-      ort::ValuePtr value = device_value(address, bytes, info.type, shapes[i]);
-      st = a.BindOutput(binding.get(), info.name.c_str(), value.get());
-    } else {
-      const OrtMemoryInfo* where = info.type == DType::String ? Runtime::get().cpu_memory() : g.memory_info.get();
-      st = a.BindOutputToDevice(binding.get(), info.name.c_str(), where);
-    }
-    if (st) ort::check(st, Code::Ort, label.str());
-  }
-  // The provider computes on the session's stream, after the input copies; ORT does not
-  // synchronise at the end of the run: the one synchronisation below does.
-  if (options) ort::check(a.AddRunConfigEntry(options, "disable_synchronize_execution_providers", "1"));
-  run_binding(session_.get(), binding.get(), options ? options : g.run_options.get());
-  std::vector<ort::ValuePtr> owned = bound_outputs(binding.get(), fetch_count);
-  out.resize(fetch_count);
-  std::shared_ptr<const Session> self = shared_from_this();
-  for (size_t i = 0; i < fetch_count; ++i) {
-    OwnedTensor& t = out[i];
-    read_output(owned[i].get(), t);
-    t.value = std::move(owned[i]);
-    t.session = self;
-    if (t.type == DType::String) continue;
-    if (fetches[i].on_device) {
-      t.device = id;
-      if (g.graph && prebind[i]) {
-        // The graph's buffer is rewritten by the next run: the caller gets a copy of its own.
-        t.storage = g.memory->acquire(t.bytes ? t.bytes : 1);
-        g.stream->copy_device(cuda::device_ptr(t.storage), reinterpret_cast<cuda::DevicePtr>(t.data), t.bytes);
-        t.data = t.storage.data();
-        t.value.reset();
-      } else {
-        t.storage = std::move(bound[i]);  // back to the device pool when the tensor goes
-      }
-      continue;
-    }
-    const auto from = reinterpret_cast<cuda::DevicePtr>(t.data);
-    void* to = nullptr;
-    if (const TensorView* dst = fetches[i].preallocated) {
-      // The caller's buffer (pageable: the driver stages the copy).
-      if (dst->bytes != t.bytes || dst->shape != t.shape) {
-        throw Error(Code::ShapeMismatch, Label{"output", outputs_[fetches[i].output].name}.str() + ": the run produced " +
-                                             format_shape(t.shape.data(), t.shape.size()) + ", the buffer given is for " +
-                                             format_shape(dst->shape.data(), dst->shape.size()));
-      }
-      to = dst->data;
-      t.preallocated = true;
-    } else {
-      t.storage = g.pinned->acquire(t.bytes ? t.bytes : 1);
-      to = t.storage.data();
-    }
-    if (g.host_visible && !prebind[i]) {
-      std::memcpy(to, t.data, t.bytes);  // emulate_device: ORT allocated it in host memory
-    } else {
-      g.stream->copy_to_host(to, from, t.bytes);
-    }
-    t.data = to;
-    if (bound[i].data()) staged.push_back(std::move(bound[i]));
-  }
-  g.stream->synchronize();
-  for (OwnedTensor& t : out) {
-    if (t.device < 0 && t.type != DType::String) t.value.reset();  // its device memory goes back
-  }
-}
-
-ort::ValuePtr Session::device_value(void* address, size_t bytes, DType type, const std::vector<int64_t>& shape) const {
-  OrtValue* raw = nullptr;
-  ort::check(ort::api().CreateTensorWithDataAsOrtValue(gpu_->memory_info.get(), address, bytes, shape.data(), shape.size(),
-                                                       static_cast<ONNXTensorElementDataType>(type), &raw));
-  return ort::ValuePtr(raw);
-}
-
-int Session::device() const { return gpu_ ? gpu_->device->id() : -1; }
-
-std::shared_ptr<BufferPool> Session::pinned_pool() const { return gpu_ ? gpu_->pinned : nullptr; }
-
-void Session::download(const OwnedTensor& t, void* dst) const {
-  if (!gpu_ || t.device != gpu_->device->id()) throw Error(Code::InvalidArgument, "the tensor is not on this session's device");
-  std::unique_lock<std::mutex> graph_turn;
-  if (gpu_->graph) graph_turn = std::unique_lock<std::mutex>(gpu_->graph_mutex);
-  gpu_->stream->copy_to_host(dst, reinterpret_cast<cuda::DevicePtr>(t.data), t.bytes);
-  gpu_->stream->synchronize();
-}
+std::shared_ptr<BufferPool> Session::batch_pool() const { return gpu_ ? gpu_->pinned : host_pool_; }
 
 std::string Session::end_profiling() {
   if (!profiling_) return "";

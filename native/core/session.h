@@ -41,14 +41,12 @@ struct SessionConfig {
   // On a GPU provider: inputs and outputs through device buffers on a stream Kiln creates for
   // the session (see Session::device()). Off: ORT copies host tensors itself.
   bool device_io = true;
-  // Tests only: device IO on this CUDA device although the provider is ORT's CPU one, with
-  // the device memory described to ORT as host memory. Meaningful only with a driver whose
-  // device memory is host memory (native/test/fake_cuda.cc): it runs the whole device path
-  // (staging, copies, one synchronisation) on a machine without a GPU.
-  int emulate_device = -1;
 };
 
 class Session;
+namespace testing {
+struct DeviceEmulation;
+}
 
 // An output that owns its memory (an ORT-allocated OrtValue), keeping the session alive
 // because ORT's allocator belongs to it.
@@ -97,7 +95,10 @@ class Session : public std::enable_shared_from_this<Session> {
   int output_index(const std::string& name) const;
 
   // Runs once. `out` receives one tensor per fetch, in order. `options` may be null.
-  // Thread-safe: concurrent runs are allowed, as ORT allows them.
+  // Thread-safe: concurrent runs are allowed, as ORT allows them. Outputs bound to buffers
+  // sized from an expected shape (Fetch::expected, and a device session's pooled device
+  // buffers) are written in place; if such a run fails, it runs again with ORT allocating
+  // them, and their shapes are never expected again.
   void run(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
            std::vector<OwnedTensor>& out, OrtRunOptions* options = nullptr) const;
 
@@ -114,8 +115,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // one ORT's provider computes on), binds outputs on the device, copies them back into
   // pinned host buffers and synchronises once per run.
   int device() const;
-  // Pinned host memory to assemble this session's batches in (null for host IO).
-  std::shared_ptr<BufferPool> pinned_pool() const;
+  // Where this session's batches are assembled: pinned host memory for device IO (the copy
+  // to the device runs at bus speed), aligned host memory otherwise.
+  std::shared_ptr<BufferPool> batch_pool() const;
   // Copies a device output of this session into host memory (`bytes` of `t`), blocking until done.
   void download(const OwnedTensor& t, void* dst) const;
 
@@ -140,14 +142,23 @@ class Session : public std::enable_shared_from_this<Session> {
   void release_binding(ort::IoBindingPtr binding) const;
 
   struct Gpu;
-  void run_device(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
-                  std::vector<OwnedTensor>& out, OrtRunOptions* options) const;
+  friend struct testing::DeviceEmulation;  // native/test: device IO on a fake driver
+  // One try of run(). `prebind[i]`: fetch i is bound to a buffer sized from an expected
+  // shape (on a device session, a pooled device buffer of shape `shapes[i]`).
+  void attempt(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
+               const std::vector<bool>& prebind, const std::vector<std::vector<int64_t>>& shapes,
+               std::vector<OwnedTensor>& out, OrtRunOptions* options) const;
+  void host_attempt(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
+                    std::vector<OwnedTensor>& out, OrtRunOptions* options) const;
   void device_attempt(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
                       const std::vector<bool>& prebind, const std::vector<std::vector<int64_t>>& shapes,
                       std::vector<OwnedTensor>& out, OrtRunOptions* options) const;
+  // Refuses device tensors and device outputs on a host IO session.
+  void check_host_io(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count) const;
   ort::ValuePtr device_value(void* address, size_t bytes, DType type, const std::vector<int64_t>& shape) const;
 
   std::unique_ptr<Gpu> gpu_;  // device IO state; null for host IO
+  std::shared_ptr<BufferPool> host_pool_ = BufferPool::create();  // batches of a host IO session
   ort::SessionPtr session_;
   std::vector<ValueInfo> inputs_;
   std::vector<ValueInfo> outputs_;
@@ -159,8 +170,6 @@ class Session : public std::enable_shared_from_this<Session> {
   mutable std::mutex bindings_mutex_;
   mutable std::vector<ort::IoBindingPtr> bindings_;
 
-  void run_once(const Feed* feeds, size_t feed_count, const Fetch* fetches, size_t fetch_count,
-                std::vector<OwnedTensor>& out, OrtRunOptions* options) const;
   void remember_shapes(const Feed* feeds, size_t feed_count, const Fetch* fetches,
                        const std::vector<OwnedTensor>& out) const;
 

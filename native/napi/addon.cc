@@ -38,11 +38,7 @@ Napi::Value init(const Napi::CallbackInfo& info) {
     config.spinning = o.Get("spinning").ToBoolean();
     if (o.Get("logLevel").IsNumber()) config.log_level = o.Get("logLevel").As<Napi::Number>().Int32Value();
   }
-  try {
-    return runtime_info(env, Runtime::init(config));
-  } catch (const Error& e) {
-    throw_error(env, e.code(), e.what());
-  }
+  return runtime_info(env, Runtime::init(config));
 }
 
 Napi::Value initialized(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), Runtime::initialized()); }
@@ -72,11 +68,7 @@ Napi::Value crop_rows(const Napi::CallbackInfo& info) {
   void* dst = nullptr;
   napi_value buffer;
   if (napi_create_arraybuffer(env, count * esize, &dst, &buffer) != napi_ok) throw Napi::Error::New(env);
-  try {
-    crop(static_cast<const char*>(src.ArrayBuffer().Data()) + src.ByteOffset(), src_shape, row, dst_shape, esize, dst);
-  } catch (const Error& e) {
-    throw_error(env, e.code(), e.what());
-  }
+  crop(static_cast<const char*>(src.ArrayBuffer().Data()) + src.ByteOffset(), src_shape, row, dst_shape, esize, dst);
   napi_value out;
   if (napi_create_typedarray(env, src.TypedArrayType(), count, buffer, 0, &out) != napi_ok) throw Napi::Error::New(env);
   return Napi::Value(env, out);
@@ -119,11 +111,7 @@ Napi::Value device_download(const Napi::CallbackInfo& info) {
   void* dst = nullptr;
   napi_value buffer;
   if (napi_create_arraybuffer(env, t->bytes, &dst, &buffer) != napi_ok) throw Napi::Error::New(env);
-  try {
-    t->session->download(*t, dst);
-  } catch (const Error& e) {
-    throw_error(env, e.code(), e.what());
-  }
+  t->session->download(*t, dst);
   return Napi::Value(env, buffer);
 }
 
@@ -133,19 +121,21 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = SessionWrap::define(env);
   data->session_constructor = Napi::Persistent(ctor);
   exports.Set("NativeSession", ctor);
-  exports.Set("init", Napi::Function::New<init>(env, "init"));
-  exports.Set("poll", Napi::Function::New<poll>(env, "poll"));
-  exports.Set("crop", Napi::Function::New<crop_rows>(env, "crop"));
-  exports.Set("initialized", Napi::Function::New<initialized>(env, "initialized"));
-  exports.Set("cudaDevices", Napi::Function::New<cuda_devices>(env, "cudaDevices"));
-  exports.Set("deviceRelease", Napi::Function::New<device_release>(env, "deviceRelease"));
-  exports.Set("deviceDownload", Napi::Function::New<device_download>(env, "deviceDownload"));
+  exports.Set("init", Napi::Function::New<guarded_call<init>>(env, "init"));
+  exports.Set("poll", Napi::Function::New<guarded_call<poll>>(env, "poll"));
+  exports.Set("crop", Napi::Function::New<guarded_call<crop_rows>>(env, "crop"));
+  exports.Set("initialized", Napi::Function::New<guarded_call<initialized>>(env, "initialized"));
+  exports.Set("cudaDevices", Napi::Function::New<guarded_call<cuda_devices>>(env, "cudaDevices"));
+  exports.Set("deviceRelease", Napi::Function::New<guarded_call<device_release>>(env, "deviceRelease"));
+  exports.Set("deviceDownload", Napi::Function::New<guarded_call<device_download>>(env, "deviceDownload"));
   return exports;
 }
 
 }  // namespace
 }  // namespace kiln::napi
 
-static Napi::Object InitKiln(Napi::Env env, Napi::Object exports) { return kiln::napi::init_module(env, exports); }
+static Napi::Object InitKiln(Napi::Env env, Napi::Object exports) {
+  return kiln::napi::guarded(env, [&] { return kiln::napi::init_module(env, exports); });
+}
 
 NODE_API_MODULE(kiln, InitKiln)

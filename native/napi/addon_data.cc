@@ -1,5 +1,6 @@
 #include "addon_data.h"
 
+#include "convert.h"
 #include "session_wrap.h"
 
 namespace kiln::napi {
@@ -39,6 +40,36 @@ void AddonData::poll(Napi::Env env, bool keep_polling) {
   deliver(env);
 }
 
+Napi::Promise JsJob::promise(Napi::Env env) {
+  deferred_.emplace(env);
+  return deferred_->Promise();
+}
+
+// `settled_` is set first: a deferred is released by the call that settles it, and must never
+// be used again even when that call failed.
+void JsJob::resolve(Napi::Value value) {
+  if (settled_ || !deferred_) return;
+  settled_ = true;
+  deferred_->Resolve(value);
+}
+
+void JsJob::reject(Napi::Value error) {
+  if (settled_ || !deferred_) return;
+  settled_ = true;
+  deferred_->Reject(error);
+}
+
+// Completes `job`; whatever fails on the way rejects its promise with a coded error instead,
+// so that no caller waits forever.
+void AddonData::settle(Napi::Env env, JsJob& job) {
+  try {
+    guarded(env, [&] { job.complete(env); });
+  } catch (const Napi::Error& e) {
+    job.reject(e.Value());
+  }
+  job.reject(make_error(env, Code::Ort, "internal error: a finished job delivered no result").Value());
+}
+
 void AddonData::deliver(Napi::Env e) {
   std::vector<Job*>& done = scratch_;
   completions_.drain(done);
@@ -46,9 +77,9 @@ void AddonData::deliver(Napi::Env e) {
     auto* js = static_cast<JsJob*>(job);
     try {
       Napi::HandleScope scope(e);
-      js->complete(e);
+      settle(e, *js);
     } catch (...) {
-      // Delivery fails only when the environment is terminating (a worker exiting): nobody
+      // Settling fails only when the environment is terminating (a worker exiting): nobody
       // is left to receive the result, and the other completions must still be released.
     }
     delete js;

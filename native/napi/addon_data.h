@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -15,11 +16,23 @@ namespace kiln::napi {
 
 class SessionWrap;
 
-// A job whose result is delivered on the JS thread.
+// A job whose result settles a promise on the JS thread.
 class JsJob : public Job {
  public:
-  // Delivers the result (resolve/reject) on the JS thread, then the job is deleted.
+  // The job's promise, created once its arguments are read (a call that throws instead
+  // leaves no promise behind unsettled).
+  Napi::Promise promise(Napi::Env env);
+  // Delivers the result on the JS thread through resolve() or reject(), then the job is
+  // deleted. If it throws or settles nothing, AddonData rejects the promise instead.
   virtual void complete(Napi::Env env) = 0;
+  // Each settles the promise if nothing has yet; later calls do nothing.
+  void resolve(Napi::Value value);
+  void reject(Napi::Value error);
+  bool settled() const { return settled_; }
+
+ private:
+  std::optional<Napi::Promise::Deferred> deferred_;
+  bool settled_ = false;
 };
 
 class AddonData {
@@ -50,6 +63,7 @@ class AddonData {
  private:
   static void drain(napi_env env, napi_value, void* context, void*);
   void deliver(Napi::Env env);
+  static void settle(Napi::Env env, JsJob& job);
   static void teardown(void* self);
 
   napi_env env_;

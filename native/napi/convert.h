@@ -3,6 +3,7 @@
 
 #include <napi.h>
 
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,27 @@ namespace kiln::napi {
 // A JS Error carrying `code` (the TS layer rethrows it as a KilnError at the caller).
 Napi::Error make_error(Napi::Env env, Code code, const std::string& message);
 [[noreturn]] void throw_error(Napi::Env env, Code code, const std::string& message);
+
+// Runs `fn` where C++ returns to JS: a kiln::Error becomes the JS error with its code, any
+// other C++ exception one coded E_ORT, so that nothing but a Napi::Error leaves the addon.
+template <typename F>
+auto guarded(Napi::Env env, F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const Error& e) {
+    throw make_error(env, e.code(), e.what());
+  } catch (const std::exception& e) {
+    throw make_error(env, Code::Ort, std::string("internal error: ") + e.what());
+  }
+}
+
+// A function called from JS, guarded.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value guarded_call(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] { return F(info); });
+}
 
 // Reads `dims` (a JS array of integers) into `shape`.
 void read_dims(Napi::Env env, napi_value dims, std::vector<int64_t>& shape, const Label& what);

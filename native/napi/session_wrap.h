@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "addon_data.h"
-#include "memory.h"
+#include "convert.h"
 #include "session.h"
 
 namespace kiln::napi {
@@ -27,9 +27,17 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   // Environment teardown: stop the executor (waiting for running jobs), hand back the jobs
   // that never started.
   void shutdown(std::vector<Job*>& orphans);
+  // A run finished: settles its promise and counts it done.
   void deliver(RunJob* job, Napi::Env env);
 
  private:
+  // A method callable from JS, guarded (convert.h).
+  template <Napi::Value (SessionWrap::*M)(const Napi::CallbackInfo&)>
+  Napi::Value guarded_method(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] { return (this->*M)(info); });
+  }
+
+  void open(const Napi::CallbackInfo& info);
   static Napi::Value load(const Napi::CallbackInfo& info);
   Napi::Value metadata(const Napi::CallbackInfo& info);
   Napi::Value run(const Napi::CallbackInfo& info);
@@ -40,9 +48,6 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value end_profiling(const Napi::CallbackInfo& info);
 
-  void parse(const Napi::CallbackInfo& info, RunArgs& args, bool batch) const;
-  void parse_checked(const Napi::CallbackInfo& info, RunArgs& args, bool batch) const;
-  Napi::Value results(Napi::Env env, RunArgs& args, std::vector<OwnedTensor>& out, const std::vector<napi_value>& prealloc) const;
   void ensure_open(Napi::Env env) const;
   void finished(Napi::Env env);
   void release();
@@ -50,15 +55,12 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   AddonData* data_;
   std::shared_ptr<Session> session_;
   std::unique_ptr<Executor> executor_;
-  std::shared_ptr<BufferPool> pool_;  // batch buffers, shared with the jobs using them
   size_t pending_ = 0;
   bool disposed_ = false;
   std::vector<Napi::Promise::Deferred> dispose_waiters_;
   std::unordered_map<uint32_t, RunJob*> cancellable_;
   std::unique_ptr<RunArgs> sync_args_;  // runSync's, reused so its vectors keep their capacity
-  std::vector<OwnedTensor> sync_out_;
 
-  friend class RunJob;
   friend class AddonData;
 };
 

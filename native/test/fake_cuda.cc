@@ -80,7 +80,7 @@ struct Config {
   int driver_version = 12040;
   uint64_t memory = 1ull << 30;
   // Runs copies as they are issued (still in stream order): lets ONNX Runtime's CPU provider
-  // compute on "device" memory between Kiln's copies (the core's emulate_device test mode).
+  // compute on "device" memory between Kiln's copies (device IO emulated: device_emulation.h).
   bool eager = false;
 };
 

@@ -6,8 +6,6 @@
 //   no_device_  the fake, with no device
 // The fake runs copies only when the stream is waited for, so a case that reads a
 // destination before synchronising sees the old contents.
-#include <dlfcn.h>
-
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -18,48 +16,12 @@
 
 #include "check.h"
 #include "cuda.h"
-#include "runtime.h"
-#include "session.h"
+#include "fake_driver.h"
 
 using namespace kiln;
+using namespace kiln_test;
 
 namespace {
-
-// The fake's counters: the same layout as kiln_fake_cuda_stats_t in fake_cuda.cc.
-struct FakeStats {
-  uint64_t live_host_allocs;
-  uint64_t live_device_allocs;
-  uint64_t device_bytes_in_use;
-  uint64_t h2d_copies;
-  uint64_t d2h_copies;
-  uint64_t d2d_copies;
-  uint64_t stream_syncs;
-  uint64_t live_streams;
-  uint64_t live_events;
-  uint64_t retained_contexts;
-};
-
-// A symbol of the driver library cuda.cc loaded (the fake, in the fake_ cases).
-void* fake_symbol(const char* name) {
-  cuda::problem();  // loads the library if nothing has yet
-  const std::string path = kiln_test::env_or("KILN_CUDA_LIBRARY", "");
-  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
-  void* sym = handle ? dlsym(handle, name) : nullptr;
-  if (!sym) throw kiln_test::Failure{"the fake driver (KILN_CUDA_LIBRARY=" + path + ") lacks " + name};
-  return sym;
-}
-
-FakeStats fake_stats() {
-  static auto fn = reinterpret_cast<void (*)(FakeStats*)>(fake_symbol("kiln_fake_cuda_stats"));
-  FakeStats s{};
-  fn(&s);
-  return s;
-}
-
-void reset_fake_counters() {
-  static auto fn = reinterpret_cast<void (*)()>(fake_symbol("kiln_fake_cuda_reset_counters"));
-  fn();
-}
 
 // The calling thread's current context, as the driver sees it.
 void* current_context() {
@@ -70,18 +32,6 @@ void* current_context() {
 }
 
 uint64_t fake_memory() { return std::stoull(kiln_test::env_or("KILN_FAKE_CUDA_MEMORY", "1073741824")); }
-
-// Nothing the CUDA layer made is left in the driver: every case ends with this, once its
-// devices, pools, buffers, streams and events are gone.
-void check_nothing_left() {
-  const FakeStats s = fake_stats();
-  CHECK(s.live_host_allocs == 0);
-  CHECK(s.live_device_allocs == 0);
-  CHECK(s.device_bytes_in_use == 0);
-  CHECK(s.live_streams == 0);
-  CHECK(s.live_events == 0);
-  CHECK(s.retained_contexts == 0);
-}
 
 void fill(const Buffer& b, size_t bytes, uint8_t seed) {
   auto* p = static_cast<uint8_t*>(b.data());
@@ -527,118 +477,4 @@ TEST(no_device_is_reported) {
   CHECK(list.problem.rfind("no CUDA device", 0) == 0);
   CHECK(cuda::problem() == list.problem);
   CHECK_THROWS(cuda::Device(0), Code::ProviderUnavailable, "no CUDA device");
-}
-
-// ---- session: the core's device IO path, against the fake driver in eager mode ----
-// KILN_FAKE_CUDA_EAGER=1 runs each copy as it is issued (in stream order), so ONNX Runtime's
-// CPU provider can compute on the fake's "device" memory between Kiln's copies; the session
-// runs with SessionConfig::emulate_device. Needs KILN_ORT_LIBRARY and KILN_TEST_MODELS.
-
-namespace {
-
-std::shared_ptr<Session> load_model(const char* name, int emulate_device) {
-  RuntimeConfig rc;
-  rc.library_path = kiln_test::env_or("KILN_ORT_LIBRARY", "");
-  rc.intra_op_threads = 1;
-  Runtime::init(rc);
-  SessionConfig sc;
-  sc.emulate_device = emulate_device;
-  return Session::load_file(kiln_test::env_or("KILN_TEST_MODELS", "build-cmake/models") + "/" + name, sc);
-}
-
-Feed float_feed(size_t input, float* data, size_t count, std::vector<int64_t> shape, int device = -1) {
-  Feed f;
-  f.input = input;
-  f.view.type = DType::Float32;
-  f.view.shape = std::move(shape);
-  f.view.data = data;
-  f.view.bytes = count * sizeof(float);
-  f.view.device = device;
-  return f;
-}
-
-std::vector<float> pattern(size_t n, float scale) {
-  std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = scale * static_cast<float>((i * 37) % 101) / 101.0f - 0.5f * scale;
-  return v;
-}
-
-}  // namespace
-
-TEST(session_device_io_matches_the_host_run_with_one_synchronisation) {
-  {
-    auto host = load_model("mlp.onnx", -1);
-    auto device = load_model("mlp.onnx", 0);
-    CHECK(host->device() == -1 && !host->pinned_pool());
-    CHECK(device->device() == 0 && device->pinned_pool());
-    std::vector<float> x = pattern(4 * 512, 2.0f);
-    Feed f = float_feed(0, x.data(), x.size(), {4, 512});
-    Fetch all{0, nullptr, false};
-    std::vector<OwnedTensor> want, got;
-    host->run(&f, 1, &all, 1, want);
-    for (int round = 0; round < 3; ++round) {
-      reset_fake_counters();
-      got.clear();
-      device->run(&f, 1, &all, 1, got);
-      const FakeStats st = fake_stats();
-      CHECK(st.h2d_copies == 1);   // the one input
-      CHECK(st.stream_syncs == 1);  // one synchronisation per run
-      // The first run's output shape is unknown (ORT allocates it: in emulation, host memory
-      // copied directly); from the second on it is bound to a pooled device buffer and
-      // copied back with one device-to-host copy.
-      CHECK(st.d2h_copies == (round == 0 ? 0u : 1u));
-      CHECK(got.size() == 1 && got[0].shape == want[0].shape && got[0].device == -1);
-      CHECK(got[0].storage.data() == got[0].data);  // a pinned buffer of the session's pool
-      CHECK(std::memcmp(got[0].data, want[0].data, want[0].bytes) == 0);
-    }
-  }
-  check_nothing_left();
-}
-
-TEST(session_outputs_stay_on_the_device_and_feed_the_next_run) {
-  {
-    auto add = load_model("add.onnx", 0);  // y = a + b, [N,4]
-    std::vector<float> a = pattern(8, 1.0f), b = pattern(8, 3.0f);
-    Feed feeds[2] = {float_feed(0, a.data(), 8, {2, 4}), float_feed(1, b.data(), 8, {2, 4})};
-    // A first run teaches the session the output's shape: then the output is bound to a
-    // pooled device buffer (in emulation an ORT-allocated output would be host memory).
-    Fetch host{0, nullptr, false};
-    std::vector<OwnedTensor> warm;
-    add->run(feeds, 2, &host, 1, warm);
-    Fetch keep{0, nullptr, false};
-    keep.on_device = true;
-    std::vector<OwnedTensor> first;
-    add->run(feeds, 2, &keep, 1, first);
-    CHECK(first[0].storage.data() == first[0].data);  // a buffer of the session's device pool
-    CHECK(first.size() == 1 && first[0].device == 0 && first[0].shape == std::vector<int64_t>({2, 4}));
-    // Feed it back as `a`: y2 = (a + b) + b, with no copy of `a` to the device.
-    Feed again[2] = {float_feed(0, static_cast<float*>(first[0].data), 8, {2, 4}, 0), feeds[1]};
-    reset_fake_counters();
-    std::vector<OwnedTensor> second;
-    add->run(again, 2, &host, 1, second);
-    CHECK(fake_stats().h2d_copies == 1);  // only b
-    std::vector<float> y(8);
-    add->download(first[0], y.data());
-    for (size_t i = 0; i < 8; ++i) {
-      CHECK(y[i] == a[i] + b[i]);
-      CHECK(static_cast<const float*>(second[0].data)[i] == (a[i] + b[i]) + b[i]);
-    }
-    // A device tensor of another device is refused, naming both.
-    Feed elsewhere[2] = {float_feed(0, static_cast<float*>(first[0].data), 8, {2, 4}, 1), feeds[1]};
-    std::vector<OwnedTensor> none;
-    CHECK_THROWS(add->run(elsewhere, 2, &host, 1, none), Code::InvalidArgument, "lives on CUDA device 1");
-  }
-  check_nothing_left();
-}
-
-TEST(session_host_sessions_refuse_device_tensors_and_outputs) {
-  auto add = load_model("add.onnx", -1);
-  std::vector<float> a(8), b(8);
-  Feed feeds[2] = {float_feed(0, a.data(), 8, {2, 4}, 0), float_feed(1, b.data(), 8, {2, 4})};
-  Fetch y{0, nullptr, false};
-  std::vector<OwnedTensor> out;
-  CHECK_THROWS(add->run(feeds, 2, &y, 1, out), Code::InvalidArgument, "lives on CUDA device 0");
-  feeds[0].view.device = -1;
-  y.on_device = true;
-  CHECK_THROWS(add->run(feeds, 2, &y, 1, out), Code::InvalidArgument, "only for a session running on a GPU");
 }

@@ -89,3 +89,11 @@ TEST(cancel_removes_a_queued_job_and_close_returns_unstarted) {
   done.drain(out);
   CHECK(out.size() == 1 && out[0] == &blocker);
 }
+
+TEST(an_executor_needs_one_to_max_threads) {
+  CompletionQueue done([] {});
+  CHECK_THROWS(Executor(0, done), Code::InvalidArgument, "an executor runs 1 to 1024 threads, not 0");
+  CHECK_THROWS(Executor(static_cast<size_t>(-1), done), Code::InvalidArgument, "not -1");
+  Executor one(1, done);
+  CHECK(one.queued() == 0);
+}
