@@ -9,8 +9,12 @@
  *    that had the executor to themselves) less its time in the core;
  *  - the run: the core's time plus what the binding adds, then inline runs' wall time.
  * Guards, since a run's time can depend on its inputs: a run with more input elements than
- * any run measured short goes to the executor, and an inline run that took far longer than
- * predicted turns inlining off for the session.
+ * any run measured short goes to the executor, and after an inline run that took far longer
+ * than predicted the next runs go to the executor, where their time is measured again. The
+ * machine can cause such a run too (a preempted thread), so one surprise costs little; each
+ * further surprise doubles the number of runs sent to the executor, and a long stretch
+ * without one halves it again: a model whose runs are often long for some input values
+ * ends up off the calling thread.
  */
 
 /** Executor runs measured before any run goes inline. */
@@ -18,9 +22,14 @@ const HANDOFF_SAMPLES = 4;
 /** Samples each median is taken over. */
 const WINDOW = 9;
 /** No run expected to take longer than this (µs) goes inline, however slow a hand-off is. */
-export const INLINE_MAX_US = 50;
-/** An inline run slower than this (µs) shows run times are not predictable here: inlining stops. */
-const SURPRISE_US = 4 * INLINE_MAX_US;
+export const INLINE_MAX_US = 200;
+/** An inline run slower than this (µs) was not predicted: the next runs go to the executor. */
+const SURPRISE_US = 5 * INLINE_MAX_US;
+/** Runs sent to the executor after a first surprise, and the most after many. */
+const COOLDOWN_MIN = 64;
+const COOLDOWN_MAX = 1 << 20;
+/** Inline runs without a surprise that halve the cool-down again. */
+const CALM = 10_000;
 /** One run in this many goes to the executor, to keep the hand-off's cost current. */
 const RECHECK = 256;
 /** What a run on the calling thread adds to the core's run time (µs): the binding's conversions. */
@@ -57,16 +66,23 @@ export class InlinePolicy {
   /** The most input elements of a run measured shorter than the bound. */
   #maxElements = 0;
   #sinceExecutor = 0;
-  #off = false;
+  /** Runs still to go to the executor after a surprise, and how many the next surprise sends. */
+  #cooldown = 0;
+  #nextCooldown = COOLDOWN_MIN;
+  #calm = 0;
 
-  /** Whether inlining is possible at all now (the figures are known and it is not off). */
+  /** Whether inlining is possible at all now (the figures are known). */
   get ready(): boolean {
-    return !this.#off && this.#handoffUs.count >= HANDOFF_SAMPLES;
+    return this.#handoffUs.count >= HANDOFF_SAMPLES;
   }
 
   /** Whether a run with `elements` input elements executes inline. */
   choose(elements: number): boolean {
     if (!this.ready || !(this.#runUs.value < this.#bound()) || elements > this.#maxElements) return false;
+    if (this.#cooldown > 0) {
+      this.#cooldown--;
+      return false;
+    }
     if (++this.#sinceExecutor >= RECHECK) {
       this.#sinceExecutor = 0;
       return false;
@@ -87,8 +103,14 @@ export class InlinePolicy {
   /** An inline run took `us` (wall time on the calling thread). */
   ranInline(us: number, elements: number): void {
     if (us > SURPRISE_US) {
-      this.#off = true;
+      this.#cooldown = this.#nextCooldown;
+      this.#nextCooldown = Math.min(2 * this.#nextCooldown, COOLDOWN_MAX);
+      this.#calm = 0;
       return;
+    }
+    if (++this.#calm >= CALM) {
+      this.#calm = 0;
+      this.#nextCooldown = Math.max(this.#nextCooldown >> 1, COOLDOWN_MIN);
     }
     this.#observe(us, elements);
   }

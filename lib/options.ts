@@ -152,7 +152,7 @@ export interface SessionOptions {
   completionPollMicroseconds?: number;
   /**
    * run() executes on the calling thread when this session's runs are shorter than handing
-   * one to an executor thread costs (both learned from its runs; never runs over 50 µs):
+   * one to an executor thread costs (both learned from its runs; never runs over 200 µs):
    * the event loop is then blocked no longer than the hand-off would have taken. Default
    * true; false sends every run() to the executor.
    */

@@ -377,7 +377,9 @@ export class Session {
       } catch (e) {
         throw toKilnError(e);
       }
-      inline.ranInline((performance.now() - t0) * 1000, elements);
+      const us = (performance.now() - t0) * 1000;
+      inline.ranInline(us, elements);
+      this.#computeMs += (us / 1000 - this.#computeMs) * 0.125;
       return this.#wrap(ports, raw);
     }
     // A hand-off is measured only on a run that had the executor to itself (queueing is not its cost).

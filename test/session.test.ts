@@ -601,7 +601,7 @@ describe('Session', function () {
       }
     });
 
-    it('an inline run far slower than predicted (run time depends on input values) turns inlining off', async () => {
+    it('an inline run far slower than predicted (run time depends on input values) sends the next runs to the executor', async () => {
       // y = x + trip count, one scalar Add per Loop iteration: the work follows a value.
       const g = new GraphBuilder('counted');
       const trips = g.input('trips', 'int64', []);
@@ -622,7 +622,7 @@ describe('Session', function () {
         // The same input sizes and a hundred thousand iterations: no policy can foresee it...
         const long = await session.run({ trips: int64Scalar(100_000), x: x0 });
         assert.equal((long.y.data as Float32Array)[0], 100_000.5);
-        // ...but inlining stops once it happened.
+        // ...but the next runs go to the executor once it happened.
         assert.equal(await settlesInMicrotasks(session.run({ trips: int64Scalar(0), x: x0 })), false);
       } finally {
         await session.dispose();
