@@ -6,9 +6,10 @@
  *                  defaults otherwise): the batcher forms one batch of N
  *   infer ×N, plain  the same with plain { type, data, dims } feeds instead of Tensor instances
  * Per contender: the time of a round (median, p99, spread of the per-round medians), rows/s,
- * and its ratio to runSync. For the batcher: the batches' time in the core (from
- * model.stats()), the JS time per request (round − core time, ÷ N), and the synchronous part
- * of queueing N requests (the infer() calls themselves).
+ * and its ratio to runSync. For the batcher: the batches' time in the core (gather and run,
+ * from model.stats()), the rest of a round per request ((round − core time) ÷ N: the JS work
+ * of queueing, batching and answering, and the hand-offs between threads), and the time of
+ * the N infer() calls themselves ÷ N (validation and queueing).
  *
  *   node dist/bench/request-cost.js [--rounds 20] [--calls 100] [--batch 64] [--only mlp,tiny]
  */
@@ -153,7 +154,7 @@ function report(rows: Row[], rounds: number, calls: number): string {
     `ONNX Runtime ${rt.version} (${path.basename(rt.library)}), node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'cpu'}; ` +
       `${rounds} interleaved rounds × ${calls} timed rounds of N requests per contender`,
     '',
-    '| model | N | contender | round median / p99 | spread of round medians | rows/s | ÷ runSync bN | core per batch | JS per request | of which queueing | batch sizes |',
+    '| model | N | contender | round median / p99 | spread of round medians | rows/s | ÷ runSync bN | core per batch | (round − core) ÷ N | infer() calls ÷ N | batch sizes |',
     '|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
