@@ -44,17 +44,27 @@ export class KilnError extends Error {
 /**
  * Turns whatever a failure threw into a KilnError created here (so that its stack points at
  * the JS caller rather than at the addon): a native error carrying one of the stable codes
- * keeps it; a file system error (Node's `ENOENT`, `EACCES`, ...) becomes E_NOT_FOUND for a
- * missing file and E_INVALID_ARGUMENT otherwise, its message without the errno prefix;
- * anything else is E_ORT.
+ * keeps it; a system error (Node's errno codes, its message without the errno prefix) is
+ * E_NOT_FOUND for a path that does not exist, E_INVALID_ARGUMENT for a path the caller
+ * cannot use (permissions, a folder for a file, ...), and E_UNAVAILABLE for a resource the
+ * system cannot provide now (disk full, too many open files, I/O errors); anything else is
+ * E_ORT.
  */
+/** Errno codes that say something about the path the caller gave (see toKilnError). */
+const SYSTEM_ERRORS: Readonly<Record<string, KilnErrorCode>> = {
+  ENOENT: 'E_NOT_FOUND', ENOTDIR: 'E_NOT_FOUND',
+  EACCES: 'E_INVALID_ARGUMENT', EPERM: 'E_INVALID_ARGUMENT', EISDIR: 'E_INVALID_ARGUMENT', EEXIST: 'E_INVALID_ARGUMENT',
+  ENAMETOOLONG: 'E_INVALID_ARGUMENT', ELOOP: 'E_INVALID_ARGUMENT', EINVAL: 'E_INVALID_ARGUMENT', EROFS: 'E_INVALID_ARGUMENT',
+  ENOTEMPTY: 'E_INVALID_ARGUMENT', EXDEV: 'E_INVALID_ARGUMENT',
+};
+
 export function toKilnError(e: unknown): KilnError {
   if (e instanceof KilnError) return e;
   const code = (e as { code?: unknown } | null)?.code;
   const message = e instanceof Error ? e.message : String(e);
   if (isErrorCode(code)) return new KilnError(code, message);
-  if (typeof code === 'string' && /^E[A-Z]+$/.test(code) && typeof (e as NodeJS.ErrnoException).syscall === 'string') {
-    return new KilnError(code === 'ENOENT' ? 'E_NOT_FOUND' : 'E_INVALID_ARGUMENT', message.replace(/^E[A-Z]+: /, ''), { cause: e });
+  if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) && typeof (e as NodeJS.ErrnoException).syscall === 'string') {
+    return new KilnError(SYSTEM_ERRORS[code] ?? 'E_UNAVAILABLE', message.replace(/^E[A-Z0-9]+: /, ''), { cause: e });
   }
   return new KilnError('E_ORT', message, e instanceof Error ? { cause: e } : undefined);
 }

@@ -2,15 +2,18 @@
  * When session.run() executes on the calling thread. Handing a run to an executor thread
  * and taking its answer back costs a few microseconds with a polling JS thread and tens on
  * a VM without one: more than a tiny model's whole run. A run expected to take less than
- * that hand-off runs inline; the event loop is then blocked no longer than the hand-off
- * would have cost, and the caller is answered sooner. Both figures are learned from the
+ * that hand-off (and at most INLINE_MAX_US) runs inline; as far as recent runs predict it,
+ * the event loop is then blocked no longer than the hand-off would have cost, and the
+ * caller is answered sooner. Sessions with several executor threads, runs with an
+ * AbortSignal and device sessions never run inline (lib/session.ts decides those). Both figures are learned from the
  * session's own runs:
  *  - the hand-off: an executor run's wall time (submitted to answered, measured on runs
  *    that had the executor to themselves) less its time in the core;
  *  - the run: the core's time plus what the binding adds, then inline runs' wall time.
  * Guards, since a run's time can depend on its inputs: a run with more input elements than
- * any run measured short goes to the executor, and after an inline run that took far longer
- * than predicted the next runs go to the executor, where their time is measured again. The
+ * any run measured short goes to the executor, and after an inline run that took longer
+ * than INLINE_MAX_US (a surprise: only runs predicted shorter go inline) the next runs go to
+ * the executor, where their time is measured again. The
  * machine can cause such a run too (a preempted thread), so one surprise costs little; each
  * further surprise doubles the number of runs sent to the executor, and a long stretch
  * without one halves it again: a model whose runs are often long for some input values
@@ -22,14 +25,12 @@ const HANDOFF_SAMPLES = 4;
 /** Samples each median is taken over. */
 const WINDOW = 9;
 /** No run expected to take longer than this (µs) goes inline, however slow a hand-off is. */
-export const INLINE_MAX_US = 200;
-/** An inline run slower than this (µs) was not predicted: the next runs go to the executor. */
-const SURPRISE_US = 5 * INLINE_MAX_US;
+export const INLINE_MAX_US = 100;
 /** Runs sent to the executor after a first surprise, and the most after many. */
 const COOLDOWN_MIN = 64;
 const COOLDOWN_MAX = 1 << 20;
 /** Inline runs without a surprise that halve the cool-down again. */
-const CALM = 10_000;
+const CALM = 1000;
 /** One run in this many goes to the executor, to keep the hand-off's cost current. */
 const RECHECK = 256;
 /** What a run on the calling thread adds to the core's run time (µs): the binding's conversions. */
@@ -102,7 +103,7 @@ export class InlinePolicy {
 
   /** An inline run took `us` (wall time on the calling thread). */
   ranInline(us: number, elements: number): void {
-    if (us > SURPRISE_US) {
+    if (us > INLINE_MAX_US) {
       this.#cooldown = this.#nextCooldown;
       this.#nextCooldown = Math.min(2 * this.#nextCooldown, COOLDOWN_MAX);
       this.#calm = 0;

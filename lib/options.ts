@@ -151,9 +151,10 @@ export interface SessionOptions {
    */
   completionPollMicroseconds?: number;
   /**
-   * run() executes on the calling thread when this session's runs are shorter than handing
-   * one to an executor thread costs (both learned from its runs; never runs over 200 µs):
-   * the event loop is then blocked no longer than the hand-off would have taken. Default
+   * run() executes on the calling thread when this session's recent runs predict a run
+   * shorter than handing it to an executor thread costs (both learned; at most 100 µs): the
+   * event loop is then blocked about as long as the hand-off would have taken. Runs with an
+   * AbortSignal and sessions with several executor threads always use the executor. Default
    * true; false sends every run() to the executor.
    */
   inlineRuns?: boolean;

@@ -294,7 +294,9 @@ export class Session {
     const progress = config.providers.some((p) => p.name === 'tensorrt') ? loadProgress(source, options?.onProgress) : undefined;
     try {
       const handle = await native().NativeSession.load(source, config);
-      const session = new Session(INTERNAL, handle, poll, Math.min(polling.maxInFlight, config.executorThreads), config.inlineRuns);
+      // Inline runs only where runs are serial anyway: several executor threads exist to run them in parallel.
+      const inline = config.inlineRuns && config.executorThreads === 1;
+      const session = new Session(INTERNAL, handle, poll, Math.min(polling.maxInFlight, config.executorThreads), inline);
       progress?.done(session.providers[0]);
       return session;
     } catch (e) {
@@ -352,10 +354,10 @@ export class Session {
   }
 
   /**
-   * Runs on Kiln's executor threads; the JS thread is free meanwhile. A run shorter than
-   * the hand-off to an executor thread would cost (both learned from this session's runs)
-   * executes on the calling thread instead: it then blocks the event loop no longer than
-   * the hand-off would have, and answers sooner.
+   * Runs on Kiln's executor threads; the JS thread is free meanwhile. A run predicted to be
+   * shorter than the hand-off to an executor thread would cost (both learned from this
+   * session's runs; see lib/inline.ts) executes on the calling thread instead: it then
+   * blocks the event loop about as long as the hand-off would have, and answers sooner.
    */
   run(feeds: Feeds, options: RunOptions & { outputLocation: 'cuda' }): Promise<DeviceResults>;
   run(feeds: Feeds, options?: RunOptions): Promise<Results>;
@@ -368,7 +370,8 @@ export class Session {
     const { args, ports } = this.#prepare(feeds, options?.outputs, true, location);
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'run was aborted before it started');
     const inline = this.#inline;
-    const elements = inline?.ready && location !== 'cuda' ? inputElements(args) : -1;
+    // A run with a signal stays abortable until it ends: it goes to the executor.
+    const elements = inline?.ready && location !== 'cuda' && signal === undefined ? inputElements(args) : -1;
     if (elements >= 0 && inline?.choose(elements)) {
       const t0 = performance.now();
       let raw: NativeResults;

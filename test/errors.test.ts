@@ -269,7 +269,7 @@ describe('errors', function () {
       assertKilnError(e, 'E_NOT_FOUND', file);
     });
 
-    it('file system failures become KilnErrors: ENOENT is E_NOT_FOUND, others E_INVALID_ARGUMENT, without the errno prefix', () => {
+    it('system errors become KilnErrors without the errno prefix: a missing path E_NOT_FOUND, an unusable one E_INVALID_ARGUMENT, a lacking resource E_UNAVAILABLE', () => {
       const missing = thrown(() => fs.readFileSync(path.join(dir, 'nothing-here')));
       const notFound = toKilnError(missing);
       assertKilnError(notFound, 'E_NOT_FOUND', 'no such file or directory', 'nothing-here');
@@ -278,7 +278,11 @@ describe('errors', function () {
       assertKilnError(toKilnError(thrown(() => fs.readdirSync(path.join(dir, 'missing.onnx', 'x')))), 'E_NOT_FOUND');
       const file = path.join(dir, 'plain-file');
       fs.writeFileSync(file, 'x');
-      assertKilnError(toKilnError(thrown(() => fs.readdirSync(file))), 'E_INVALID_ARGUMENT', 'not a directory');
+      assertKilnError(toKilnError(thrown(() => fs.readdirSync(path.join(file, 'below')))), 'E_NOT_FOUND', 'not a directory');
+      assertKilnError(toKilnError(thrown(() => fs.readFileSync(dir))), 'E_INVALID_ARGUMENT', 'illegal operation on a directory');
+      // A resource the system cannot provide now is not the caller's mistake.
+      const full = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+      assertKilnError(toKilnError(full), 'E_UNAVAILABLE', 'no space left on device');
       // A code that only looks like an errno (no syscall) is not taken for one.
       assertKilnError(toKilnError(Object.assign(new Error('odd'), { code: 'EWHATEVER' })), 'E_ORT', 'odd');
     });

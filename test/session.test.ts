@@ -583,6 +583,24 @@ describe('Session', function () {
       }
     });
 
+    it('runs with an AbortSignal and sessions with several executor threads stay on the executor', async () => {
+      const serial = await Session.create(addModel());
+      const parallel = await Session.create(addModel(), { executorThreads: 2 });
+      try {
+        const a = row(1, 9);
+        for (let i = 0; i < 10; i++) await Promise.all([serial.run({ a, b: a }), parallel.run({ a, b: a })]);
+        assert.equal(await settlesInMicrotasks(serial.run({ a, b: a })), true);
+        const controller = new AbortController();
+        const p = serial.run({ a, b: a }, { signal: controller.signal });
+        assert.equal(await settlesInMicrotasks(p), false, 'a run with a signal can be aborted until it ends: executor');
+        assert.deepEqual([...((await p).y.data as Float32Array)], sum(a, a));
+        assert.equal(await settlesInMicrotasks(parallel.run({ a, b: a })), false, 'executorThreads: 2 runs in parallel, never inline');
+      } finally {
+        await serial.dispose();
+        await parallel.dispose();
+      }
+    });
+
     it('inlineRuns: false sends every run to the executor; a long model never runs inline', async () => {
       const off = await Session.create(addModel(), { inlineRuns: false });
       const long = await Session.create(mlpModel());
