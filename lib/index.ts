@@ -13,7 +13,11 @@ export type {
   SessionOptions, ShapeProfile, TensorRtProviderOptions,
 } from './options';
 export { Model, loadModel } from './batching/model';
-export type { InferOptions } from './batching/model';
+export type { CacheInfoOption, InferOptions, InferOutput, InferResult } from './batching/model';
 export type { DynamicBatching, InputConfig, InstanceGroup, ModelConfig, QueuePolicy, ResolvedConfig } from './batching/config';
-export type { ModelStats } from './batching/stats';
+export type { ModelCacheStats, ModelStats } from './batching/stats';
+export { ResponseCache, createResponseCache, defaultResponseCache } from './cache/response-cache';
+export type { CacheCounters, CacheOutcome, ResponseCacheOptions, ResponseCacheStats } from './cache/response-cache';
+export type { CacheStore, CacheStoreStats, LocalStoreOptions } from './cache/store';
+export type { RedisStoreOptions } from './cache/redis-store';
 export * as optimize from './optimize';

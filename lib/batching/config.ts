@@ -6,6 +6,7 @@
 import { KilnError } from '../errors';
 import { OptionReader, describeValue, optionError, type SessionOptions } from '../options';
 import { isTensorType, type TensorLike } from '../tensor';
+import { ResponseCache, defaultResponseCache } from '../cache/response-cache';
 
 export interface QueuePolicy {
   /** What happens to a request whose timeout expires while queued. */
@@ -148,6 +149,18 @@ export interface ModelConfig {
   paddingCheck?: PaddingCheck;
   /** Options of the underlying session (providers, threads, ...). */
   session?: SessionOptions;
+  /**
+   * The exact response cache: true uses the process-wide default (defaultResponseCache()),
+   * or a cache from createResponseCache (shareable by many models). `key`: the model's
+   * identity in cache keys (e.g. name@version); default: SHA-256 of the model's bytes.
+   */
+  responseCache?: boolean | ResponseCache | { cache?: ResponseCache; key?: string };
+}
+
+export interface ResolvedResponseCache {
+  cache: ResponseCache;
+  /** undefined: the model's bytes decide (hashed at load). */
+  key: string | undefined;
 }
 
 export interface ResolvedPolicy {
@@ -177,6 +190,7 @@ export interface ResolvedConfig {
   outputs: Map<string, ResolvedOutput>;
   paddingCheck: ResolvedPaddingCheck;
   session: SessionOptions;
+  responseCache: ResolvedResponseCache | undefined;
 }
 
 const DEFAULT_MAX_BATCH = 64;
@@ -308,6 +322,16 @@ function paddingCheck(value: unknown): ResolvedPaddingCheck {
   };
 }
 
+function responseCache(value: unknown): ResolvedResponseCache | undefined {
+  if (value === undefined || value === false) return undefined;
+  if (value === true) return { cache: defaultResponseCache(), key: undefined };
+  if (value instanceof ResponseCache) return { cache: value, key: undefined };
+  const r = OptionReader.of(value, 'responseCache', ['cache', 'key']);
+  const cache = r.raw('cache') ?? defaultResponseCache();
+  if (!(cache instanceof ResponseCache)) throw optionError('responseCache.cache', 'a ResponseCache (from createResponseCache)', cache);
+  return { cache, key: r.string('key') };
+}
+
 /**
  * Validates `config` for a model whose first input dim is dynamic (`batchable`) or not;
  * `inputNames`, when known, checks the names in `input`.
@@ -316,7 +340,7 @@ export function resolveConfig(config: unknown, batchable: boolean, inputNames?: 
   if (config !== undefined && (config === null || typeof config !== 'object' || Array.isArray(config))) {
     throw new KilnError('E_INVALID_ARGUMENT', `model config must be an object, received ${describeValue(config)}`);
   }
-  const r = OptionReader.of(config, '', ['maxBatchSize', 'dynamicBatching', 'instanceGroup', 'input', 'output', 'paddingCheck', 'session']);
+  const r = OptionReader.of(config, '', ['maxBatchSize', 'dynamicBatching', 'instanceGroup', 'input', 'output', 'paddingCheck', 'session', 'responseCache']);
   const maxBatchSize = r.int('maxBatchSize', 0) ?? (batchable ? DEFAULT_MAX_BATCH : 0);
   if (maxBatchSize > 0 && !batchable) {
     throw optionError('maxBatchSize', '0: the model\'s first input dimension is fixed, so it cannot batch', maxBatchSize);
@@ -392,5 +416,6 @@ export function resolveConfig(config: unknown, batchable: boolean, inputNames?: 
     outputs: outputs(r.raw('output')),
     paddingCheck: paddingCheck(r.raw('paddingCheck')),
     session: session as SessionOptions,
+    responseCache: responseCache(r.raw('responseCache')),
   };
 }

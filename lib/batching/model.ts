@@ -14,6 +14,9 @@ import { providersFor, tensorRtProfiles, wantsTensorRt } from './gpu';
 import { RaggedPadding, rowsOf, splitOf } from './padding';
 import { PriorityQueue, type Queued } from './queue';
 import { emptyStats, type ModelStats } from './stats';
+import { modelDigest, responseKey, type KeyInput } from '../cache/key';
+import { emptyCounters, type CacheCounters, type CacheOutcome, type ResponseCache } from '../cache/response-cache';
+import type { TensorType } from '../tensor';
 
 export interface InferOptions {
   /** Priority level (1 is highest); 0 or omitted: the model's default level. */
@@ -26,6 +29,46 @@ export interface InferOptions {
    * the batch is aborted).
    */
   signal?: AbortSignal;
+}
+
+/** infer's option `withCacheInfo`: resolve with { outputs, cache: { outcome } } instead of the outputs alone. */
+export interface CacheInfoOption {
+  withCacheInfo?: boolean;
+}
+
+/**
+ * What infer resolves with for options of type O: InferResult for withCacheInfo: true,
+ * either for a withCacheInfo only known at run time, else Results. (A generic rather than
+ * overloads, so that Parameters<Model['infer']> stays the general options type.)
+ */
+export type InferOutput<O> = O extends { withCacheInfo: true } ? InferResult
+  : O extends { withCacheInfo: false } ? Results
+  : O extends { withCacheInfo: boolean } ? Results | InferResult
+  : Results;
+
+/** What infer resolves with when asked withCacheInfo. */
+export interface InferResult {
+  outputs: Results;
+  /** 'hit': from the response cache; 'miss': the model ran; 'none': the model has no cache. */
+  cache: { outcome: CacheOutcome };
+}
+
+/** A request that passed validation, before it is queued. */
+interface Checked {
+  readonly pairs: unknown[];
+  readonly size: number;
+  readonly shapeKey: string;
+  readonly level: number;
+  readonly timeoutUs: number;
+}
+
+/** A model's use of a response cache. */
+interface ModelCache {
+  readonly cache: ResponseCache;
+  /** The model's identity in keys. */
+  readonly key: string;
+  readonly inputs: KeyInput[];
+  readonly counters: CacheCounters;
 }
 
 interface Request extends Queued {
@@ -75,6 +118,7 @@ export class Model {
   /** The last request's dims, per input, and their shape key (see #shapeKey). */
   readonly #lastDims: number[][] = [];
   #lastShapeKey = '';
+  readonly #cache: ModelCache | undefined;
 
   /** Loads a model (path or bytes) with a Triton-style configuration. */
   static async load(model: string | Uint8Array | ArrayBuffer, config: ModelConfig = {}): Promise<Model> {
@@ -108,20 +152,28 @@ export class Model {
       // A CPU group is one session with `count` executor threads: each free slot names it.
       const instances = sessions.length > 1 ? sessions : Array.from({ length: count }, () => session);
       const padding = await RaggedPadding.create(session, resolved);
-      return new Model(instances, { ...resolved, instances: instances.length }, padding);
+      const rc = resolved.responseCache;
+      const cache: ModelCache | undefined = rc && {
+        cache: rc.cache,
+        key: rc.key ?? await modelDigest(model),
+        inputs: session.inputs.map((i) => ({ name: i.name, type: i.type as TensorType })),
+        counters: emptyCounters(),
+      };
+      return new Model(instances, { ...resolved, instances: instances.length }, padding, cache);
     } catch (e) {
       await Promise.all(sessions.map((s) => s.dispose()));
       throw toKilnError(e);
     }
   }
 
-  private constructor(instances: Session[], config: ResolvedConfig, padding: RaggedPadding | undefined) {
+  private constructor(instances: Session[], config: ResolvedConfig, padding: RaggedPadding | undefined, cache: ModelCache | undefined) {
     this.#session = instances[0];
     this.#sessions = [...new Set(instances)];
     this.#freeInstances = instances;
     this.#config = config;
     this.#queue = new PriorityQueue<Request>(config.policies);
     this.#padding = padding;
+    this.#cache = cache;
     if (config.maxLatencyMs !== undefined) this.#adaptive = new AdaptivePolicy(config.maxLatencyMs, instances.length, this.#costs);
   }
 
@@ -144,19 +196,65 @@ export class Model {
 
   /** A snapshot of the model's statistics. */
   stats(): ModelStats {
-    return { ...structuredClone(this.#stats), pending: this.#queue.count + this.#runningRequests };
+    const stats: ModelStats = { ...structuredClone(this.#stats), pending: this.#queue.count + this.#runningRequests };
+    if (this.#cache) {
+      const held = this.#cache.cache.stats();
+      stats.cache = { ...this.#cache.counters, entries: held.entries, bytes: held.bytes };
+    }
+    return stats;
   }
 
-  /** Resolves with this request's outputs: views of its rows of the batch it ran in. */
-  infer(feeds: Feeds, options: InferOptions = {}): Promise<Results> {
+  /**
+   * Resolves with this request's outputs: views of its rows of the batch it ran in, or a
+   * copy of a cached answer (a cache hit never enters the queue).
+   */
+  infer<const O extends InferOptions & CacheInfoOption = {}>(feeds: Feeds, options?: O): Promise<InferOutput<O>>;
+  infer(feeds: Feeds, options: InferOptions & CacheInfoOption = {}): Promise<Results | InferResult> {
+    if (this.#cache !== undefined || options?.withCacheInfo === true) return this.#inferCached(feeds, options);
+    return this.#queued(feeds, options, undefined);
+  }
+
+  /** Queues a request (validating it first unless `checked`); failures before queueing are counted here. */
+  #queued(feeds: Feeds, options: InferOptions, checked: Checked | undefined): Promise<Results> {
     return new Promise<Results>((resolve, reject) => {
       try {
-        this.#enqueue(feeds, options, resolve, reject);
+        this.#enqueue(feeds, options, checked ?? this.#check(feeds, options), resolve, reject);
       } catch (e) {
         this.#count(toKilnError(e));
         reject(toKilnError(e));
       }
     });
+  }
+
+  /** infer through the response cache (looked up after validation), or withCacheInfo on a model without one. */
+  async #inferCached(feeds: Feeds, options: InferOptions & CacheInfoOption): Promise<Results | InferResult> {
+    let checked: Checked;
+    try {
+      checked = this.#check(feeds, options);
+    } catch (e) {
+      this.#count(toKilnError(e));
+      throw toKilnError(e);
+    }
+    const c = this.#cache;
+    if (!c) return { outputs: await this.#queued(feeds, options, checked), cache: { outcome: 'none' } };
+    let ran = false;
+    const run = (): Promise<Results> => {
+      ran = true;
+      return this.#queued(feeds, options, checked);
+    };
+    let served: { outputs: Results; outcome: 'hit' | 'miss' };
+    try {
+      served = await c.cache.serve(responseKey(c.key, c.inputs, checked.pairs), run, c.counters, options.signal);
+    } catch (e) {
+      // A run's failure is counted where it happened; a wait for another's run is counted here.
+      if (!ran) this.#count(toKilnError(e));
+      throw toKilnError(e);
+    }
+    if (served.outcome === 'hit') {
+      this.#stats.requests++;
+      this.#stats.success++;
+    }
+    return options.withCacheInfo ? { outputs: served.outputs, cache: { outcome: served.outcome } } : served.outputs;
   }
 
   /** Rejects queued requests with E_DISPOSED, lets running batches finish, then releases the session. */
@@ -174,7 +272,8 @@ export class Model {
     await Promise.all(this.#sessions.map((session) => session.dispose()));
   }
 
-  #enqueue(feeds: Feeds, options: InferOptions, resolve: (r: Results) => void, reject: (e: KilnError) => void): void {
+  /** Validates a request: feeds, batch dims, priority, timeout. */
+  #check(feeds: Feeds, options: InferOptions): Checked {
     if (this.#disposed) throw new KilnError('E_DISPOSED', 'model is disposed');
     const c = this.#config;
     if (options === null || typeof options !== 'object') {
@@ -208,12 +307,6 @@ export class Model {
     }
     const level = levelNumber - 1;
     const policy = this.#queue.policy(level);
-    if (policy.maxQueueSize > 0 && this.#queue.levelCount(level) >= policy.maxQueueSize) {
-      const retryAfterMs = this.#slotFreeInMs(shapeKey);
-      throw new KilnError('E_QUEUE_FULL', `queue of priority level ${levelNumber} is full (${policy.maxQueueSize} requests)` +
-        (retryAfterMs === undefined ? '; no batch has finished yet to estimate when to retry' : ''), { retryAfterMs });
-    }
-    const t = now();
     let timeoutUs = policy.defaultTimeoutUs;
     if (options.timeoutMs !== undefined) {
       if (typeof options.timeoutMs !== 'number' || !(options.timeoutMs > 0)) {
@@ -222,6 +315,24 @@ export class Model {
       const asked = options.timeoutMs * 1000;
       if (policy.allowTimeoutOverride && (timeoutUs === 0 || asked < timeoutUs)) timeoutUs = asked;
     }
+    return { pairs, size, shapeKey, level, timeoutUs };
+  }
+
+  /** Queues a checked request, unless the queue is full or adaptive admission refuses it. */
+  #enqueue(feeds: Feeds, options: InferOptions, checked: Checked, resolve: (r: Results) => void, reject: (e: KilnError) => void): void {
+    // A cached model checks before its lookup: the model may be disposed, the signal aborted since.
+    if (this.#disposed) throw new KilnError('E_DISPOSED', 'model is disposed');
+    const signal = options.signal;
+    if (signal?.aborted) throw new KilnError('E_ABORTED', 'request was aborted before it was queued');
+    const c = this.#config;
+    const { pairs, size, shapeKey, level, timeoutUs } = checked;
+    const policy = this.#queue.policy(level);
+    if (policy.maxQueueSize > 0 && this.#queue.levelCount(level) >= policy.maxQueueSize) {
+      const retryAfterMs = this.#slotFreeInMs(shapeKey);
+      throw new KilnError('E_QUEUE_FULL', `queue of priority level ${level + 1} is full (${policy.maxQueueSize} requests)` +
+        (retryAfterMs === undefined ? '; no batch has finished yet to estimate when to retry' : ''), { retryAfterMs });
+    }
+    const t = now();
     const adaptive = this.#adaptive;
     if (adaptive) {
       adaptive.arrived(size, t);

@@ -1,5 +1,12 @@
 /** Per-model statistics: the quantities behind Triton's nv_inference_* metrics. */
 import type { KilnErrorCode } from '../errors';
+import type { CacheCounters } from '../cache/response-cache';
+
+/** A model's response cache: its own counters, and what the (possibly shared) store holds where known (not for Redis). */
+export interface ModelCacheStats extends CacheCounters {
+  entries?: number;
+  bytes?: number;
+}
 
 export interface ModelStats {
   /** Requests accepted or rejected since the model was loaded. */
@@ -29,6 +36,8 @@ export interface ModelStats {
   computeOutputUs: number;
   /** Requests queued or executing now. */
   pending: number;
+  /** Present when the model has a response cache. Hits count in requests and success, not in inferenceCount. */
+  cache?: ModelCacheStats;
 }
 
 export function emptyStats(): ModelStats {
