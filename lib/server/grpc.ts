@@ -12,7 +12,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { Feeds } from '../session';
 import type { Tensor, TensorType } from '../tensor';
-import { inferOptions, inputChecker, modelMetadata, outputName, reshapedOutputDims, reshapeInput } from './infer';
+import { inferOptions, inputChecker, modelMetadata, outputName, reshapedOutputDims, reshapeInput, servedParameters } from './infer';
 import type { ModelManager } from './models';
 import { SERVER_INFO } from './http';
 import { tritonStatistics } from './stats';
@@ -64,6 +64,13 @@ function parameters(map: Record<string, Parameter> | undefined): Record<string, 
   return out;
 }
 
+/** Plain values as an InferParameter map: strings as string_param, numbers as double_param. */
+function toParameters(values: Record<string, string | number> | undefined): Record<string, Parameter> {
+  const out: Record<string, Parameter> = {};
+  for (const [k, v] of Object.entries(values ?? {})) out[k] = typeof v === 'string' ? { string_param: v } : { double_param: v };
+  return out;
+}
+
 interface InputTensor {
   name: string;
   datatype: string;
@@ -111,11 +118,15 @@ async function infer(manager: ModelManager, req: InferRequest, maxElements: numb
   });
   const options = inferOptions(parameters(req.parameters));
   const wanted = req.outputs?.length ? req.outputs.map((o) => outputName(v, o.name)) : v.model.outputs.map((o) => o.name);
-  const results = await manager.infer(v.name, String(v.version), feeds as Feeds, options);
+  // Every output is computed (and cached) whatever the request asks for; the outputs asked
+  // for are picked from that answer, so an answer cached for one selection is right for any.
+  const served = await manager.infer(v.name, String(v.version), feeds as Feeds, { ...options, withCacheInfo: true });
+  const results = served.outputs;
   return {
     model_name: v.name,
     model_version: String(v.version),
     id: req.id ?? '',
+    parameters: toParameters(servedParameters(served.cache)),
     outputs: wanted.map((name) => ({ name, datatype: v2TypeOf(results[name].type), shape: reshapedOutputDims(v, name, results[name].dims) })),
     raw_output_contents: wanted.map((name) => toBinary(results[name])),
   };

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { KilnError, toKilnError, type KilnErrorCode } from '../errors';
 import type { Feeds, Results } from '../session';
 import type { ModelManager } from './models';
-import { inferOptions, inputChecker, modelMetadata, outputName, reshapedOutputDims, reshapeInput } from './infer';
+import { inferOptions, inputChecker, modelMetadata, outputName, reshapedOutputDims, reshapeInput, servedParameters } from './infer';
 import { serverMetrics, tritonStatistics } from './stats';
 import { fromBinary, fromJson, toBinary, toJson, type JsonTensor } from './tensors';
 
@@ -221,7 +221,11 @@ async function infer(manager: ModelManager, params: { name: string; version?: st
     if (!Array.isArray(body.outputs)) throw new KilnError('E_INVALID_ARGUMENT', '"outputs" must be an array');
     wanted = (body.outputs as { name?: unknown; parameters?: unknown }[]).map((o) => ({ name: outputName(v, o?.name), binary: wantsBinary(o?.parameters) ?? allBinary }));
   }
-  const results: Results = await manager.infer(v.name, String(v.version), feeds, options);
+  // Every output is computed (and cached) whatever the request asks for; the outputs asked
+  // for are picked from that answer, so an answer cached for one selection is right for any.
+  const served = await manager.infer(v.name, String(v.version), feeds, { ...options, withCacheInfo: true });
+  const results: Results = served.outputs;
+  const parameters = servedParameters(served.cache);
   const chunks: Buffer[] = [];
   const out = wanted.map(({ name, binary: asBinary }) => {
     const r = results[name];
@@ -233,7 +237,7 @@ async function infer(manager: ModelManager, params: { name: string; version?: st
     return { ...rest, parameters: { binary_data_size: bytes.length } };
   });
   return {
-    header: { model_name: v.name, model_version: String(v.version), ...(typeof body.id === 'string' ? { id: body.id } : {}), outputs: out },
+    header: { model_name: v.name, model_version: String(v.version), ...(typeof body.id === 'string' ? { id: body.id } : {}), ...(parameters ? { parameters } : {}), outputs: out },
     binary: chunks,
   };
 }

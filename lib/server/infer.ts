@@ -1,8 +1,9 @@
 /**
  * What an infer request means whatever protocol carried it: the inputs a model takes (each
- * once), the `priority` and `timeout` parameters, and the outputs asked for.
+ * once), the `priority` and `timeout` parameters, the outputs asked for, and the response
+ * parameters that say how the answer was served.
  */
-import type { InferOptions } from '../batching/model';
+import type { InferOptions, InferResult } from '../batching/model';
 import { KilnError } from '../errors';
 import { Tensor, type TensorType } from '../tensor';
 import type { ModelManager, ServedVersion } from './models';
@@ -40,6 +41,16 @@ export function inferOptions(p: Record<string, unknown>): InferOptions {
   const timeout = integer('timeout', '(µs)');
   if (timeout) options.timeoutMs = timeout / 1000;
   return options;
+}
+
+/**
+ * The response parameters that say how a request was served: `kiln_cache` is `hit` (from the
+ * response cache) or `miss` (the model ran, and its answer was stored); a model without a
+ * cache adds none, so its answers are Triton's as they are. Values are strings or numbers, so
+ * that the semantic cache's `semantic_hit` and `kiln_similarity` fit the same map.
+ */
+export function servedParameters(cache: InferResult['cache']): Record<string, string | number> | undefined {
+  return cache.outcome === 'none' ? undefined : { kiln_cache: cache.outcome };
 }
 
 /** The output asked for by `name`, checked against the model's outputs. */

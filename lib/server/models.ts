@@ -7,10 +7,13 @@
  * requests and waits for those it took (queued and running) before releasing the sessions,
  * so that no request is lost or answered twice.
  */
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Model } from '../batching/model';
-import type { InferOptions } from '../batching/model';
+import type { CacheInfoOption, InferOptions, InferOutput, InferResult } from '../batching/model';
+import { modelDigest } from '../cache/key';
+import { defaultResponseCache, type ResponseCache } from '../cache/response-cache';
 import { KilnError, toKilnError } from '../errors';
 import { Session, type Feeds, type Results } from '../session';
 import { MODEL_NAME, autoComplete, kilnConfig, readModelDir, readRepository, type RepositoryModel } from './repository';
@@ -26,6 +29,12 @@ export interface ModelManagerOptions {
   loadModels?: readonly string[];
   /** max_batch_size given to a batchable model whose config does not say (default 64). */
   defaultMaxBatchSize?: number;
+  /**
+   * The response cache of the models whose config enables it (`response_cache { enable:
+   * true }`); default: the process-wide one (defaultResponseCache()). Models without it get
+   * no cache.
+   */
+  responseCache?: ResponseCache;
 }
 
 /** A version being served. */
@@ -91,10 +100,22 @@ function signatureOf(m: RepositoryModel): string {
   return JSON.stringify([stamp(m.configFile), m.versions.map((v) => [v.version, stamp(v.file)])]);
 }
 
+/**
+ * A served version's identity in response cache keys: its name and version, a SHA-256 of its
+ * model file (a model replaced under the same version number never gets the old one's
+ * answers) and of the options it is loaded with (padding, for one, can change an answer).
+ * Replicas serving the same files agree on it, so they share a Redis cache.
+ */
+async function cacheKey(name: string, v: { version: number; file: string }, options: object): Promise<string> {
+  const config = createHash('sha256').update(JSON.stringify(options)).digest('hex').slice(0, 32);
+  return `${name}@${v.version}:${await modelDigest(v.file)}:config=${config}`;
+}
+
 export class ModelManager {
   readonly #repository: string;
   readonly #mode: ControlMode;
   readonly #defaultMaxBatchSize: number;
+  readonly #responseCache: ResponseCache | undefined;
   readonly #models = new Map<string, Entry>();
   #closed = false;
 
@@ -102,6 +123,7 @@ export class ModelManager {
     this.#repository = repository;
     this.#mode = options.controlMode ?? 'none';
     this.#defaultMaxBatchSize = options.defaultMaxBatchSize ?? 64;
+    this.#responseCache = options.responseCache;
   }
 
   /** Reads the repository and loads its models as the control mode says. */
@@ -165,8 +187,12 @@ export class ModelManager {
     return v;
   }
 
-  /** Runs a request on a served version; an unload waits for it. */
-  async infer(name: string, version: string | undefined, feeds: Feeds, options?: InferOptions): Promise<Results> {
+  /**
+   * Runs a request on a served version (an unload waits for it); with `withCacheInfo: true`
+   * it resolves with how it was served too (as Model.infer does).
+   */
+  infer<const O extends InferOptions & CacheInfoOption = {}>(name: string, version: string | undefined, feeds: Feeds, options?: O): Promise<InferOutput<O>>;
+  async infer(name: string, version: string | undefined, feeds: Feeds, options: InferOptions & CacheInfoOption = {}): Promise<Results | InferResult> {
     const v = this.resolve(name, version) as Version;
     v.inflight++;
     const t0 = performance.now();
@@ -293,7 +319,12 @@ export class ModelManager {
           } finally {
             await probe.dispose();
           }
-          const model = await Model.load(v.file, kilnConfig(config, where));
+          const options = kilnConfig(config, where);
+          if (config.responseCache?.enable === true) {
+            const key = await cacheKey(name, v, options);
+            options.responseCache = { cache: this.#responseCache ?? defaultResponseCache(), key };
+          }
+          const model = await Model.load(v.file, options);
           try {
             await warmUp(model, config, read.dir, fs.realpathSync(this.#repository), where);
           } catch (e) {

@@ -1,19 +1,22 @@
 /**
  * `kiln serve` put together: a model repository (given, made of one model file, or the
- * example Kiln writes), its ModelManager, the KServe v2 HTTP and gRPC servers with
- * bearer-token auth and structured logs (pino, one line per HTTP request with its id), and a
- * shutdown that stops taking requests, answers what it took, and releases the models.
+ * example Kiln writes), its ModelManager with the server's response cache, the KServe v2
+ * HTTP and gRPC servers with bearer-token auth and structured logs (pino, one line per HTTP
+ * request with its id), and a shutdown that stops taking requests, answers what it took, and
+ * releases the models and the cache.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { AddressInfo } from 'net';
 import pino, { type Logger } from 'pino';
+import { createResponseCache, type ResponseCache, type ResponseCacheOptions } from '../cache/response-cache';
 import { KilnError } from '../errors';
 import { addModel, mlpModel } from '../samples';
 import * as grpc from '@grpc/grpc-js';
 import { createGrpcServer } from './grpc';
 import { createHttpServer } from './http';
+import { DEFAULT_CACHE_BYTES } from './cache-config';
 import { ModelManager, type ControlMode } from './models';
 import { MODEL_NAME } from './repository';
 
@@ -42,6 +45,13 @@ export interface ServeOptions {
   repositoryPollSecs?: number;
   /** HTTP status for a full queue: 503 (default, Triton's) or 429. */
   queueFullStatus?: 429 | 503;
+  /**
+   * The response cache of the models whose config enables it (`response_cache { enable:
+   * true }`): `{ local: { maxBytes, ttlMs? } }` or `{ redis: { url, ttlMs?, timeoutMs? } }`
+   * (parseCacheConfig reads `--cache-config`). Default: a local cache of 64 MiB. Its failures
+   * are logged, once per outage, and the requests run uncached.
+   */
+  cache?: ResponseCacheOptions;
   /** pino level (default info); 'silent' for none. */
   logLevel?: string;
   /** Where logs go (default stderr). */
@@ -79,6 +89,26 @@ export function writeExampleRepository(dir: string): void {
   }
 }
 
+/** A failure-free stretch this long ends a response cache outage: the next failure is logged again. */
+const OUTAGE_QUIET_MS = 10_000;
+
+/**
+ * The response cache's error handler: logs the first failure of an outage (Redis down, or
+ * not answering in time) as a warning, then nothing until failures have stopped for
+ * OUTAGE_QUIET_MS (a Redis client retrying its connection fails at least every second, so a
+ * stretch without failures means it answers again). Requests run uncached meanwhile, and
+ * every failure is counted in kiln_cache_errors_total.
+ */
+function outageLog(logger: Logger, also: ((error: Error) => void) | undefined): (error: Error) => void {
+  let last = -Infinity;
+  return (error) => {
+    const t = performance.now();
+    if (t - last > OUTAGE_QUIET_MS) logger.warn({ err: error }, 'response cache failed: requests run uncached until it answers again');
+    last = t;
+    also?.(error);
+  };
+}
+
 export async function startServer(options: ServeOptions): Promise<RunningServer> {
   const sources = [options.modelRepository, options.model, options.example ? 'example' : undefined].filter((x) => x !== undefined);
   if (sources.length !== 1) throw new KilnError('E_INVALID_ARGUMENT', 'serve one of: a model repository, a model file, or the example');
@@ -100,8 +130,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
   const logger = pino({ level: options.logLevel ?? 'info', base: { service: 'kiln-serve' } }, (options.logDestination ?? process.stderr) as pino.DestinationStream);
   let manager: ModelManager | undefined;
+  let cache: ResponseCache | undefined;
   try {
-    manager = await ModelManager.open(repository, { controlMode: options.controlMode, loadModels: options.loadModels, defaultMaxBatchSize: options.defaultMaxBatchSize });
+    cache = createResponseCache({ ...(options.cache ?? { local: { maxBytes: DEFAULT_CACHE_BYTES } }), onError: outageLog(logger, options.cache?.onError) });
+    manager = await ModelManager.open(repository, { controlMode: options.controlMode, loadModels: options.loadModels, defaultMaxBatchSize: options.defaultMaxBatchSize, responseCache: cache });
     for (const s of manager.index()) {
       if (s.state === 'READY') logger.info({ model: s.name, version: s.version }, 'model ready');
       else if (s.reason !== 'unloaded') logger.error({ model: s.name, reason: s.reason }, 'model failed to load');
@@ -151,6 +183,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       logger.info({ address: grpcAddress }, 'gRPC listening');
     }
     const served = manager;
+    const servedCache = cache;
     let closing: Promise<void> | undefined;
     return {
       url,
@@ -166,6 +199,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           const g = grpcServer;
           await Promise.all([app.close(), g ? new Promise<void>((r) => g.tryShutdown(() => r())) : undefined]);
           await served.close();
+          await servedCache.close();
           if (temporary) fs.rmSync(temporary, { recursive: true, force: true });
           logger.info('stopped');
         })();
@@ -174,6 +208,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     };
   } catch (e) {
     await manager?.close();
+    await cache?.close();
     if (temporary) fs.rmSync(temporary, { recursive: true, force: true });
     throw e;
   }

@@ -1,8 +1,9 @@
 /**
  * Serving statistics in Triton's two forms: the statistics extension's JSON
  * (`/v2/models[/name[/versions/v]]/stats`, durations in ns) and Prometheus metrics with
- * Triton's names (`nv_inference_*`, durations in µs, labelled by model and version) through
- * prom-client, plus Kiln's batch-size histogram and the process metrics.
+ * Triton's names (`nv_inference_*` and `nv_cache_*`, durations in µs, labelled by model and
+ * version) through prom-client, plus Kiln's batch-size histogram, response cache gauges and
+ * the process metrics.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { KilnErrorCode } from '../errors';
@@ -27,8 +28,9 @@ export function tritonStatistics(s: VersionStats): Record<string, unknown> {
       compute_input: duration(m.success, m.computeInputUs),
       compute_infer: duration(m.success, m.computeInferUs),
       compute_output: duration(m.success, m.computeOutputUs),
-      cache_hit: duration(0, 0),
-      cache_miss: duration(0, 0),
+      // Triton's: hits with their lookup time; misses with their lookup and store time.
+      cache_hit: duration(m.cache?.hits ?? 0, m.cache?.hitUs ?? 0),
+      cache_miss: duration(m.cache?.misses ?? 0, m.cache?.missUs ?? 0),
     },
     batch_stats: Object.entries(m.batchStats).map(([size, b]) => ({
       batch_size: Number(size),
@@ -67,6 +69,14 @@ export function serverMetrics(manager: ModelManager): { registry: Registry; scra
   const inferUs = counter('nv_inference_compute_infer_duration_us', 'Cumulative compute inference duration in microseconds');
   const outputUs = counter('nv_inference_compute_output_duration_us', 'Cumulative inference compute output duration in microseconds');
   const pending = new Gauge({ name: 'nv_inference_pending_request_count', help: 'Instantaneous number of pending requests awaiting execution per-model', labelNames: [...labels], registers: [registry] });
+  const cacheHits = counter('nv_cache_num_hits_per_model', 'Number of response cache hits per model');
+  const cacheMisses = counter('nv_cache_num_misses_per_model', 'Number of response cache misses per model');
+  const cacheHitUs = counter('nv_cache_hit_duration_per_model', 'Total response cache hit duration per model (lookups), in microseconds');
+  const cacheMissUs = counter('nv_cache_miss_duration_per_model', 'Total response cache miss duration per model (lookups and stores), in microseconds');
+  const cacheErrors = counter('kiln_cache_errors_total', 'Response cache lookups and stores that failed (the requests ran uncached)');
+  // The server's models share one store: what it holds is the server's, not a model's.
+  const cacheEntries = new Gauge({ name: 'kiln_cache_entries', help: 'Entries held by the response cache (an in-process store; unknown for Redis)', labelNames: ['store'], registers: [registry] });
+  const cacheBytes = new Gauge({ name: 'kiln_cache_bytes', help: 'Bytes held by the response cache (an in-process store; unknown for Redis)', labelNames: ['store'], registers: [registry] });
   const batch = new Histogram({ name: 'kiln_batch_size', help: "Rows per model execution (the dynamic batcher's batch sizes)", labelNames: [...labels], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [registry] });
 
   /** What each version (by model and version) had reached at the previous scrape. */
@@ -94,6 +104,17 @@ export function serverMetrics(manager: ModelManager): { registry: Registry; scra
       grow(inferUs, 'infer', m.computeInferUs);
       grow(outputUs, 'output', m.computeOutputUs);
       pending.set(l, m.pending);
+      if (m.cache) {
+        // A cached model shows its cache counters from the first scrape, zeros included.
+        if (previous.values.cache_hits === undefined) for (const c of [cacheHits, cacheMisses, cacheHitUs, cacheMissUs, cacheErrors]) c.inc(l, 0);
+        grow(cacheHits, 'cache_hits', m.cache.hits);
+        grow(cacheMisses, 'cache_misses', m.cache.misses);
+        grow(cacheHitUs, 'cache_hit_us', m.cache.hitUs);
+        grow(cacheMissUs, 'cache_miss_us', m.cache.missUs);
+        grow(cacheErrors, 'cache_errors', m.cache.errors);
+        if (m.cache.entries !== undefined) cacheEntries.set({ store: 'local' }, m.cache.entries);
+        if (m.cache.bytes !== undefined) cacheBytes.set({ store: 'local' }, m.cache.bytes);
+      }
       for (const [size, n] of Object.entries(m.batchSizes)) {
         const before = previous.sizes[Number(size)] ?? 0;
         for (let i = n >= before ? n - before : n; i > 0; i--) batch.observe(l, Number(size));

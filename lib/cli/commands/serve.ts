@@ -1,5 +1,6 @@
 // kiln serve: a KServe v2 (Triton-compatible) inference server over HTTP and gRPC.
 import { Command, Option } from 'commander';
+import { DEFAULT_CACHE_BYTES, parseCacheConfig } from '../../server/cache-config';
 import { startServer } from '../../server/serve';
 import { choiceOption, integerOption, numberOption, repeatedOption } from '../options';
 
@@ -18,11 +19,13 @@ interface ServeOptions {
   exitTimeoutSecs: number;
   maxBodyBytes?: number;
   defaultMaxBatchSize?: number;
+  cacheConfig?: string[];
   logLevel?: string;
 }
 
 async function serve(model: string | undefined, o: ServeOptions): Promise<void> {
   const exitTimeout = o.exitTimeoutSecs;
+  const cache = o.cacheConfig ? parseCacheConfig(o.cacheConfig) : undefined;
   const server = await startServer({
     modelRepository: o.modelRepository,
     model,
@@ -38,6 +41,7 @@ async function serve(model: string | undefined, o: ServeOptions): Promise<void> 
     defaultMaxBatchSize: o.defaultMaxBatchSize,
     repositoryPollSecs: o.repositoryPollSecs,
     queueFullStatus: o.queueFullHttpStatus,
+    cache,
     logLevel: o.logLevel,
   });
   const ready = server.manager.index().filter((s) => s.state === 'READY');
@@ -90,5 +94,7 @@ export const serveCommand = (): Command =>
     .addOption(numberOption('--exit-timeout-secs <S>', 'on SIGTERM or SIGINT, how long requests in flight may take to finish', (n) => n >= 0, 'a number of seconds >= 0').default(30))
     .addOption(numberOption('--max-body-bytes <N>', 'the largest request body (default 64 MiB)', (n) => Number.isInteger(n) && n > 0, 'a size in bytes'))
     .addOption(integerOption('--default-max-batch-size <N>', 'max_batch_size of a model without config (default 64)', 0))
+    .addOption(repeatedOption('--cache-config <KIND,KEY=VALUE>', 'the response cache of the models whose config enables response_cache, as Triton\'s flag: ' +
+      `local,size=BYTES[,ttl=MS] or redis,url=redis://HOST:PORT[,ttl=MS][,timeout=MS] (default: local, ${DEFAULT_CACHE_BYTES / 2 ** 20} MiB)`))
     .option('--log-level <L>', 'pino\'s level (default info; silent for none)')
     .action(serve);
