@@ -199,7 +199,7 @@ export class SemanticCache<V> {
       if (p.live.size === 0) return undefined;
       const entry = p.live.size * this.dimensions <= SCAN_WORK ? this.#scan(p, query) : this.#search(p, query);
       if (!entry) return undefined;
-      if (entry.expiresAt > now) return { entry, similarity: this.#similarity(query, entry.vector) };
+      if (entry.expiresAt > now) return { entry, similarity: vectorSimilarity(query, entry.vector, this.metric) };
       this.#drop(entry);
       this.#expirations++;
     }
@@ -209,7 +209,7 @@ export class SemanticCache<V> {
     let best: Entry<V> | undefined;
     let bestSimilarity = 0;
     for (const entry of p.live.values()) {
-      const s = this.#similarity(query, entry.vector);
+      const s = vectorSimilarity(query, entry.vector, this.metric);
       if (!best || (this.metric === 'cosine' ? s > bestSimilarity : s < bestSimilarity)) {
         best = entry;
         bestSimilarity = s;
@@ -228,20 +228,6 @@ export class SemanticCache<V> {
       }
       if (k >= indexed) return undefined;
     }
-  }
-
-  /** Cosine similarity of unit vectors, or L2 distance; in float64. */
-  #similarity(a: Float32Array, b: Float32Array): number {
-    let sum = 0;
-    if (this.metric === 'cosine') {
-      for (let i = 0; i < a.length; i++) sum += a[i] * b[i];
-      return Math.min(1, Math.max(-1, sum));
-    }
-    for (let i = 0; i < a.length; i++) {
-      const d = a[i] - b[i];
-      sum += d * d;
-    }
-    return Math.sqrt(sum);
   }
 
   #drop(entry: Entry<V>): void {
@@ -297,4 +283,18 @@ export class SemanticCache<V> {
 function checkPartition(partition: string): string {
   if (typeof partition !== 'string') throw invalid(`partition must be a string, received ${typeof partition}`);
   return partition;
+}
+
+/** Cosine similarity of unit vectors (the dot product), or L2 distance; in float64. */
+export function vectorSimilarity(a: Float32Array, b: Float32Array, metric: 'cosine' | 'l2'): number {
+  let sum = 0;
+  if (metric === 'cosine') {
+    for (let i = 0; i < a.length; i++) sum += a[i] * b[i];
+    return Math.min(1, Math.max(-1, sum));
+  }
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i] - b[i];
+    sum += d * d;
+  }
+  return Math.sqrt(sum);
 }
