@@ -1,0 +1,82 @@
+/**
+ * bench/semantic-lookup: what a SemanticCache lookup and insert cost against the number of
+ * entries, and the memory an entry takes. Entries are random unit vectors (the hardest case
+ * for an HNSW index: no low-dimensional structure); each query is an entry plus small noise,
+ * so it has a true nearest entry and hits. Per size: median and p99 lookup time (µs), recall
+ * (the query found its own entry), mean insert time while filling, and resident memory per
+ * entry (RSS growth over the fill / entries: usearch's graph and vectors are native memory,
+ * plus the JS-side copy of each vector kept for rebuilds and exact similarities).
+ *
+ *   node dist/bench/semantic-lookup.js [--dims 256,1024] [--sizes 1000,10000,100000] [--queries 2000]
+ */
+import { SemanticCache } from '../lib/cache/semantic';
+import { prng } from '../lib/samples';
+import { benchCommand, integerAtLeast, listOf } from './cli';
+import { fmt, quantile } from './stats';
+
+function unitVectors(n: number, dims: number, seed: number): Float32Array {
+  const next = prng(seed);
+  const out = new Float32Array(n * dims);
+  for (let i = 0; i < n; i++) {
+    let sum = 0;
+    for (let j = 0; j < dims; j++) {
+      const x = next();
+      out[i * dims + j] = x;
+      sum += x * x;
+    }
+    const scale = 1 / Math.sqrt(sum);
+    for (let j = 0; j < dims; j++) out[i * dims + j] *= scale;
+  }
+  return out;
+}
+
+interface Row {
+  dims: number;
+  entries: number;
+  lookupMedian: number;
+  lookupP99: number;
+  recall: number;
+  insertMean: number;
+  bytesPerEntry: number;
+}
+
+function measure(dims: number, entries: number, queries: number): Row {
+  global.gc?.();
+  const vectors = unitVectors(entries, dims, dims * 7919 + entries);
+  const rssBefore = process.memoryUsage().rss;
+  const cache = new SemanticCache<number>({ dimensions: dims, threshold: 0.9, capacity: entries });
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < entries; i++) cache.insert('p', vectors.subarray(i * dims, (i + 1) * dims), i);
+  const insertMean = Number(process.hrtime.bigint() - t0) / 1000 / entries;
+  const bytesPerEntry = (process.memoryUsage().rss - rssBefore) / entries;
+  const noise = prng(entries + dims);
+  const times: number[] = [];
+  let found = 0;
+  for (let q = 0; q < queries; q++) {
+    const i = Math.floor(((noise() + 1) / 2) * entries);
+    const query = vectors.slice(i * dims, (i + 1) * dims).map((x) => x + (0.2 / Math.sqrt(dims)) * noise());
+    const start = process.hrtime.bigint();
+    const hit = cache.lookup('p', query);
+    times.push(Number(process.hrtime.bigint() - start) / 1000);
+    if (hit?.value === i) found++;
+  }
+  times.sort((a, b) => a - b);
+  return { dims, entries, lookupMedian: quantile(times, 0.5), lookupP99: quantile(times, 0.99), recall: found / queries, insertMean, bytesPerEntry };
+}
+
+const program = benchCommand('semantic-lookup', 'SemanticCache lookup and insert cost, and memory per entry, against index size')
+  .option('--dims <list>', 'vector dimensions, comma-separated', listOf(integerAtLeast(1)), [256, 1024])
+  .option('--sizes <list>', 'entries in the index, comma-separated', listOf(integerAtLeast(1)), [1000, 10_000, 100_000])
+  .option('--queries <n>', 'timed lookups per size', integerAtLeast(1), 2000)
+  .parse();
+const opts = program.opts<{ dims: number[]; sizes: number[]; queries: number }>();
+
+console.log('dims  entries   lookup median   lookup p99   recall   insert mean   memory/entry');
+for (const dims of opts.dims) {
+  for (const entries of opts.sizes) {
+    const r = measure(dims, entries, opts.queries);
+    console.log(
+      `${String(r.dims).padStart(4)}  ${String(r.entries).padStart(7)}   ${fmt(r.lookupMedian).padStart(13)}   ${fmt(r.lookupP99).padStart(10)}   ${r.recall.toFixed(3).padStart(6)}   ${fmt(r.insertMean).padStart(11)}   ${(r.bytesPerEntry / 1024).toFixed(1).padStart(9)} KiB`,
+    );
+  }
+}
