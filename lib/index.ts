@@ -13,10 +13,13 @@ export type {
   SessionOptions, ShapeProfile, TensorRtProviderOptions,
 } from './options';
 export { Model, loadModel } from './batching/model';
-export type { CacheInfoOption, InferOptions, InferOutput, InferResult } from './batching/model';
-export type { DynamicBatching, InputConfig, InstanceGroup, ModelConfig, QueuePolicy, ResolvedConfig } from './batching/config';
+export type { CacheInfo, CacheInfoOption, InferOptions, InferOutput, InferResult } from './batching/model';
+export type { DynamicBatching, InputConfig, InstanceGroup, ModelConfig, QueuePolicy, ResolvedConfig, SemanticCacheConfig, SemanticEmbedding } from './batching/config';
 export type { ModelCacheStats, ModelStats } from './batching/stats';
 export { ResponseCache, createResponseCache, defaultResponseCache } from './cache/response-cache';
+export { SemanticCache } from './cache/semantic';
+export type { SemanticCacheOptions, SemanticCacheStats } from './cache/semantic';
+export type { SemanticCacheCounters } from './cache/semantic/model-cache';
 export type { CacheCounters, CacheOutcome, ResponseCacheOptions, ResponseCacheStats } from './cache/response-cache';
 export type { CacheStore, CacheStoreStats, LocalStoreOptions } from './cache/store';
 export type { RedisStoreOptions } from './cache/redis-store';

@@ -7,6 +7,9 @@ import { KilnError } from '../errors';
 import { OptionReader, describeValue, optionError, type SessionOptions } from '../options';
 import { isTensorType, type TensorLike } from '../tensor';
 import { ResponseCache, defaultResponseCache } from '../cache/response-cache';
+import { SemanticCache } from '../cache/semantic';
+import type { EmbeddingFunction, EmbeddingModel } from '../cache/semantic/embedding';
+import type { CompareHow } from '../cache/semantic/verify';
 
 export interface QueuePolicy {
   /** What happens to a request whose timeout expires while queued. */
@@ -155,6 +158,48 @@ export interface ModelConfig {
    * identity in cache keys (e.g. name@version); default: SHA-256 of the model's bytes.
    */
   responseCache?: boolean | ResponseCache | { cache?: ResponseCache; key?: string };
+  /**
+   * The semantic cache: a request whose vector is near enough to a cached request's gets
+   * that request's answer. Looked up after validation and after the exact response cache.
+   */
+  semanticCache?: SemanticCacheConfig;
+}
+
+/** Where a request's vector comes from (see lib/cache/semantic/embedding.ts). */
+export type SemanticEmbedding = 'input' | { input: string } | EmbeddingFunction | { model: EmbeddingModel; output: string };
+
+export interface SemanticCacheConfig {
+  /** A hit needs a cosine similarity >= threshold, or an L2 distance <= threshold (of unit vectors). Required unless `cache` is given. */
+  threshold?: number;
+  /** Default 'cosine'. */
+  metric?: 'cosine' | 'l2';
+  /** Most entries held (per vector length: a model whose inputs vary in size keeps one index per length). Default 100 000. */
+  capacity?: number;
+  /** Entries older than this are never returned. Default: no expiry. */
+  ttlMs?: number;
+  /** Default 'input': the model's only input, flattened and normalized. */
+  embedding?: SemanticEmbedding;
+  /** Fraction of hits re-run in the background and compared with the cached answer (default 0). */
+  verifyFraction?: number;
+  /** How a verified hit is compared (default { metric: 'top1' }). */
+  verify?: CompareHow;
+  /** A cache to share between models; its threshold, metric, capacity and TTL apply (giving them too is an error). */
+  cache?: SemanticCache<Uint8Array>;
+  /** The model's identity in partitions (matters for a shared cache); default: SHA-256 of the model's bytes. */
+  key?: string;
+}
+
+export interface ResolvedSemanticCache {
+  /** Present when shared; else the model makes its own, one per vector length. */
+  cache: SemanticCache<Uint8Array> | undefined;
+  threshold: number;
+  metric: 'cosine' | 'l2';
+  capacity: number | undefined;
+  ttlMs: number | undefined;
+  embedding: SemanticEmbedding;
+  verifyFraction: number;
+  verify: CompareHow;
+  key: string | undefined;
 }
 
 export interface ResolvedResponseCache {
@@ -191,6 +236,7 @@ export interface ResolvedConfig {
   paddingCheck: ResolvedPaddingCheck;
   session: SessionOptions;
   responseCache: ResolvedResponseCache | undefined;
+  semanticCache: ResolvedSemanticCache | undefined;
 }
 
 const DEFAULT_MAX_BATCH = 64;
@@ -332,6 +378,62 @@ function responseCache(value: unknown): ResolvedResponseCache | undefined {
   return { cache, key: r.string('key') };
 }
 
+function embedding(value: unknown): SemanticEmbedding {
+  const field = 'semanticCache.embedding';
+  if (value === undefined || value === 'input') return 'input';
+  if (typeof value === 'function') return value as EmbeddingFunction;
+  const expected = "'input', { input: name }, a function of the feeds or { model, output }";
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw optionError(field, expected, value);
+  if ('model' in value) {
+    const r = OptionReader.of(value, field, ['model', 'output']);
+    const model = r.raw('model') as { infer?: unknown } | undefined;
+    if (typeof model?.infer !== 'function') throw optionError(`${field}.model`, 'a model (with infer())', model);
+    const output = r.string('output');
+    if (output === undefined) throw optionError(`${field}.output`, 'the name of the embedding model\'s output', output);
+    return { model: model as EmbeddingModel, output };
+  }
+  const r = OptionReader.of(value, field, ['input']);
+  const input = r.string('input');
+  if (input === undefined) throw optionError(field, expected, value);
+  return { input };
+}
+
+function semanticCache(value: unknown): ResolvedSemanticCache | undefined {
+  if (value === undefined) return undefined;
+  const r = OptionReader.of(value, 'semanticCache', ['threshold', 'metric', 'capacity', 'ttlMs', 'embedding', 'verifyFraction', 'verify', 'cache', 'key']);
+  const cache = r.raw('cache');
+  if (cache !== undefined && !(cache instanceof SemanticCache)) throw optionError('semanticCache.cache', 'a SemanticCache', cache);
+  if (cache) {
+    for (const own of ['threshold', 'metric', 'capacity', 'ttlMs']) {
+      if (r.raw(own) !== undefined) throw optionError(`semanticCache.${own}`, 'nothing: with semanticCache.cache the shared cache\'s setting applies', r.raw(own));
+    }
+  }
+  const metric = cache ? cache.metric : r.oneOf('metric', ['cosine', 'l2'] as const) ?? 'cosine';
+  const threshold = cache ? cache.threshold : r.raw('threshold');
+  if (typeof threshold !== 'number' || (metric === 'cosine' ? !(threshold >= -1 && threshold <= 1) : !(threshold >= 0 && threshold < Infinity))) {
+    throw optionError('semanticCache.threshold', metric === 'cosine' ? 'a cosine similarity in [-1, 1]' : 'an L2 distance >= 0', threshold);
+  }
+  const ttlMs = r.raw('ttlMs');
+  if (ttlMs !== undefined && (typeof ttlMs !== 'number' || !(ttlMs > 0))) throw optionError('semanticCache.ttlMs', 'a positive number of milliseconds', ttlMs);
+  const verifyFraction = r.raw('verifyFraction') ?? 0;
+  if (typeof verifyFraction !== 'number' || !(verifyFraction >= 0 && verifyFraction <= 1)) throw optionError('semanticCache.verifyFraction', 'a fraction in [0, 1]', verifyFraction);
+  const v = OptionReader.of(r.raw('verify'), 'semanticCache.verify', ['metric', 'tolerance']);
+  const tolerance = v.raw('tolerance');
+  if (tolerance !== undefined && (typeof tolerance !== 'number' || !(tolerance >= 0))) throw optionError('semanticCache.verify.tolerance', 'a number >= 0', tolerance);
+  const verify: CompareHow = { metric: v.oneOf('metric', ['top1', 'cosine', 'maxError'] as const) ?? 'top1', ...(tolerance !== undefined ? { tolerance: tolerance as number } : {}) };
+  return {
+    cache: cache as SemanticCache<Uint8Array> | undefined,
+    threshold,
+    metric,
+    capacity: r.int('capacity', 1),
+    ttlMs: ttlMs as number | undefined,
+    embedding: embedding(r.raw('embedding')),
+    verifyFraction,
+    verify,
+    key: r.string('key'),
+  };
+}
+
 /**
  * Validates `config` for a model whose first input dim is dynamic (`batchable`) or not;
  * `inputNames`, when known, checks the names in `input`.
@@ -340,7 +442,7 @@ export function resolveConfig(config: unknown, batchable: boolean, inputNames?: 
   if (config !== undefined && (config === null || typeof config !== 'object' || Array.isArray(config))) {
     throw new KilnError('E_INVALID_ARGUMENT', `model config must be an object, received ${describeValue(config)}`);
   }
-  const r = OptionReader.of(config, '', ['maxBatchSize', 'dynamicBatching', 'instanceGroup', 'input', 'output', 'paddingCheck', 'session', 'responseCache']);
+  const r = OptionReader.of(config, '', ['maxBatchSize', 'dynamicBatching', 'instanceGroup', 'input', 'output', 'paddingCheck', 'session', 'responseCache', 'semanticCache']);
   const maxBatchSize = r.int('maxBatchSize', 0) ?? (batchable ? DEFAULT_MAX_BATCH : 0);
   if (maxBatchSize > 0 && !batchable) {
     throw optionError('maxBatchSize', '0: the model\'s first input dimension is fixed, so it cannot batch', maxBatchSize);
@@ -417,5 +519,6 @@ export function resolveConfig(config: unknown, batchable: boolean, inputNames?: 
     paddingCheck: paddingCheck(r.raw('paddingCheck')),
     session: session as SessionOptions,
     responseCache: responseCache(r.raw('responseCache')),
+    semanticCache: semanticCache(r.raw('semanticCache')),
   };
 }

@@ -16,7 +16,8 @@ import { PriorityQueue, type Queued } from './queue';
 import { emptyStats, type ModelStats } from './stats';
 import { modelDigest, responseKey, type KeyInput } from '../cache/key';
 import { emptyCounters, type CacheCounters, type CacheOutcome, type ResponseCache } from '../cache/response-cache';
-import type { TensorType } from '../tensor';
+import { ModelSemanticCache } from '../cache/semantic/model-cache';
+import { Tensor, type TensorType } from '../tensor';
 
 export interface InferOptions {
   /** Priority level (1 is highest); 0 or omitted: the model's default level. */
@@ -29,6 +30,11 @@ export interface InferOptions {
    * the batch is aborted).
    */
   signal?: AbortSignal;
+  /**
+   * The tenant: semantic cache entries are kept per partition, so a request never gets an
+   * answer cached for another partition's request. Default ''.
+   */
+  partition?: string;
 }
 
 /** infer's option `withCacheInfo`: resolve with { outputs, cache: { outcome } } instead of the outputs alone. */
@@ -49,8 +55,22 @@ export type InferOutput<O> = O extends { withCacheInfo: true } ? InferResult
 /** What infer resolves with when asked withCacheInfo. */
 export interface InferResult {
   outputs: Results;
-  /** 'hit': from the response cache; 'miss': the model ran; 'none': the model has no cache. */
-  cache: { outcome: CacheOutcome };
+  cache: CacheInfo;
+}
+
+/**
+ * How a request was served. 'hit': from the response cache; 'semantic_hit': from the
+ * semantic cache, with the similarity (cosine, or L2 distance) of the cached request;
+ * 'miss': the model ran; 'none': the model has no cache.
+ */
+export interface CacheInfo {
+  outcome: CacheOutcome | 'semantic_hit';
+  similarity?: number;
+}
+
+/** Thrown through the response cache's run to answer from the semantic cache without storing that answer as an exact one. */
+class SemanticAnswer {
+  constructor(readonly outputs: Results, readonly similarity: number) {}
 }
 
 /** A request that passed validation, before it is queued. */
@@ -119,6 +139,7 @@ export class Model {
   readonly #lastDims: number[][] = [];
   #lastShapeKey = '';
   readonly #cache: ModelCache | undefined;
+  readonly #semantic: ModelSemanticCache | undefined;
 
   /** Loads a model (path or bytes) with a Triton-style configuration. */
   static async load(model: string | Uint8Array | ArrayBuffer, config: ModelConfig = {}): Promise<Model> {
@@ -159,14 +180,16 @@ export class Model {
         inputs: session.inputs.map((i) => ({ name: i.name, type: i.type as TensorType })),
         counters: emptyCounters(),
       };
-      return new Model(instances, { ...resolved, instances: instances.length }, padding, cache);
+      const sc = resolved.semanticCache;
+      const semantic = sc && new ModelSemanticCache(sc, sc.key ?? cache?.key ?? await modelDigest(model));
+      return new Model(instances, { ...resolved, instances: instances.length }, padding, cache, semantic);
     } catch (e) {
       await Promise.all(sessions.map((s) => s.dispose()));
       throw toKilnError(e);
     }
   }
 
-  private constructor(instances: Session[], config: ResolvedConfig, padding: RaggedPadding | undefined, cache: ModelCache | undefined) {
+  private constructor(instances: Session[], config: ResolvedConfig, padding: RaggedPadding | undefined, cache: ModelCache | undefined, semantic: ModelSemanticCache | undefined) {
     this.#session = instances[0];
     this.#sessions = [...new Set(instances)];
     this.#freeInstances = instances;
@@ -174,6 +197,7 @@ export class Model {
     this.#queue = new PriorityQueue<Request>(config.policies);
     this.#padding = padding;
     this.#cache = cache;
+    this.#semantic = semantic;
     if (config.maxLatencyMs !== undefined) this.#adaptive = new AdaptivePolicy(config.maxLatencyMs, instances.length, this.#costs);
   }
 
@@ -201,6 +225,7 @@ export class Model {
       const held = this.#cache.cache.stats();
       stats.cache = { ...this.#cache.counters, entries: held.entries, bytes: held.bytes };
     }
+    if (this.#semantic) stats.semanticCache = this.#semantic.stats();
     return stats;
   }
 
@@ -210,7 +235,7 @@ export class Model {
    */
   infer<const O extends InferOptions & CacheInfoOption = {}>(feeds: Feeds, options?: O): Promise<InferOutput<O>>;
   infer(feeds: Feeds, options: InferOptions & CacheInfoOption = {}): Promise<Results | InferResult> {
-    if (this.#cache !== undefined || options?.withCacheInfo === true) return this.#inferCached(feeds, options);
+    if (this.#cache !== undefined || this.#semantic !== undefined || options?.withCacheInfo === true) return this.#inferCached(feeds, options);
     return this.#queued(feeds, options, undefined);
   }
 
@@ -226,7 +251,10 @@ export class Model {
     });
   }
 
-  /** infer through the response cache (looked up after validation), or withCacheInfo on a model without one. */
+  /**
+   * infer through the caches, looked up after validation: the exact response cache first,
+   * then (on its miss) the semantic cache; or withCacheInfo on a model without either.
+   */
   async #inferCached(feeds: Feeds, options: InferOptions & CacheInfoOption): Promise<Results | InferResult> {
     let checked: Checked;
     try {
@@ -235,17 +263,26 @@ export class Model {
       this.#count(toKilnError(e));
       throw toKilnError(e);
     }
+    const answer = (outputs: Results, cache: CacheInfo): Results | InferResult => (options.withCacheInfo ? { outputs, cache } : outputs);
     const c = this.#cache;
-    if (!c) return { outputs: await this.#queued(feeds, options, checked), cache: { outcome: 'none' } };
+    if (!c) {
+      if (!this.#semantic) return answer(await this.#queued(feeds, options, checked), { outcome: 'none' });
+      const served = await this.#inferSemantic(feeds, options, checked);
+      return served instanceof SemanticAnswer ? answer(served.outputs, { outcome: 'semantic_hit', similarity: served.similarity }) : answer(served, { outcome: 'miss' });
+    }
     let ran = false;
-    const run = (): Promise<Results> => {
+    const run = async (): Promise<Results> => {
       ran = true;
-      return this.#queued(feeds, options, checked);
+      if (!this.#semantic) return this.#queued(feeds, options, checked);
+      const served = await this.#inferSemantic(feeds, options, checked);
+      if (served instanceof SemanticAnswer) throw served;
+      return served;
     };
     let served: { outputs: Results; outcome: 'hit' | 'miss' };
     try {
       served = await c.cache.serve(responseKey(c.key, c.inputs, checked.pairs), run, c.counters, options.signal);
     } catch (e) {
+      if (e instanceof SemanticAnswer) return answer(e.outputs, { outcome: 'semantic_hit', similarity: e.similarity });
       // A run's failure is counted where it happened; a wait for another's run is counted here.
       if (!ran) this.#count(toKilnError(e));
       throw toKilnError(e);
@@ -254,7 +291,44 @@ export class Model {
       this.#stats.requests++;
       this.#stats.success++;
     }
-    return options.withCacheInfo ? { outputs: served.outputs, cache: { outcome: served.outcome } } : served.outputs;
+    return answer(served.outputs, { outcome: served.outcome });
+  }
+
+  /** A semantic hit (a copy of the cached answer), or the model's answer, then stored under the request's vector. */
+  async #inferSemantic(feeds: Feeds, options: InferOptions, checked: Checked): Promise<Results | SemanticAnswer> {
+    const s = this.#semantic as ModelSemanticCache;
+    const partition = s.partition(options.partition ?? '', feeds);
+    const found = await s.lookup(partition, feeds);
+    if (found.hit) {
+      this.#stats.requests++;
+      this.#stats.success++;
+      if (s.shouldVerify()) this.#verify(s, feeds, options, found.outputs);
+      return new SemanticAnswer(found.outputs, found.similarity);
+    }
+    const outputs = await this.#queued(feeds, options, checked);
+    if (found.vector) s.insert(partition, found.vector, outputs);
+    return outputs;
+  }
+
+  /**
+   * Re-runs a semantic hit's request in the background, through the queue, and counts
+   * whether the cached answer was right. The feeds are copied first: the caller owns its
+   * buffers again once answered. A rerun that fails (the model disposed) counts nothing.
+   */
+  #verify(s: ModelSemanticCache, feeds: Feeds, options: InferOptions, cached: Results): void {
+    const copy: Record<string, Tensor> = {};
+    const dup = (t: { type: string; dims: readonly number[] } & Partial<Pick<Tensor, 'data'>>): Tensor | undefined => {
+      const data = t.data as unknown as { slice(): never } | undefined;
+      return data && typeof data.slice === 'function' ? new Tensor(t.type as TensorType, data.slice(), t.dims) : undefined;
+    };
+    for (const [name, t] of Object.entries(feeds)) {
+      const d = dup(t as Tensor);
+      if (!d) return; // a device tensor: not verified
+      copy[name] = d;
+    }
+    const expected: Results = {};
+    for (const [name, t] of Object.entries(cached)) expected[name] = dup(t) as Tensor;
+    this.#queued(copy, { priority: options.priority }, undefined).then((fresh) => s.record(expected, fresh), () => undefined);
   }
 
   /** Rejects queued requests with E_DISPOSED, lets running batches finish, then releases the session. */
@@ -284,6 +358,9 @@ export class Model {
       throw new KilnError('E_INVALID_ARGUMENT', 'signal must be an AbortSignal');
     }
     if (signal?.aborted) throw new KilnError('E_ABORTED', 'request was aborted before it was queued');
+    if (options.partition !== undefined && typeof options.partition !== 'string') {
+      throw new KilnError('E_INVALID_ARGUMENT', `partition must be a string, received ${typeof options.partition}`);
+    }
     const pairs = batchPort(this.#session).requestFeeds(feeds);
     let size = 1;
     let shapeKey = '';

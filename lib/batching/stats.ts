@@ -1,6 +1,7 @@
 /** Per-model statistics: the quantities behind Triton's nv_inference_* metrics. */
 import type { KilnErrorCode } from '../errors';
 import type { CacheCounters } from '../cache/response-cache';
+import type { SemanticCacheCounters } from '../cache/semantic/model-cache';
 
 /** A model's response cache: its own counters, and what the (possibly shared) store holds where known (not for Redis). */
 export interface ModelCacheStats extends CacheCounters {
@@ -38,6 +39,8 @@ export interface ModelStats {
   pending: number;
   /** Present when the model has a response cache. Hits count in requests and success, not in inferenceCount. */
   cache?: ModelCacheStats;
+  /** Present when the model has a semantic cache. Hits count in requests and success, not in inferenceCount. */
+  semanticCache?: SemanticCacheCounters;
 }
 
 export function emptyStats(): ModelStats {
