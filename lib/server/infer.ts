@@ -26,7 +26,10 @@ export function inputChecker(v: ServedVersion): { type(name: unknown): TensorTyp
   };
 }
 
-/** The request parameters `priority` (level, 0: the model's default) and `timeout` (µs, 0: none). */
+/**
+ * The request parameters `priority` (level, 0: the model's default), `timeout` (µs, 0: none)
+ * and `partition` (the tenant whose semantic cache entries the request may see).
+ */
 export function inferOptions(p: Record<string, unknown>): InferOptions {
   const options: InferOptions = {};
   const integer = (name: string, what: string): number | undefined => {
@@ -40,17 +43,24 @@ export function inferOptions(p: Record<string, unknown>): InferOptions {
   if (priority !== undefined) options.priority = priority;
   const timeout = integer('timeout', '(µs)');
   if (timeout) options.timeoutMs = timeout / 1000;
+  const partition = p.partition;
+  if (partition !== undefined) {
+    if (typeof partition !== 'string') throw new KilnError('E_INVALID_ARGUMENT', `parameter "partition" must be a string, received ${JSON.stringify(partition)}`);
+    options.partition = partition;
+  }
   return options;
 }
 
 /**
  * The response parameters that say how a request was served: `kiln_cache` is `hit` (from the
- * response cache) or `miss` (the model ran, and its answer was stored); a model without a
- * cache adds none, so its answers are Triton's as they are. Values are strings or numbers, so
- * that the semantic cache's `semantic_hit` and `kiln_similarity` fit the same map.
+ * response cache), `semantic_hit` (from the semantic cache, with `kiln_similarity`: the
+ * cosine similarity, or L2 distance, of the cached request) or `miss` (the model ran, and its
+ * answer was stored); a model without a cache adds none, so its answers are Triton's as they are.
  */
 export function servedParameters(cache: InferResult['cache']): Record<string, string | number> | undefined {
-  return cache.outcome === 'none' ? undefined : { kiln_cache: cache.outcome };
+  if (cache.outcome === 'none') return undefined;
+  if (cache.outcome === 'semantic_hit') return { kiln_cache: cache.outcome, kiln_similarity: cache.similarity ?? 0 };
+  return { kiln_cache: cache.outcome };
 }
 
 /** The output asked for by `name`, checked against the model's outputs. */

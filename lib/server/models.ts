@@ -12,6 +12,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Model } from '../batching/model';
 import type { CacheInfoOption, InferOptions, InferOutput, InferResult } from '../batching/model';
+import type { SemanticCacheConfig } from '../batching/config';
+import type { EmbeddingModel } from '../cache/semantic/embedding';
 import { modelDigest } from '../cache/key';
 import { defaultResponseCache, type ResponseCache } from '../cache/response-cache';
 import { KilnError, toKilnError } from '../errors';
@@ -324,6 +326,7 @@ export class ModelManager {
             const key = await cacheKey(name, v, options);
             options.responseCache = { cache: this.#responseCache ?? defaultResponseCache(), key };
           }
+          if (options.semanticCache) options.semanticCache = this.#servedSemanticCache(options.semanticCache, await cacheKey(name, v, options), where);
           const model = await Model.load(v.file, options);
           try {
             await warmUp(model, config, read.dir, fs.realpathSync(this.#repository), where);
@@ -354,6 +357,20 @@ export class ModelManager {
       entry.signature = signatureOf(read);
       await this.#retire(old, entry);
     });
+  }
+
+  /**
+   * A config's semanticCache as loadModel takes it: keyed like the response cache, and an
+   * embedding `{ model: name, output }` resolved to that served model at each request (its
+   * own batching; a reload of it is followed; while it is not loaded the requests run uncached).
+   */
+  #servedSemanticCache(config: SemanticCacheConfig, key: string, where: string): SemanticCacheConfig {
+    const e = config.embedding as unknown;
+    if (e === null || typeof e !== 'object' || !('model' in e)) return { ...config, key };
+    const { model, output } = e as { model: unknown; output: unknown };
+    if (typeof model !== 'string' || model === '') throw new KilnError('E_INVALID_ARGUMENT', `${where}: semanticCache.embedding.model must be the name of a model of the repository, received ${JSON.stringify(model)}`);
+    const embedding: EmbeddingModel = { infer: (feeds) => this.infer(model, undefined, feeds as Feeds) };
+    return { ...config, key, embedding: { model: embedding, output: output as string } };
   }
 
   /** Stops `versions` taking requests, waits for the ones they took, and releases them. */

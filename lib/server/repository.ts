@@ -180,7 +180,7 @@ export function autoComplete(config: TritonModelConfig, inputs: readonly ValueIn
  * (`intra_op_thread_count`, `inter_op_thread_count`).
  */
 export function kilnConfig(config: TritonModelConfig, where: string): ModelConfig {
-  const c = config as TritonModelConfig & { paddingCheck?: ModelConfig['paddingCheck']; session?: SessionOptions };
+  const c = config as TritonModelConfig & { paddingCheck?: ModelConfig['paddingCheck']; session?: SessionOptions; semanticCache?: ModelConfig['semanticCache'] };
   const out: ModelConfig = {};
   if (c.maxBatchSize !== undefined) out.maxBatchSize = c.maxBatchSize;
   if (c.dynamicBatching === undefined) {
@@ -208,6 +208,8 @@ export function kilnConfig(config: TritonModelConfig, where: string): ModelConfi
   const output = kilnFields<OutputConfig>(c.output, ['cropAxes', 'keepAxes']);
   if (output) out.output = output;
   if (c.paddingCheck) out.paddingCheck = c.paddingCheck;
+  // Its embedding { model: name } is resolved by the model manager.
+  if (c.semanticCache) out.semanticCache = { ...c.semanticCache };
   const session: SessionOptions = { ...(c.session ?? {}) };
   for (const [key, option] of [['intra_op_thread_count', 'intraOpThreads'], ['inter_op_thread_count', 'interOpThreads']] as const) {
     const raw = c.parameters?.[key]?.stringValue;

@@ -2,8 +2,8 @@
  * Serving statistics in Triton's two forms: the statistics extension's JSON
  * (`/v2/models[/name[/versions/v]]/stats`, durations in ns) and Prometheus metrics with
  * Triton's names (`nv_inference_*` and `nv_cache_*`, durations in µs, labelled by model and
- * version) through prom-client, plus Kiln's batch-size histogram, response cache gauges and
- * the process metrics.
+ * version) through prom-client, plus Kiln's batch-size histogram, response cache gauges,
+ * semantic cache counters and the process metrics.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { KilnErrorCode } from '../errors';
@@ -77,6 +77,9 @@ export function serverMetrics(manager: ModelManager): { registry: Registry; scra
   // The server's models share one store: what it holds is the server's, not a model's.
   const cacheEntries = new Gauge({ name: 'kiln_cache_entries', help: 'Entries held by the response cache (an in-process store; unknown for Redis)', labelNames: ['store'], registers: [registry] });
   const cacheBytes = new Gauge({ name: 'kiln_cache_bytes', help: 'Bytes held by the response cache (an in-process store; unknown for Redis)', labelNames: ['store'], registers: [registry] });
+  const semanticHits = counter('kiln_semantic_cache_hits_total', 'Requests answered from the semantic cache');
+  const semanticMisses = counter('kiln_semantic_cache_misses_total', 'Semantic cache lookups that found no entry near enough (the model ran)');
+  const semanticFalse = counter('kiln_semantic_cache_false_hits_total', 'Verified semantic cache hits whose cached answer differed from a fresh run');
   const batch = new Histogram({ name: 'kiln_batch_size', help: "Rows per model execution (the dynamic batcher's batch sizes)", labelNames: [...labels], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [registry] });
 
   /** What each version (by model and version) had reached at the previous scrape. */
@@ -114,6 +117,12 @@ export function serverMetrics(manager: ModelManager): { registry: Registry; scra
         grow(cacheErrors, 'cache_errors', m.cache.errors);
         if (m.cache.entries !== undefined) cacheEntries.set({ store: 'local' }, m.cache.entries);
         if (m.cache.bytes !== undefined) cacheBytes.set({ store: 'local' }, m.cache.bytes);
+      }
+      if (m.semanticCache) {
+        if (previous.values.semantic_hits === undefined) for (const c of [semanticHits, semanticMisses, semanticFalse]) c.inc(l, 0);
+        grow(semanticHits, 'semantic_hits', m.semanticCache.hits);
+        grow(semanticMisses, 'semantic_misses', m.semanticCache.misses);
+        grow(semanticFalse, 'semantic_false_hits', m.semanticCache.falseHits);
       }
       for (const [size, n] of Object.entries(m.batchSizes)) {
         const before = previous.sizes[Number(size)] ?? 0;

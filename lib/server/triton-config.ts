@@ -243,7 +243,7 @@ function textValue(type: FieldType, f: TextField, at: Place): unknown {
  * lib/batching/config.ts), passed through unchecked here and checked by loadModel.
  */
 const KILN_FIELDS: Readonly<Record<string, readonly string[]>> = {
-  ModelConfig: ['paddingCheck', 'session'],
+  ModelConfig: ['paddingCheck', 'session', 'semanticCache'],
   ModelInput: ['allowPadding', 'padValue', 'lengthBuckets', 'padAxes'],
   ModelOutput: ['cropAxes', 'keepAxes'],
   ModelDynamicBatching: ['maxLatencyMs'],
