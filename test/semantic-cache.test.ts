@@ -205,6 +205,33 @@ describe('semantic cache', () => {
       }
       assert.ok(found >= 190, `found ${found} of 200`);
     });
+
+    for (const metric of ['cosine', 'l2'] as const) {
+      it(`returns the exactly nearest of two near-equal entries, not the quantized index's first (${metric}, HNSW path)`, () => {
+        const data = clusters(1, 64, 0, 11);
+        const noise = prng(12);
+        const c = new SemanticCache<string>({ dimensions: 64, metric, threshold: metric === 'cosine' ? -1 : 100 });
+        for (let i = 0; i < 500; i++) c.insert('p', data.far(), 'far');
+        for (let trial = 0; trial < 40; trial++) {
+          const q = data.far();
+          // Two entries about equally near q: their order is decided in the 4th decimal or beyond.
+          const a = q.map((x) => x + 0.004 * noise());
+          const b = q.map((x) => x + 0.004 * noise());
+          const ida = c.insert('p', a, 'a');
+          const idb = c.insert('p', b, 'b');
+          const unit = (v: Float32Array) => (metric === 'cosine' ? v.map((x) => x / Math.hypot(...v)) : v);
+          const sa = vectorSimilarity(unit(q), unit(a), metric);
+          const sb = vectorSimilarity(unit(q), unit(b), metric);
+          const better = (metric === 'cosine' ? sa > sb : sa < sb) ? ida : idb;
+          const hit = c.lookup('p', q);
+          assert.ok(hit);
+          assert.equal(hit.id, better, `trial ${trial}: a ${sa}, b ${sb}`);
+          assert.ok(Math.abs(hit.similarity - (better === ida ? sa : sb)) < 1e-6);
+          c.remove(ida);
+          c.remove(idb);
+        }
+      });
+    }
   });
 
   describe('embeddings', () => {
