@@ -52,9 +52,9 @@ export class ModelSemanticCache {
    * cached answer has the rows and shape of the request that made it).
    */
   partition(tenant: string, feeds: Feeds): string {
-    let dims = '';
-    for (const [name, t] of Object.entries(feeds)) dims += `${name}:${t.dims.join(',')};`;
-    return `${this.#key}|${tenant}|${dims}`;
+    const dims = Object.entries(feeds).map(([name, t]) => [name, t.dims]);
+    // JSON keeps the parts apart whatever characters a model name or a tenant contains.
+    return JSON.stringify([this.#key, tenant, dims]);
   }
 
   /** A copy of the nearest cached answer when near enough; else the vector to insert the answer under. */
