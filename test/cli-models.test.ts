@@ -69,7 +69,7 @@ describe('kiln optimize, quantize and fp16 (the process)', function () {
   it('kiln --help lists the commands, kiln quantize --help its options; kiln bench refuses an unknown option', () => {
     const top = kiln('--help');
     assert.equal(top.status, 0, top.stderr);
-    for (const command of ['info', 'bench', 'optimize', 'quantize', 'fp16', 'serve']) assert.match(top.stdout, new RegExp(`\\n  ${command} `));
+    for (const command of ['info', 'bench', 'optimize', 'quantize', 'fp16', 'cache-tune', 'serve']) assert.match(top.stdout, new RegExp(`\\n  ${command} `));
     const help = kiln('quantize', '--help');
     assert.equal(help.status, 0, help.stderr);
     assert.match(help.stdout, /^Usage: kiln quantize \[options\] <IN.onnx>\n/);

@@ -44,7 +44,7 @@ describe('kiln command line', function () {
   it('an unknown command says so on stderr, prints the usage and exits 2', () => {
     const r = kiln('frobnicate');
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /^kiln: unknown command "frobnicate"; the commands are info, bench, optimize, quantize, fp16, serve, help\n$/);
+    assert.match(r.stderr, /^kiln: unknown command "frobnicate"; the commands are info, bench, optimize, quantize, fp16, cache-tune, serve, help\n$/);
     assert.match(r.stdout, /^Usage: kiln /);
   });
 

@@ -2,6 +2,7 @@
 // The `kiln` command line: one command per file in commands/; `kiln help` lists them.
 import { Command, CommanderError } from 'commander';
 import { benchCommand } from './commands/bench';
+import { cacheTuneCommand } from './commands/cache-tune';
 import { fp16Command } from './commands/fp16';
 import { infoCommand } from './commands/info';
 import { optimizeCommand } from './commands/optimize';
@@ -13,7 +14,7 @@ import { refuseRepeats } from './options';
 
 function program(): Command {
   const kiln = new Command('kiln').description('Kiln: low-latency ONNX Runtime inference for Node.js, and tools for models');
-  for (const command of [infoCommand(), benchCommand(), optimizeCommand(), quantizeCommand(), fp16Command(), serveCommand()]) kiln.addCommand(command);
+  for (const command of [infoCommand(), benchCommand(), optimizeCommand(), quantizeCommand(), fp16Command(), cacheTuneCommand(), serveCommand()]) kiln.addCommand(command);
   for (const command of [kiln, ...kiln.commands]) {
     refuseRepeats(command);
     // Failures are reported once, as `kiln: CODE: message`; help ends with exit code 0.
