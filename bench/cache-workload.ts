@@ -5,7 +5,7 @@
  */
 import { prng } from '../lib/samples';
 import { recPreprocess, type FloatTensor } from '../support/ppocr';
-import { renderText, type RgbImage } from '../support/text-image';
+import { perturb, renderText, type RgbImage } from '../support/text-image';
 
 const WORDS = [
   'apple', 'river', 'stone', 'cloud', 'north', 'table', 'green', 'light', 'paper', 'glass',
@@ -27,23 +27,6 @@ export function distinctLines(count: number, seed: number): string[] {
   return [...lines];
 }
 
-/** `img` shifted by (dx, dy) (white comes in), its brightness scaled by `gain`, plus uniform noise of ±`noise` levels. */
-export function perturb(img: RgbImage, seed: number, { dx, dy, gain, noise }: { dx: number; dy: number; gain: number; noise: number }): RgbImage {
-  const next = prng(seed);
-  const data = new Uint8Array(img.data.length);
-  for (let y = 0; y < img.height; y++) {
-    for (let x = 0; x < img.width; x++) {
-      const sx = x - dx;
-      const sy = y - dy;
-      const inside = sx >= 0 && sy >= 0 && sx < img.width && sy < img.height;
-      for (let c = 0; c < 3; c++) {
-        const v = inside ? img.data[3 * (sy * img.width + sx) + c] : 255;
-        data[3 * (y * img.width + x) + c] = Math.max(0, Math.min(255, Math.round(v * gain + noise * next())));
-      }
-    }
-  }
-  return { width: img.width, height: img.height, data };
-}
 
 export type RequestKind = 'first' | 'exact' | 'near';
 

@@ -1,4 +1,5 @@
 import * as fs from 'fs';
+import { prng } from '../lib/samples';
 
 /**
  * The part of opentype.js 1.x used here, typed locally: @types/opentype.js references lib "dom",
@@ -214,4 +215,22 @@ export function inkBox(img: RgbImage, threshold = 128): Box | null {
     }
   }
   return box;
+}
+
+/** `img` shifted by (dx, dy) (white comes in), its brightness scaled by `gain`, plus uniform noise of ±`noise` levels (seeded). */
+export function perturb(img: RgbImage, seed: number, { dx = 0, dy = 0, gain = 1, noise = 0 }: { dx?: number; dy?: number; gain?: number; noise?: number }): RgbImage {
+  const next = prng(seed);
+  const data = new Uint8Array(img.data.length);
+  for (let y = 0; y < img.height; y++) {
+    for (let x = 0; x < img.width; x++) {
+      const sx = x - dx;
+      const sy = y - dy;
+      const inside = sx >= 0 && sy >= 0 && sx < img.width && sy < img.height;
+      for (let c = 0; c < 3; c++) {
+        const v = inside ? img.data[3 * (sy * img.width + sx) + c] : 255;
+        data[3 * (y * img.width + x) + c] = Math.max(0, Math.min(255, Math.round(v * gain + noise * next())));
+      }
+    }
+  }
+  return { width: img.width, height: img.height, data };
 }

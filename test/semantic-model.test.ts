@@ -11,7 +11,7 @@ import { mlpModel, mlpReference, prng } from '../lib/samples';
 import type { Feeds } from '../lib/session';
 import { Tensor } from '../lib/tensor';
 import { OCR_MODELS, ctcDecode, loadKeys, recPreprocess } from '../support/ppocr';
-import { renderText, type RgbImage } from '../support/text-image';
+import { perturb, renderText, type RgbImage } from '../support/text-image';
 import { assertKilnError } from './helpers/assert-error';
 
 /** Seeded cluster centres in [-1, 1)^512 and noisy members (noise ±0.05: cosine to the centre ≈ 0.998). */
@@ -156,23 +156,6 @@ describe('semantic cache in loadModel', function () {
   });
 });
 
-/** `img` shifted by (dx, dy) (white comes in), its brightness scaled by `gain`, plus uniform noise of ±`noise` levels. */
-function perturb(img: RgbImage, seed: number, { dx = 0, dy = 0, gain = 1, noise = 0 }: { dx?: number; dy?: number; gain?: number; noise?: number }): RgbImage {
-  const next = prng(seed);
-  const data = new Uint8Array(img.data.length);
-  for (let y = 0; y < img.height; y++) {
-    for (let x = 0; x < img.width; x++) {
-      const sx = x - dx;
-      const sy = y - dy;
-      const inside = sx >= 0 && sy >= 0 && sx < img.width && sy < img.height;
-      for (let c = 0; c < 3; c++) {
-        const v = inside ? img.data[3 * (sy * img.width + sx) + c] : 255;
-        data[3 * (y * img.width + x) + c] = Math.max(0, Math.min(255, Math.round(v * gain + noise * next())));
-      }
-    }
-  }
-  return { width: img.width, height: img.height, data };
-}
 
 describe('semantic cache on the PP-OCR recognizer', function () {
   this.timeout(60_000);
