@@ -7,18 +7,16 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as grpc from '@grpc/grpc-js';
 import { addModel, mlpModel, mlpReference, prng } from '../lib/samples';
 import { parseCacheConfig } from '../lib/server/cache-config';
-import { inferenceService } from '../lib/server/grpc';
 import { startServer, writeExampleRepository, type RunningServer } from '../lib/server/serve';
 import { assertKilnError } from './helpers/assert-error';
 import { startRedis, type RedisServer } from './helpers/redis';
+import { inferX, metric, serveRepository, type ServedRepository } from './helpers/serve';
 import { writeFiles } from '../support/repository';
 
 const CLI = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
 
-type Client = grpc.Client & Record<string, (request: unknown, callback: (e: grpc.ServiceError | null, r: unknown) => void) => void>;
 interface HttpAnswer {
   parameters?: Record<string, unknown>;
   outputs: { name: string; shape: number[]; data?: number[]; parameters?: { binary_data_size?: number } }[];
@@ -42,11 +40,7 @@ const rows = (seed: number, n = 1): number[] => {
   return Array.from({ length: n * 512 }, () => Math.fround(rand() * 2 - 1));
 };
 
-async function inferJson(url: string, model: string, x: number[]): Promise<HttpAnswer> {
-  const r = await fetch(`${url}/v2/models/${model}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [{ name: 'x', shape: [x.length / 512, 512], datatype: 'FP32', data: x }] }) });
-  assert.equal(r.status, 200, await r.clone().text());
-  return (await r.json()) as HttpAnswer;
-}
+const inferJson = (url: string, model: string, x: number[]): Promise<HttpAnswer> => inferX<HttpAnswer>(url, model, x);
 
 /** Binary in, binary out: the answer's JSON header and y's values. */
 async function inferBinary(url: string, x: number[]): Promise<{ header: HttpAnswer; y: number[] }> {
@@ -65,29 +59,19 @@ const close = (got: readonly number[], want: readonly number[]): void => {
   got.forEach((g, i) => assert.ok(Math.abs(g - want[i]) <= 1e-4 * Math.max(1, Math.abs(want[i])), `y[${i}]: ${g} vs ${want[i]}`));
 };
 
-/** One sample's value in the Prometheus text, or undefined when absent. */
-function metric(text: string, name: string, labels: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
-
 describe('kiln serve: the exact response cache', function () {
   this.timeout(60_000);
 
   describe('in one server (local cache)', () => {
-    let dir: string;
+    let served: ServedRepository;
     let server: RunningServer;
-    let client: Client;
-    const call = <T>(method: string, request: unknown): Promise<T> => new Promise((resolve, reject) => client[method](request, (e, r) => (e ? reject(e) : resolve(r as T))));
+    const call = <T>(method: string, request: unknown): Promise<T> => served.call<T>(method, request);
     before(async () => {
-      dir = cachedRepository();
-      server = await startServer({ modelRepository: dir, httpPort: 0, grpcPort: 0, logLevel: 'silent' });
-      client = new (inferenceService())(server.grpc as string, grpc.credentials.createInsecure()) as unknown as Client;
+      served = await serveRepository(cachedRepository());
+      server = served.server;
     });
     after(async () => {
-      client?.close();
-      await server?.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+      await served?.close();
     });
 
     it('the same request is a miss, then a hit with the same outputs, over HTTP JSON, HTTP binary and gRPC; another input misses', async () => {

@@ -6,13 +6,11 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as grpc from '@grpc/grpc-js';
 import { mlpModel, prng } from '../lib/samples';
-import { inferenceService } from '../lib/server/grpc';
-import { startServer, type RunningServer } from '../lib/server/serve';
+import type { RunningServer } from '../lib/server/serve';
 import { writeFiles } from '../support/repository';
+import { inferX, metric, serveRepository, type ServedRepository } from './helpers/serve';
 
-type Client = grpc.Client & Record<string, (request: unknown, callback: (e: grpc.ServiceError | null, r: unknown) => void) => void>;
 interface HttpAnswer {
   parameters?: Record<string, unknown>;
   outputs: { name: string; data: number[] }[];
@@ -28,24 +26,14 @@ const near = (x: number[], seed: number): number[] => {
   return x.map((v) => Math.fround(v + 0.05 * next()));
 };
 
-async function inferJson(url: string, model: string, x: number[], parameters?: Record<string, unknown>): Promise<HttpAnswer> {
-  const body = { inputs: [{ name: 'x', shape: [1, 512], datatype: 'FP32', data: x }], ...(parameters ? { parameters } : {}) };
-  const r = await fetch(`${url}/v2/models/${model}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  assert.equal(r.status, 200, await r.clone().text());
-  return (await r.json()) as HttpAnswer;
-}
-
-function metric(text: string, name: string, labels: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+const inferJson = (url: string, model: string, x: number[], parameters?: Record<string, unknown>): Promise<HttpAnswer> => inferX<HttpAnswer>(url, model, x, parameters);
 
 describe('kiln serve: the semantic cache', function () {
   this.timeout(60_000);
   let dir: string;
+  let served: ServedRepository;
   let server: RunningServer;
-  let client: Client;
-  const call = <T>(method: string, request: unknown): Promise<T> => new Promise((resolve, reject) => client[method](request, (e, r) => (e ? reject(e) : resolve(r as T))));
+  const call = <T>(method: string, request: unknown): Promise<T> => served.call<T>(method, request);
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-serve-semantic-'));
@@ -57,13 +45,11 @@ describe('kiln serve: the semantic cache', function () {
       'mlp_embedded/config.json': JSON.stringify({ semanticCache: { threshold: 0.999, embedding: { model: 'mlp', output: 'y' } } }),
       'mlp_embedded/1/model.onnx': mlpModel(),
     });
-    server = await startServer({ modelRepository: dir, httpPort: 0, grpcPort: 0, logLevel: 'silent' });
-    client = new (inferenceService())(server.grpc as string, grpc.credentials.createInsecure()) as unknown as Client;
+    served = await serveRepository(dir);
+    server = served.server;
   });
   after(async () => {
-    client?.close();
-    await server?.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    await served?.close();
   });
 
   it('answers a slightly different request from the cache, with kiln_similarity, over HTTP and gRPC', async () => {
