@@ -206,20 +206,70 @@ describe('semantic cache', () => {
       assert.ok(found >= 190, `found ${found} of 200`);
     });
 
-    for (const metric of ['cosine', 'l2'] as const) {
-      it(`returns the exactly nearest of two near-equal entries, not the quantized index's first (${metric}, HNSW path)`, () => {
-        const data = clusters(1, 64, 0, 11);
+    it('long vectors (indexed by a sketch): hits the exactly nearest entry of a new member\'s own cluster, misses far points', () => {
+      const dims = 4096;
+      const long = clusters(20, dims, 0.0025, 21);
+      const unit = (v: Float32Array) => {
+        const n = Math.hypot(...v);
+        return v.map((x) => x / n);
+      };
+      const c = new SemanticCache<number>({ dimensions: dims, threshold: 0.9 });
+      const entries: Float32Array[] = [];
+      for (let i = 0; i < 5; i++) {
+        for (let k = 0; k < 20; k++) {
+          const v = long.member(k);
+          c.insert('p', v, entries.length);
+          entries.push(unit(v));
+        }
+      }
+      for (let k = 0; k < 20; k++) {
+        const q = unit(long.member(k));
+        const hit = c.lookup('p', q);
+        assert.ok(hit, `cluster ${k} missed`);
+        assert.equal(hit.value % 20, k);
+        // The returned entry is the exactly nearest, and its similarity the exact one, not the sketch's estimate.
+        const exact = entries.map((e) => vectorSimilarity(q, e, 'cosine'));
+        assert.equal(hit.value, exact.indexOf(Math.max(...exact)));
+        assert.ok(Math.abs(hit.similarity - exact[hit.value]) < 1e-6);
+      }
+      for (let i = 0; i < 20; i++) assert.equal(c.lookup('p', long.far()), undefined);
+    });
+
+    it('finds near copies of 69 120-value image-like vectors (a large common component), which a whole-vector int8 index could not', () => {
+      // Lines of text on a page look alike: every vector here is 0.4 on average (the
+      // background), so all pairs sit at cosine ~0.3 and a query differs from its entry only in
+      // small details. Scaled to ±127 as one 69 120-value unit vector, each component rounds to
+      // 0 or ±1 and the index could not tell them apart; its sketch can.
+      const dims = 3 * 48 * 480;
+      const next = prng(31);
+      const images = Array.from({ length: 100 }, () => Float32Array.from({ length: dims }, () => (next() > 0 ? 1 : -0.2)));
+      const c = new SemanticCache<number>({ dimensions: dims, threshold: 0.95 });
+      images.forEach((v, i) => c.insert('p', v, i));
+      for (let i = 0; i < 100; i += 7) {
+        const q = images[i].map((x, j) => x + 0.05 * ((j % 13) / 13 - 0.5));
+        const hit = c.lookup('p', q);
+        assert.equal(hit?.value, i, `image ${i}`);
+      }
+      assert.equal(c.lookup('p', Float32Array.from({ length: dims }, () => (next() > 0 ? 1 : -0.2))), undefined);
+    });
+
+    for (const [metric, dims] of [['cosine', 64], ['l2', 64], ['cosine', 2048], ['l2', 2048]] as const) {
+      it(`returns the exactly nearest of two near-equal entries, not the quantized index's first (${metric}, ${dims} dims: HNSW path${dims > 256 ? ' over sketches' : ''})`, () => {
+        const data = clusters(1, dims, 0, 11);
         const noise = prng(12);
-        const c = new SemanticCache<string>({ dimensions: 64, metric, threshold: metric === 'cosine' ? -1 : 100 });
+        const c = new SemanticCache<string>({ dimensions: dims, metric, threshold: metric === 'cosine' ? -1 : 100 });
         for (let i = 0; i < 500; i++) c.insert('p', data.far(), 'far');
         for (let trial = 0; trial < 40; trial++) {
           const q = data.far();
           // Two entries about equally near q: their order is decided in the 4th decimal or beyond.
-          const a = q.map((x) => x + 0.004 * noise());
-          const b = q.map((x) => x + 0.004 * noise());
+          const a = q.map((x) => x + (0.032 / Math.sqrt(dims)) * noise());
+          const b = q.map((x) => x + (0.032 / Math.sqrt(dims)) * noise());
           const ida = c.insert('p', a, 'a');
           const idb = c.insert('p', b, 'b');
-          const unit = (v: Float32Array) => (metric === 'cosine' ? v.map((x) => x / Math.hypot(...v)) : v);
+          const unit = (v: Float32Array) => {
+            const n = metric === 'cosine' ? Math.hypot(...v) : 1;
+            return v.map((x) => x / n);
+          };
           const sa = vectorSimilarity(unit(q), unit(a), metric);
           const sb = vectorSimilarity(unit(q), unit(b), metric);
           const better = (metric === 'cosine' ? sa > sb : sa < sb) ? ida : idb;
