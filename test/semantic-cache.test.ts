@@ -117,7 +117,7 @@ describe('semantic cache', () => {
       assert.equal(c.lookup('p', data.member(1)), undefined);
       const { expirations, ...rest } = c.stats();
       assert.ok(expirations > metToo);
-      assert.deepEqual(rest, { entries: 301 - expirations, partitions: expirations === 301 ? 0 : 1, hits: 2, misses: 2, evictions: 0 });
+      assert.deepEqual(rest, { entries: 301 - expirations, bytes: (301 - expirations) * 32 * 4, partitions: expirations === 301 ? 0 : 1, hits: 2, misses: 2, evictions: 0 });
     });
 
     it('evicts the least recently hit or inserted entry at capacity', () => {
@@ -149,6 +149,22 @@ describe('semantic cache', () => {
       assert.equal(c.stats().evictions, 2700);
     });
 
+    it('counts the bytes held (vectors, sketches, values by sizeOf) through inserts, removals, evictions and clear()', () => {
+      const c = new SemanticCache<Uint8Array>({ dimensions: 32, threshold: 0.9, capacity: 3, sizeOf: (v) => v.byteLength });
+      const ids = [10, 20, 30].map((n, i) => c.insert('p', data.member(i), new Uint8Array(n)));
+      assert.equal(c.stats().bytes, 3 * 32 * 4 + 60);
+      c.remove(ids[1]);
+      assert.equal(c.stats().bytes, 2 * 32 * 4 + 40);
+      c.insert('p', data.member(3), new Uint8Array(5));
+      c.insert('p', data.member(4), new Uint8Array(7)); // evicts ids[0] (10 bytes)
+      assert.equal(c.stats().bytes, 3 * 32 * 4 + 30 + 5 + 7);
+      const long = new SemanticCache<Uint8Array>({ dimensions: 1024, threshold: 0.9, sizeOf: (v) => v.byteLength });
+      long.insert('p', Float32Array.from({ length: 1024 }, (_, i) => i + 1), new Uint8Array(3));
+      assert.equal(long.stats().bytes, 1024 * 4 + 256 * 4 + 3, 'a long vector and its sketch');
+      c.clear();
+      assert.equal(c.stats().bytes, 0);
+    });
+
     it('remove() and clear()', () => {
       const c = cache<number>();
       const a = c.insert('p', data.member(0), 0);
@@ -161,7 +177,7 @@ describe('semantic cache', () => {
       c.clear();
       assert.equal(c.size, 0);
       assert.equal(c.lookup('q', data.member(1)), undefined);
-      assert.deepEqual({ ...c.stats(), hits: 0, misses: 0 }, { entries: 0, partitions: 0, hits: 0, misses: 0, evictions: 0, expirations: 0 });
+      assert.deepEqual({ ...c.stats(), hits: 0, misses: 0 }, { entries: 0, bytes: 0, partitions: 0, hits: 0, misses: 0, evictions: 0, expirations: 0 });
     });
 
     it('l2 metric: threshold is a maximum distance', () => {

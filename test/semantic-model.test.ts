@@ -7,6 +7,7 @@
  */
 import { strict as assert } from 'assert';
 import { createResponseCache, loadModel, SemanticCache, type Model } from '../lib';
+import { encodeResults } from '../lib/cache/codec';
 import { mlpModel, mlpReference, prng } from '../lib/samples';
 import type { Feeds } from '../lib/session';
 import { Tensor } from '../lib/tensor';
@@ -59,7 +60,9 @@ describe('semantic cache in loadModel', function () {
     const want = mlpReference(x1, 1);
     (far.outputs.y.data as Float32Array).forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= 1e-4 * Math.max(1, Math.abs(want[i]))));
     const s = model.stats();
-    assert.deepEqual(s.semanticCache, { hits: 2, misses: 2, falseHits: 0, verified: 0, errors: 0, entries: 2 });
+    const { bytes, ...counters } = s.semanticCache!;
+    assert.deepEqual(counters, { hits: 2, misses: 2, falseHits: 0, verified: 0, errors: 0, entries: 2 });
+    assert.equal(bytes, 2 * (x1.length * 4 + 256 * 4 + encodeResults(first.outputs).byteLength), 'bytes: each entry\'s float32 vector, its sketch (512 > 256 values) and encoded answer');
     assert.equal(s.success, 4);
     assert.equal(s.inferenceCount, 2, 'hits are not inferences');
   });
@@ -86,7 +89,7 @@ describe('semantic cache in loadModel', function () {
     const s = model.stats();
     assert.equal(s.cache?.hits, 1);
     assert.equal(s.cache?.misses, 2);
-    assert.deepEqual(s.semanticCache, { hits: 1, misses: 1, falseHits: 0, verified: 0, errors: 0, entries: 1 });
+    assert.deepEqual({ ...s.semanticCache, bytes: 0 }, { hits: 1, misses: 1, falseHits: 0, verified: 0, errors: 0, entries: 1, bytes: 0 });
   });
 
   it('verifies every hit with verifyFraction 1 and counts false hits when the threshold is too low', async () => {

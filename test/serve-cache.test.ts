@@ -132,8 +132,11 @@ describe('kiln serve: the exact response cache', function () {
       assert.ok((metric(text, 'nv_cache_miss_duration_per_model', mlp) as number) > 0);
       assert.equal(metric(text, 'kiln_cache_errors_total', mlp), 0);
       assert.equal(metric(text, 'nv_cache_num_hits_per_model', 'model="add",version="1"'), undefined);
-      assert.equal(metric(text, 'kiln_cache_entries', 'store="local"'), 4);
-      assert.ok((metric(text, 'kiln_cache_bytes', 'store="local"') as number) > 4 * 10 * 4);
+      // One local store shared by both cached models; entries and bytes are counted per model.
+      assert.equal(metric(text, 'kiln_cache_entries', `${mlp},cache="response"`), 3);
+      assert.equal(metric(text, 'kiln_cache_entries', 'model="add_cached",version="1",cache="response"'), 1);
+      assert.ok((metric(text, 'kiln_cache_bytes', `${mlp},cache="response"`) as number) > 3 * 10 * 4);
+      assert.ok((metric(text, 'kiln_cache_bytes', 'model="add_cached",version="1",cache="response"') as number) > 4 * 4);
       assert.equal(metric(text, 'nv_inference_request_success', mlp), 8);
       const stats = (await (await fetch(`${server.url}/v2/models/mlp/stats`)).json()) as { model_stats: { inference_stats: Record<string, { count: number; ns: number }> }[] };
       const s = stats.model_stats[0].inference_stats;

@@ -26,7 +26,7 @@
 import { Index, MetricKind, ScalarKind } from 'usearch';
 import { KilnError } from '../../errors';
 
-export interface SemanticCacheOptions {
+export interface SemanticCacheOptions<V = unknown> {
   /** Length of every vector. */
   dimensions: number;
   /** 'cosine' (default) or 'l2' (Euclidean distance). */
@@ -46,6 +46,8 @@ export interface SemanticCacheOptions {
   connectivity?: number;
   /** Clock for TTLs, in ms; default Date.now. */
   now?: () => number;
+  /** Bytes a value takes, for stats().bytes (default: values count 0; vectors always count). */
+  sizeOf?: (value: V) => number;
 }
 
 export interface SemanticHit<V> {
@@ -58,6 +60,8 @@ export interface SemanticHit<V> {
 
 export interface SemanticCacheStats {
   entries: number;
+  /** Bytes held: the vectors (and sketches) kept in JS, and the values as `sizeOf` counts them; not usearch's graph. */
+  bytes: number;
   partitions: number;
   hits: number;
   misses: number;
@@ -76,6 +80,7 @@ interface Entry<V> {
   /** What the index holds for it: `vector` itself, or its sketch. */
   key: Float32Array;
   expiresAt: number;
+  bytes: number;
 }
 
 interface Partition<V> {
@@ -178,6 +183,8 @@ export class SemanticCache<V> {
   readonly ttlMs: number;
   readonly #connectivity: number;
   readonly #now: () => number;
+  readonly #sizeOf: (value: V) => number;
+  #bytes = 0;
   /** Set when vectors are longer than the index's length. */
   readonly #sketch: Sketch | undefined;
   readonly #indexDimensions: number;
@@ -190,8 +197,8 @@ export class SemanticCache<V> {
   #evictions = 0;
   #expirations = 0;
 
-  constructor(options: SemanticCacheOptions) {
-    const { dimensions, metric = 'cosine', threshold, capacity = DEFAULT_CAPACITY, ttlMs = Infinity, indexDimensions = INDEX_DIMENSIONS, connectivity = 0, now = Date.now } = options;
+  constructor(options: SemanticCacheOptions<V>) {
+    const { dimensions, metric = 'cosine', threshold, capacity = DEFAULT_CAPACITY, ttlMs = Infinity, indexDimensions = INDEX_DIMENSIONS, connectivity = 0, now = Date.now, sizeOf = () => 0 } = options;
     if (!Number.isSafeInteger(dimensions) || dimensions < 1) throw invalid(`dimensions must be an integer >= 1, received ${String(dimensions)}`);
     if (metric !== 'cosine' && metric !== 'l2') throw invalid(`metric must be "cosine" or "l2", received ${String(metric)}`);
     if (typeof threshold !== 'number' || (metric === 'cosine' ? !(threshold >= -1 && threshold <= 1) : !(threshold >= 0 && threshold < Infinity))) {
@@ -202,6 +209,7 @@ export class SemanticCache<V> {
     if (!Number.isSafeInteger(indexDimensions) || indexDimensions < 1) throw invalid(`indexDimensions must be an integer >= 1, received ${String(indexDimensions)}`);
     if (!Number.isSafeInteger(connectivity) || connectivity < 0) throw invalid(`connectivity must be an integer >= 0, received ${String(connectivity)}`);
     if (typeof now !== 'function') throw invalid('now must be a function returning milliseconds');
+    if (typeof sizeOf !== 'function') throw invalid('sizeOf must be a function returning bytes');
     this.dimensions = dimensions;
     this.metric = metric;
     this.threshold = threshold;
@@ -209,6 +217,7 @@ export class SemanticCache<V> {
     this.ttlMs = ttlMs;
     this.#connectivity = connectivity;
     this.#now = now;
+    this.#sizeOf = sizeOf;
     this.#indexDimensions = Math.min(dimensions, indexDimensions);
     this.#sketch = dimensions > indexDimensions ? new Sketch(dimensions, indexDimensions, metric === 'cosine') : undefined;
   }
@@ -244,7 +253,9 @@ export class SemanticCache<V> {
     }
     const id = this.#nextId++;
     const key = this.#sketch ? this.#sketch.of(stored) : stored;
-    const entry: Entry<V> = { id, partition: p, value, vector: stored, key, expiresAt: this.#now() + this.ttlMs };
+    const bytes = stored.byteLength + (key === stored ? 0 : key.byteLength) + this.#sizeOf(value);
+    const entry: Entry<V> = { id, partition: p, value, vector: stored, key, expiresAt: this.#now() + this.ttlMs, bytes };
+    this.#bytes += bytes;
     p.index.add(BigInt(id), key, 1);
     p.live.set(id, entry);
     this.#entries.set(id, entry);
@@ -268,11 +279,13 @@ export class SemanticCache<V> {
   clear(): void {
     this.#entries.clear();
     this.#partitions.clear();
+    this.#bytes = 0;
   }
 
   stats(): SemanticCacheStats {
     return {
       entries: this.#entries.size,
+      bytes: this.#bytes,
       partitions: this.#partitions.size,
       hits: this.#hits,
       misses: this.#misses,
@@ -337,6 +350,7 @@ export class SemanticCache<V> {
   #drop(entry: Entry<V>): void {
     const p = entry.partition;
     this.#entries.delete(entry.id);
+    this.#bytes -= entry.bytes;
     p.live.delete(entry.id);
     p.ghosts++;
     if (p.live.size === 0) {
