@@ -360,6 +360,28 @@ describe('semantic cache', () => {
       assertKilnError(thrown(() => compareResults(a, a, { metric: 'nope' as 'top1' })), 'E_INVALID_ARGUMENT', 'metric');
     });
 
+    it('compareResults: ctc compares decoded label sequences (arg max per step, repeats collapsed, blank dropped)', () => {
+      // [2 sequences, 5 steps, 3 classes]; class 0 is blank. Arg maxes per step given as labels.
+      const ctc = (...labels: number[]): Results => {
+        const data = new Float32Array(labels.length * 3);
+        labels.forEach((l, t) => (data[t * 3 + l] = 1));
+        return { y: new Tensor('float32', data, [2, 5, 3]) };
+      };
+      const a = ctc(1, 1, 0, 2, 0, /* | */ 2, 0, 0, 2, 2); // "1 2" and "2 2"
+      // Same texts, steps moved: blank and repeats where a had characters.
+      const b = ctc(0, 1, 0, 0, 2, /* | */ 2, 2, 0, 0, 2);
+      assert.deepEqual(compareResults(a, b, { metric: 'ctc' }), { same: true, score: 1 });
+      assert.equal(compareResults(a, b, { metric: 'top1' }).same, false, 'top1 sees the moved steps');
+      const c = ctc(1, 1, 0, 2, 0, /* | */ 2, 2, 2, 2, 2); // second sequence "2" (repeats collapse), not "2 2"
+      assert.deepEqual(compareResults(a, c, { metric: 'ctc' }), { same: false, score: 0.5 });
+      assert.equal(compareResults(a, c, { metric: 'ctc', tolerance: 0.5 }).same, true);
+      // With class 2 as the blank the first sequences read "1 0 0" against "0 1 0" (different),
+      // the second ones "0" and "0".
+      assert.deepEqual(compareResults(a, b, { metric: 'ctc', blank: 2 }), { same: false, score: 0.5 });
+      assertKilnError(thrown(() => compareResults({ y: new Tensor('float32', new Float32Array(3), [3]) }, { y: new Tensor('float32', new Float32Array(3), [3]) }, { metric: 'ctc' })), 'E_INVALID_ARGUMENT', 'rank >= 2');
+      assertKilnError(thrown(() => compareResults(a, a, { metric: 'ctc', blank: -1 })), 'E_INVALID_ARGUMENT', 'blank');
+    });
+
     it('Verifier picks about verifyFraction of the hits (seeded) and counts false hits', async () => {
       const v = new Verifier({ verifyFraction: 0.25, how: { metric: 'top1' }, seed: 3 });
       let picked = 0;
