@@ -11,11 +11,12 @@ import * as path from 'path';
 import { Session } from '../lib';
 import { createGrpcTarget, grpcModelMetadata } from '../lib/bench/targets/grpc';
 import { createHttpTarget, encodeHttpRequest, httpModelMetadata, type ServedTargetOptions } from '../lib/bench/targets/http';
+import { countersFromStatistics } from '../lib/bench/targets/server-counters';
 import type { InputSet, ServerCounters, Target } from '../lib/bench/types';
 import { mlpModel, prng } from '../lib/samples';
 import { writeExampleRepository } from '../lib/server/serve';
 import { Tensor } from '../lib/tensor';
-import { assertKilnError } from './helpers/assert-error';
+import { assertKilnError, thrown } from './helpers/assert-error';
 import { serveRepository, type ServedRepository } from './helpers/serve';
 
 /** An [rows, 512] float32 input of seeded values in [-1, 1). */
@@ -155,6 +156,26 @@ describe('kiln bench: served targets (KServe v2 over HTTP and gRPC)', function (
       parameters: { binary_data_output: true },
     });
     assert.deepEqual(new Float32Array(e.body.buffer.slice(e.body.byteOffset + headerLength, e.body.byteOffset + e.body.length)), sets[0].x.data);
+  });
+
+  it("sums a Triton statistics answer's versions, its uint64s given as numbers or strings", () => {
+    const version = (v: string, scale: number, asString: boolean) => {
+      const n = (x: number): number | string => (asString ? String(x * scale) : x * scale);
+      const d = (count: number, ns: number) => ({ count: n(count), ns: n(ns) });
+      return {
+        name: 'resnet', version: v, last_inference: n(1), inference_count: n(12), execution_count: n(5),
+        inference_stats: { success: d(10, 9_000_000), fail: d(1, 5000), queue: d(10, 2_000_000), compute_input: d(10, 500_000), compute_infer: d(10, 6_000_000), compute_output: d(10, 250_000) },
+        batch_stats: [{ batch_size: n(1), compute_input: d(4, 1), compute_infer: d(4, 1), compute_output: d(4, 1) }, { batch_size: 4, compute_infer: d(1, 1) }],
+      };
+    };
+    const answer = { model_stats: [version('1', 1, false), version('2', 2, true), { ...version('9', 100, false), name: 'other' }] };
+    assert.deepEqual(countersFromStatistics(answer, 'resnet'), {
+      requests: 30, inferenceCount: 36, executionCount: 15,
+      queueUs: 6000, computeInputUs: 1500, computeInferUs: 18000, computeOutputUs: 750,
+      batchSizes: { 1: 4, 2: 8, 4: 3 },
+    });
+    assertKilnError(thrown(() => countersFromStatistics({ model_stats: [] }, 'resnet')), 'E_NOT_FOUND', 'resnet');
+    assertKilnError(thrown(() => countersFromStatistics({ error: 'x' }, 'resnet')), 'E_UNAVAILABLE', 'model_stats');
   });
 
   it('fails with E_UNAVAILABLE when nothing listens at the address', async () => {
