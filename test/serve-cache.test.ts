@@ -227,7 +227,7 @@ describe('kiln serve: the exact response cache', function () {
       fs.rmSync(dir, { recursive: true, force: true });
     });
 
-    it('an answer of A is a hit on B; with Redis stopped both answer, uncached, count the errors and log once', async () => {
+    it('an answer of A is a hit on B; with Redis stopped both answer, uncached, count the errors and log once; with Redis back both cache again', async () => {
       const flags = ['--cache-config', `redis,url=${redis.url}`, '--cache-config', 'redis,timeout=200'];
       const [a, b] = await Promise.all([serve(...flags), serve(...flags)]);
       const x = rows(7);
@@ -258,6 +258,25 @@ describe('kiln serve: the exact response cache', function () {
         const warnings = s.stderr().split('\n').filter((l) => l.includes('response cache failed'));
         assert.equal(warnings.length, 1, s.stderr());
         assert.equal(JSON.parse(warnings[0]).level, 40);
+      }
+
+      // Redis back (empty, on the same port): both reconnect on their own and share answers again.
+      await redis.restart();
+      const z = rows(9);
+      const outcome = async (s: Served): Promise<unknown> => {
+        const answer = await inferJson(s.url, 'mlp', z);
+        close(answer.outputs[0].data as number[], reference(z));
+        return answer.parameters?.kiln_cache;
+      };
+      const deadline = Date.now() + 20_000;
+      // A's answer is stored once A has reconnected; A's next lookup then hits it.
+      while ((await outcome(a)) !== 'hit') {
+        assert.ok(Date.now() < deadline, 'A did not cache again within 20 s of Redis coming back');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      while ((await outcome(b)) !== 'hit') {
+        assert.ok(Date.now() < deadline, 'B did not reach the cache again within 20 s of Redis coming back');
+        await new Promise((r) => setTimeout(r, 100));
       }
     });
   });
