@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Harness } from '../bench/harness';
-import { createNativeDriver, resolveHarness } from '../lib/bench/targets/native';
+import { buildHarness, createNativeDriver, resolveHarness } from '../lib/bench/targets/native';
 import type { Driver, StepResult, TargetReport, WindowResult } from '../lib/bench/types';
 import { KilnError } from '../lib/errors';
 import { quantile } from '../lib/latency';
@@ -103,6 +103,21 @@ describe('kiln bench: the native harness', function () {
     await rejectsWith(createNativeDriver({ model: bad, harness: exe }), 'E_MODEL_LOAD', /cannot load model .*bad\.onnx/);
     await rejectsWith(createNativeDriver({ model, harness: path.join(dir, 'no-harness') }), 'E_NOT_FOUND', /kiln-harness not found at/);
     await rejectsWith(createNativeDriver({ model, harness: exe, provider: 'tpu' as 'cpu' }), 'E_INVALID_ARGUMENT', /provider must be one of cpu, cuda, tensorrt/);
+  });
+
+  it('building without CMake or without a compiler is E_UNAVAILABLE saying what to install', async () => {
+    const saved = { PATH: process.env.PATH, CXX: process.env.CXX };
+    try {
+      process.env.PATH = path.join(dir, 'empty-bin');
+      await rejectsWith(buildHarness(path.join(dir, 'build-a')), 'E_UNAVAILABLE', /cmake not found: building kiln-harness needs CMake 3\.18 or newer and a C\+\+17 compiler \(Debian\/Ubuntu: apt-get install cmake g\+\+\)/);
+      process.env.PATH = saved.PATH;
+      process.env.CXX = '/bin/false';
+      await rejectsWith(buildHarness(path.join(dir, 'build-b')), 'E_UNAVAILABLE', /building kiln-harness needs a C\+\+17 compiler: install g\+\+ or clang\+\+/);
+    } finally {
+      process.env.PATH = saved.PATH;
+      if (saved.CXX === undefined) delete process.env.CXX;
+      else process.env.CXX = saved.CXX;
+    }
   });
 
   it('a wrong --shape fails every request of a window as counted errors, not the window', async () => {

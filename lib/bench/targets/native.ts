@@ -70,7 +70,12 @@ function run(cmd: string, args: string[]): Promise<string> {
 export async function buildHarness(dir = harnessBuildDir()): Promise<string> {
   if (!fs.existsSync(path.join(dir, 'CMakeCache.txt'))) {
     process.stderr.write(`kiln: building the native harness in ${dir} (once; takes a few minutes)\n`);
-    await run('cmake', ['-S', root, '-B', dir, '-DCMAKE_BUILD_TYPE=Release']);
+    try {
+      await run('cmake', ['-S', root, '-B', dir, '-DCMAKE_BUILD_TYPE=Release']);
+    } catch (e) {
+      fs.rmSync(path.join(dir, 'CMakeCache.txt'), { force: true });  // configure again next time
+      throw e;
+    }
   }
   await run('cmake', ['--build', dir, '--target', 'kiln-harness', '-j', String(Math.max(1, os.availableParallelism()))]);
   return path.join(dir, 'kiln-harness');
@@ -100,6 +105,8 @@ export class HarnessProcess {
     this.#child = child;
     this.#lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
     child.stderr.on('data', (d: Buffer) => { this.#stderr = (this.#stderr + d.toString()).slice(-STDERR_KEPT); });
+    // A harness that died makes writes fail (EPIPE); the next reply reports its exit instead.
+    child.stdin.on('error', () => undefined);
     this.#exited = new Promise((resolve) => child.once('close', (code) => resolve(code)));
   }
 
