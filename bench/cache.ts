@@ -10,23 +10,26 @@
  *   exact      responseCache (in-process, sized to hold the whole workload)
  *   semantic   semanticCache, embedding 'input', cosine, --threshold
  *   both       both (the exact cache is asked first)
+ * With --serve the four are models of one `kiln serve` (a child process, a local response
+ * cache), asked over HTTP with binary tensors from this process (bench/cache-served.ts).
  * Each round loads fresh models (empty caches), warms them up, then replays. Per contender:
  * inference runs avoided (1 − inferenceCount ÷ requests, from model.stats()), latency of all
  * requests and of hits (median, p99, spread of the round medians), a hit's median over the
  * uncached contender's median, false hits (a hit whose ctcDecode text differs from what the
  * uncached contender read for the same request), and memory per entry (exact: the store's
- * bytes ÷ entries; semantic: heap + external memory released by clearing the cache ÷ entries).
+ * bytes ÷ entries; semantic: heap + external memory released by clearing the cache ÷ entries;
+ * served: kiln_cache_bytes ÷ kiln_cache_entries of each cache).
  *
  *   node --expose-gc dist/bench/cache.js [--pool 100] [--requests 400] [--near 0.5] [--zipf 1]
- *     [--threshold 0.72] [--width 480] [--concurrency 1] [--rounds 3] [--seed 14]
+ *     [--threshold 0.72] [--width 480] [--concurrency 1] [--rounds 3] [--seed 14] [--serve]
  */
 import * as os from 'os';
 import * as path from 'path';
 import { createResponseCache, loadModel, runtime, SemanticCache, type Model } from '../lib';
-import type { Tensor } from '../lib/tensor';
 import { ctcDecode, loadKeys, OCR_MODELS, recPreprocess } from '../support/ppocr';
 import { renderText } from '../support/text-image';
 import { benchCommand, fractionBelow, integerAtLeast, positiveNumber } from './cli';
+import { serveContenders, type ContenderClient } from './cache-served';
 import { workload, type WorkloadRequest } from './cache-workload';
 import { fmt, quantile, summarize, type Summary } from './stats';
 
@@ -43,11 +46,7 @@ interface Options {
   concurrency: number;
   rounds: number;
   seed: number;
-}
-
-interface Loaded {
-  model: Model;
-  semantic?: SemanticCache<Uint8Array>;
+  serve: boolean;
 }
 
 interface Tally {
@@ -71,14 +70,65 @@ interface Tally {
 }
 
 const keys = loadKeys();
-const read = (y: Tensor): string => ctcDecode(y.data as Float32Array, y.dims, keys).text;
 
-async function load(c: Contender, o: Options): Promise<Loaded> {
-  const batching = { maxBatchSize: Math.max(1, o.concurrency) };
-  const responseCache = c === 'exact' || c === 'both' ? createResponseCache({ local: { maxBytes: 4 * 2 ** 30 } }) : undefined;
-  const semantic = c === 'semantic' || c === 'both' ? new SemanticCache<Uint8Array>({ dimensions: 3 * 48 * o.width, threshold: o.threshold, capacity: o.requests + 16 }) : undefined;
-  const model = await loadModel(OCR_MODELS.rec, { ...batching, ...(responseCache && { responseCache }), ...(semantic && { semanticCache: { cache: semantic } }) });
-  return { model, semantic };
+/** One round's contenders (empty caches), and what each cache holds per entry once the round is over. */
+interface Round {
+  clients: Record<Contender, ContenderClient>;
+  /** Memory per entry of `c`'s caches; releases `c` (in-process). */
+  finish(c: Contender): Promise<{ exact?: number; semantic?: number }>;
+  close(): Promise<void>;
+}
+
+const hasExact = (c: Contender): boolean => c === 'exact' || c === 'both';
+const hasSemantic = (c: Contender): boolean => c === 'semantic' || c === 'both';
+
+/** Each contender its own loadModel of the recognizer, in this process. */
+async function inProcessRound(o: Options): Promise<Round> {
+  const loaded = {} as Record<Contender, { model: Model; semantic?: SemanticCache<Uint8Array> }>;
+  for (const c of CONTENDERS) {
+    const responseCache = hasExact(c) ? createResponseCache({ local: { maxBytes: 4 * 2 ** 30 } }) : undefined;
+    const semantic = hasSemantic(c) ? new SemanticCache<Uint8Array>({ dimensions: 3 * 48 * o.width, threshold: o.threshold, capacity: o.requests + 16 }) : undefined;
+    const model = await loadModel(OCR_MODELS.rec, { maxBatchSize: Math.max(1, o.concurrency), ...(responseCache && { responseCache }), ...(semantic && { semanticCache: { cache: semantic } }) });
+    loaded[c] = { model, semantic };
+  }
+  const client = (c: Contender): ContenderClient => ({
+    async infer(x, partition) {
+      const { outputs, cache } = await loaded[c].model.infer({ x }, { withCacheInfo: true, partition });
+      const y = Object.values(outputs)[0];
+      return { y: { data: y.data as Float32Array, dims: [...y.dims] }, outcome: cache.outcome };
+    },
+    inferenceCount: () => Promise.resolve(loaded[c].model.stats().inferenceCount),
+    bytesPerEntry: () => Promise.resolve({}),
+  });
+  return {
+    clients: Object.fromEntries(CONTENDERS.map((c) => [c, client(c)])) as Record<Contender, ContenderClient>,
+    async finish(c) {
+      const { model, semantic } = loaded[c];
+      const out: { exact?: number; semantic?: number } = {};
+      const s = model.stats();
+      if (s.cache?.bytes && s.cache.entries) out.exact = s.cache.bytes / s.cache.entries;
+      if (semantic) {
+        const entries = semantic.size;
+        const held = await heldBytes();
+        semantic.clear();
+        out.semantic = (held - (await heldBytes())) / entries;
+      }
+      await model.dispose();
+      return out;
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
+/** The contenders as models of one `kiln serve` child process. */
+async function servedRound(o: Options): Promise<Round> {
+  const semantic = { threshold: o.threshold, capacity: o.requests + 16 };
+  const served = await serveContenders(Object.fromEntries(CONTENDERS.map((c) => [c, { exact: hasExact(c), ...(hasSemantic(c) ? { semantic } : {}) }])), 4 * 2 ** 30);
+  return {
+    clients: served.clients as Record<Contender, ContenderClient>,
+    finish: (c) => served.clients[c].bytesPerEntry(),
+    close: () => served.close(),
+  };
 }
 
 /** Heap and external (ArrayBuffer) bytes after full collections. */
@@ -92,12 +142,13 @@ async function heldBytes(): Promise<number> {
 }
 
 async function replay(o: Options, requests: WorkloadRequest[], tallies: Record<Contender, Tally>, round: number): Promise<void> {
-  const loaded = {} as Record<Contender, Loaded>;
-  for (const c of CONTENDERS) loaded[c] = await load(c, o);
+  const r0 = o.serve ? await servedRound(o) : await inProcessRound(o);
+  const clients = r0.clients;
   // Warm-up: lines outside the pool, in a partition of their own (the exact cache keeps them; counted out below).
   const warm = ['warm up one', 'warm up two', 'warm up three'].map((t) => recPreprocess(renderText(t), { width: o.width }));
-  for (const c of CONTENDERS) for (let i = 0; i < 2; i++) for (const x of warm) await loaded[c].model.infer({ x }, { partition: 'warm-up' });
-  const before = Object.fromEntries(CONTENDERS.map((c) => [c, loaded[c].model.stats()]));
+  for (const c of CONTENDERS) for (let i = 0; i < 2; i++) for (const x of warm) await clients[c].infer(x, 'warm-up');
+  const before = {} as Record<Contender, number>;
+  for (const c of CONTENDERS) before[c] = await clients[c].inferenceCount();
   const lat = Object.fromEntries(CONTENDERS.map((c) => [c, [] as number[]])) as Record<Contender, number[]>;
   const hitLat = Object.fromEntries(CONTENDERS.map((c) => [c, [] as number[]])) as Record<Contender, number[]>;
   const step = o.concurrency;
@@ -108,11 +159,11 @@ async function replay(o: Options, requests: WorkloadRequest[], tallies: Record<C
       const c = CONTENDERS[(chunk + round + j) % CONTENDERS.length];
       texts[c] = await Promise.all(group.map(async (r) => {
         const t0 = process.hrtime.bigint();
-        const { outputs, cache } = await loaded[c].model.infer({ x: r.x }, { withCacheInfo: true });
+        const { y, outcome } = await clients[c].infer(r.x);
         const us = Number(process.hrtime.bigint() - t0) / 1000;
         lat[c].push(us);
-        if (cache.outcome === 'hit' || cache.outcome === 'semantic_hit') hitLat[c].push(us);
-        return { text: read(Object.values(outputs)[0]), outcome: cache.outcome };
+        if (outcome === 'hit' || outcome === 'semantic_hit') hitLat[c].push(us);
+        return { text: ctcDecode(y.data, y.dims, keys).text, outcome };
       }));
     }
     group.forEach((r, i) => {
@@ -134,22 +185,14 @@ async function replay(o: Options, requests: WorkloadRequest[], tallies: Record<C
   }
   for (const c of CONTENDERS) {
     const t = tallies[c];
-    const s = loaded[c].model.stats();
-    t.runs += s.inferenceCount - before[c].inferenceCount;
+    t.runs += (await clients[c].inferenceCount()) - before[c];
     t.latency.push(lat[c]);
     t.hitLatency.push(hitLat[c]);
-    const sem = loaded[c].semantic;
-    if (sem) {
-      const entries = sem.size;
-      const held = await heldBytes();
-      sem.clear();
-      t.semanticBytesPerEntry.push((held - (await heldBytes())) / entries);
-    }
-    if (s.cache?.bytes) {
-      t.bytesPerEntry.push((s.cache.bytes - (before[c].cache?.bytes ?? 0)) / ((s.cache.entries ?? 0) - (before[c].cache?.entries ?? 0)));
-    }
-    await loaded[c].model.dispose();
+    const held = await r0.finish(c);
+    if (held.exact !== undefined) t.bytesPerEntry.push(held.exact);
+    if (held.semantic !== undefined) t.semanticBytesPerEntry.push(held.semantic);
   }
+  await r0.close();
 }
 
 const mib = (b: number): string => `${(b / 2 ** 20).toFixed(2)} MiB`;
@@ -163,7 +206,8 @@ function report(o: Options, lines: string[], requests: WorkloadRequest[], t: Rec
     `ONNX Runtime ${rt.version} (${path.basename(rt.library)}), node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'cpu'}`,
     `PP-OCRv4 recognizer [1,3,48,${o.width}]; pool ${o.pool} lines (${lines.length} distinct), ${o.requests} requests (Zipf s=${o.zipf}, seed ${o.seed}): ` +
       `${kinds.first} first sight, ${kinds.exact} exact repeats, ${kinds.near} perturbed repeats (${((100 * kinds.near) / o.requests).toFixed(0)}%); ` +
-      `${o.concurrency} concurrent caller(s), maxBatchSize ${o.concurrency}; ${o.rounds} rounds, contenders interleaved per request; semantic threshold ${o.threshold} (cosine, embedding 'input')`,
+      `${o.serve ? 'served: kiln serve in a child process (max_batch_size 64, local response cache), HTTP binary tensors; ' : 'in-process: loadModel per contender, '}` +
+      `${o.concurrency} concurrent caller(s)${o.serve ? '' : `, maxBatchSize ${o.concurrency}`}; ${o.rounds} rounds, contenders interleaved per request; semantic threshold ${o.threshold} (cosine, embedding 'input')`,
     `ideal: ${(((kinds.exact + kinds.near) / o.requests) * 100).toFixed(1)}% of runs avoidable (every repeat), exact repeats alone ${((kinds.exact / o.requests) * 100).toFixed(1)}%`,
     `uncached recognizer misread ${t.none.misread} of ${t.none.requests} requests (its text ≠ the rendered line; false hits are judged against its reading, not the rendered line)`,
     '',
@@ -203,9 +247,10 @@ async function main(): Promise<void> {
     .option('--concurrency <n>', 'concurrent callers (and maxBatchSize)', integerAtLeast(1), 1)
     .option('--rounds <n>', 'replays, each with fresh caches', integerAtLeast(1), 3)
     .option('--seed <n>', 'workload seed', integerAtLeast(0), 14)
+    .option('--serve', 'the contenders as models of a kiln serve child process, asked over HTTP (binary tensors)', false)
     .parse();
   const o = program.opts<Options>();
-  if (!global.gc) process.stderr.write('run with node --expose-gc for the semantic memory per entry\n');
+  if (!global.gc && !o.serve) process.stderr.write('run with node --expose-gc for the semantic memory per entry\n');
   const { lines, requests } = workload({ pool: o.pool, requests: o.requests, zipf: o.zipf, nearShare: o.near, width: o.width, seed: o.seed });
   const tally = (): Tally => ({ requests: 0, runs: 0, hits: 0, semanticHits: 0, falseHits: 0, nearHits: 0, firstHits: 0, misread: 0, latency: [], hitLatency: [], bytesPerEntry: [], semanticBytesPerEntry: [] });
   const tallies = Object.fromEntries(CONTENDERS.map((c) => [c, tally()])) as Record<Contender, Tally>;

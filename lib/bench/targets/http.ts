@@ -162,11 +162,11 @@ interface Encoded {
   headers: Record<string, string>;
 }
 
-/** One input set's request body, as JSON tensors or as the binary extension's header and bytes. */
-export function encodeHttpRequest(set: InputSet, outputs: string[] | undefined, binary: boolean): Encoded {
+/** One input set's request body, as JSON tensors or as the binary extension's header and bytes, with the request `parameters` given. */
+export function encodeHttpRequest(set: InputSet, outputs: string[] | undefined, binary: boolean, parameters?: Record<string, string | number | boolean>): Encoded {
   const tensors = Object.entries(set);
   if (!binary) {
-    const header = { inputs: tensors.map(([name, t]) => toJson(name, t)), ...(outputs ? { outputs: outputs.map((name) => ({ name })) } : {}) };
+    const header = { inputs: tensors.map(([name, t]) => toJson(name, t)), ...(outputs ? { outputs: outputs.map((name) => ({ name })) } : {}), ...(parameters ? { parameters } : {}) };
     const body = Buffer.from(JSON.stringify(header));
     return { body, headers: { 'content-type': 'application/json', 'content-length': String(body.length) } };
   }
@@ -177,7 +177,7 @@ export function encodeHttpRequest(set: InputSet, outputs: string[] | undefined, 
       return { ...rest, parameters: { binary_data_size: bytes[i].length } };
     }),
     ...(outputs ? { outputs: outputs.map((name) => ({ name, parameters: { binary_data: true } })) } : {}),
-    parameters: { binary_data_output: true },
+    parameters: { ...parameters, binary_data_output: true },
   };
   const json = Buffer.from(JSON.stringify(header));
   const body = Buffer.concat([json, ...bytes]);
