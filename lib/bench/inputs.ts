@@ -6,10 +6,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { KilnError } from '../errors';
+import { readNpy } from '../optimize/data';
 import { float16Bits } from '../optimize/fp16';
 import { prng } from '../samples';
 import { ARRAY_TYPE, Tensor, formatShape, type TensorType } from '../tensor';
-import { decodeStrings, elements, parseRaw, readNpy } from './npy';
+import { decodeStrings, elements, parseRaw } from './raw';
 import type { InputSet } from './types';
 
 export interface InputSpec {
