@@ -141,6 +141,8 @@ function machine(): BenchReport['machine'] {
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (!o.targets.length) throw new KilnError('E_INVALID_ARGUMENT', 'kiln bench needs at least one target');
   if (!o.loads.length) throw new KilnError('E_INVALID_ARGUMENT', 'kiln bench needs at least one load');
+  // A missing optional target is told before anything is measured.
+  if (o.targets.includes('onnxruntime-node')) await importOrt();
   const startedAt = new Date().toISOString();
   const specs = await inputSpecs(o);
   const inputs = loadInputs(o.inputData, specs, o.shapes, { count: RANDOM_SETS, seed: o.seed, defaults: batchDefaults(specs, o.batchSize) });

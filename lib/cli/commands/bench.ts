@@ -79,8 +79,9 @@ function targets(f: Flags, model: string | undefined): TargetName[] {
   if (batcherFlags && !list.includes('kiln-batcher')) {
     throw new KilnError('E_INVALID_ARGUMENT', '--batcher, --config, --max-batch-size and --max-queue-delay-us set up the kiln-batcher target: add --compare kiln-batcher');
   }
-  if (model === undefined && list.some((t) => t !== 'served')) {
-    throw new KilnError('E_INVALID_ARGUMENT', `${list.filter((t) => t !== 'served').join(', ')} run${list.length > 2 ? '' : 's'} a model file: give one (kiln bench MODEL)`);
+  const local = list.filter((t) => t !== 'served');
+  if (model === undefined && local.length) {
+    throw new KilnError('E_INVALID_ARGUMENT', `${local.join(', ')} run${local.length > 1 ? '' : 's'} a model file: give one (kiln bench MODEL)`);
   }
   return list;
 }
