@@ -108,8 +108,10 @@ interface OpenLoopResult {
 
 /**
  * Open loop: each request sent at its scheduled time without waiting for answers. The
- * sender sleeps on timers between sends and sends every request already due at once when it
- * wakes; a request's latency runs from when it was due.
+ * sender sleeps on timers until about a millisecond before a send, waits the rest on
+ * setImmediate (timers alone are too coarse for sub-millisecond gaps; that wait is CPU time
+ * the window's cpuUs includes), and sends every request already due at once; a request's
+ * latency runs from when it was due.
  */
 async function openLoop(target: Target, rate: number, arrival: 'poisson' | 'constant', seed: number, limit: WindowLimit, rec: WindowRecorder, drainMs: number): Promise<OpenLoopResult> {
   const next = schedule(rate, arrival, seed);

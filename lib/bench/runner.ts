@@ -22,7 +22,7 @@ export interface RunSettings {
   percentile: number;
 }
 
-/** What a run reports as it goes (the command line draws a progress bar from it). */
+/** What a run reports as it goes (the command line draws a progress bar from it): windows done of at most `maxWindows`. */
 export interface RunProgress {
   (event: { target: string; load: Load; window: number; maxWindows: number }): void;
 }
@@ -36,9 +36,11 @@ export async function measureStep(driver: Driver, load: Load, s: RunSettings, pr
     if (s.warmupRequests > 0) await driver.warmup(s.warmupRequests);
   }
   const windows = [];
+  const report = (): void => progress?.({ target: driver.name, load, window: windows.length, maxWindows: s.maxWindows });
+  report();
   while (windows.length < s.maxWindows) {
-    progress?.({ target: driver.name, load, window: windows.length + 1, maxWindows: s.maxWindows });
     windows.push(await driver.window(load, s.limit));
+    report();
     if (isStable(windows, s)) break;
   }
   return summarizeStep(load, windows, s);
@@ -71,8 +73,8 @@ function midway(good: Load, bad: Load): Load | undefined {
 /**
  * Every load of `loads` (in order) measured on `driver`. With a latency bound the sweep stops
  * at the first step over it and bisects towards it; `best` names the highest-throughput step
- * within the bound (none when even the first step exceeded it). Steps are returned ordered by
- * load.
+ * within the bound (none when even the first step exceeded it; a step with failed requests
+ * does not meet a bound). Steps are returned ordered by load.
  */
 export async function sweep(driver: Driver, loads: readonly Load[], s: RunSettings, o: SweepOptions = {}): Promise<TargetReport> {
   if (!loads.length) throw new KilnError('E_INVALID_ARGUMENT', 'a sweep needs at least one load');
