@@ -8,6 +8,8 @@ import { GraphBuilder } from '../lib/onnx/builder';
 import { createResponseCache, defaultResponseCache, KilnError, loadModel, type Feeds, type Model, type ModelConfig, type ResponseCache, type Results } from '../lib';
 import { responseKey } from '../lib/cache/key';
 import { LocalStore } from '../lib/cache/store';
+import { addModel } from '../lib/samples';
+import { Tensor } from '../lib/tensor';
 import { assertKilnError } from './helpers/assert-error';
 import { FAIL, workModel, workRequest } from './helpers/batching-models';
 import { startRedis, type RedisServer } from './helpers/redis';
@@ -99,6 +101,23 @@ describe('exact response cache', function () {
     assert.ok(s.cache.hitUs > 0 && s.cache.missUs > 0);
     assert.ok((s.cache.bytes ?? 0) > 16);
     assert.equal(plain.stats().cache, undefined);
+  });
+
+  it('tenants (partition) never share entries; a shared store counts entries and bytes per model', async () => {
+    const shared = local();
+    const m = await load(double, shared);
+    const other = await load(addModel(), shared);
+    const f = feedsOf([1, 2, 3, 4], [1, 4]);
+    const outcome = async (partition?: string): Promise<string> => (await m.infer(f, { partition, withCacheInfo: true })).cache.outcome;
+    assert.deepEqual([await outcome('a'), await outcome('a'), await outcome('b'), await outcome(), await outcome('b')], ['miss', 'hit', 'miss', 'miss', 'hit']);
+    const held = m.stats().cache;
+    assert.equal(held?.entries, 3);
+    await other.infer({ a: new Tensor('float32', new Float32Array([1, 2, 3, 4]), [1, 4]), b: new Tensor('float32', new Float32Array([1, 1, 1, 1]), [1, 4]) });
+    assert.equal(other.stats().cache?.entries, 1);
+    assert.equal(m.stats().cache?.entries, 3, 'the other model\'s entry is not counted as this one\'s');
+    const total = shared.stats();
+    assert.equal(total.entries, 4);
+    assert.equal(total.bytes, (held?.bytes ?? 0) + (other.stats().cache?.bytes ?? 0));
   });
 
   it('the same bytes under another shape miss and get their own answer', async () => {

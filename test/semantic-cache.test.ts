@@ -117,7 +117,7 @@ describe('semantic cache', () => {
       assert.equal(c.lookup('p', data.member(1)), undefined);
       const { expirations, ...rest } = c.stats();
       assert.ok(expirations > metToo);
-      assert.deepEqual(rest, { entries: 301 - expirations, partitions: expirations === 301 ? 0 : 1, hits: 2, misses: 2, evictions: 0 });
+      assert.deepEqual(rest, { entries: 301 - expirations, bytes: (301 - expirations) * 32 * 4, partitions: expirations === 301 ? 0 : 1, hits: 2, misses: 2, evictions: 0 });
     });
 
     it('evicts the least recently hit or inserted entry at capacity', () => {
@@ -149,6 +149,22 @@ describe('semantic cache', () => {
       assert.equal(c.stats().evictions, 2700);
     });
 
+    it('counts the bytes held (vectors, sketches, values by sizeOf) through inserts, removals, evictions and clear()', () => {
+      const c = new SemanticCache<Uint8Array>({ dimensions: 32, threshold: 0.9, capacity: 3, sizeOf: (v) => v.byteLength });
+      const ids = [10, 20, 30].map((n, i) => c.insert('p', data.member(i), new Uint8Array(n)));
+      assert.equal(c.stats().bytes, 3 * 32 * 4 + 60);
+      c.remove(ids[1]);
+      assert.equal(c.stats().bytes, 2 * 32 * 4 + 40);
+      c.insert('p', data.member(3), new Uint8Array(5));
+      c.insert('p', data.member(4), new Uint8Array(7)); // evicts ids[0] (10 bytes)
+      assert.equal(c.stats().bytes, 3 * 32 * 4 + 30 + 5 + 7);
+      const long = new SemanticCache<Uint8Array>({ dimensions: 1024, threshold: 0.9, sizeOf: (v) => v.byteLength });
+      long.insert('p', Float32Array.from({ length: 1024 }, (_, i) => i + 1), new Uint8Array(3));
+      assert.equal(long.stats().bytes, 1024 * 4 + 256 * 4 + 3, 'a long vector and its sketch');
+      c.clear();
+      assert.equal(c.stats().bytes, 0);
+    });
+
     it('remove() and clear()', () => {
       const c = cache<number>();
       const a = c.insert('p', data.member(0), 0);
@@ -161,7 +177,7 @@ describe('semantic cache', () => {
       c.clear();
       assert.equal(c.size, 0);
       assert.equal(c.lookup('q', data.member(1)), undefined);
-      assert.deepEqual({ ...c.stats(), hits: 0, misses: 0 }, { entries: 0, partitions: 0, hits: 0, misses: 0, evictions: 0, expirations: 0 });
+      assert.deepEqual({ ...c.stats(), hits: 0, misses: 0 }, { entries: 0, bytes: 0, partitions: 0, hits: 0, misses: 0, evictions: 0, expirations: 0 });
     });
 
     it('l2 metric: threshold is a maximum distance', () => {
@@ -206,20 +222,70 @@ describe('semantic cache', () => {
       assert.ok(found >= 190, `found ${found} of 200`);
     });
 
-    for (const metric of ['cosine', 'l2'] as const) {
-      it(`returns the exactly nearest of two near-equal entries, not the quantized index's first (${metric}, HNSW path)`, () => {
-        const data = clusters(1, 64, 0, 11);
+    it('long vectors (indexed by a sketch): hits the exactly nearest entry of a new member\'s own cluster, misses far points', () => {
+      const dims = 4096;
+      const long = clusters(20, dims, 0.0025, 21);
+      const unit = (v: Float32Array) => {
+        const n = Math.hypot(...v);
+        return v.map((x) => x / n);
+      };
+      const c = new SemanticCache<number>({ dimensions: dims, threshold: 0.9 });
+      const entries: Float32Array[] = [];
+      for (let i = 0; i < 5; i++) {
+        for (let k = 0; k < 20; k++) {
+          const v = long.member(k);
+          c.insert('p', v, entries.length);
+          entries.push(unit(v));
+        }
+      }
+      for (let k = 0; k < 20; k++) {
+        const q = unit(long.member(k));
+        const hit = c.lookup('p', q);
+        assert.ok(hit, `cluster ${k} missed`);
+        assert.equal(hit.value % 20, k);
+        // The returned entry is the exactly nearest, and its similarity the exact one, not the sketch's estimate.
+        const exact = entries.map((e) => vectorSimilarity(q, e, 'cosine'));
+        assert.equal(hit.value, exact.indexOf(Math.max(...exact)));
+        assert.ok(Math.abs(hit.similarity - exact[hit.value]) < 1e-6);
+      }
+      for (let i = 0; i < 20; i++) assert.equal(c.lookup('p', long.far()), undefined);
+    });
+
+    it('finds near copies of 69 120-value image-like vectors (a large common component), which a whole-vector int8 index could not', () => {
+      // Lines of text on a page look alike: every vector here is 0.4 on average (the
+      // background), so all pairs sit at cosine ~0.3 and a query differs from its entry only in
+      // small details. Scaled to ±127 as one 69 120-value unit vector, each component rounds to
+      // 0 or ±1 and the index could not tell them apart; its sketch can.
+      const dims = 3 * 48 * 480;
+      const next = prng(31);
+      const images = Array.from({ length: 100 }, () => Float32Array.from({ length: dims }, () => (next() > 0 ? 1 : -0.2)));
+      const c = new SemanticCache<number>({ dimensions: dims, threshold: 0.95 });
+      images.forEach((v, i) => c.insert('p', v, i));
+      for (let i = 0; i < 100; i += 7) {
+        const q = images[i].map((x, j) => x + 0.05 * ((j % 13) / 13 - 0.5));
+        const hit = c.lookup('p', q);
+        assert.equal(hit?.value, i, `image ${i}`);
+      }
+      assert.equal(c.lookup('p', Float32Array.from({ length: dims }, () => (next() > 0 ? 1 : -0.2))), undefined);
+    });
+
+    for (const [metric, dims] of [['cosine', 64], ['l2', 64], ['cosine', 2048], ['l2', 2048]] as const) {
+      it(`returns the exactly nearest of two near-equal entries, not the quantized index's first (${metric}, ${dims} dims: HNSW path${dims > 256 ? ' over sketches' : ''})`, () => {
+        const data = clusters(1, dims, 0, 11);
         const noise = prng(12);
-        const c = new SemanticCache<string>({ dimensions: 64, metric, threshold: metric === 'cosine' ? -1 : 100 });
+        const c = new SemanticCache<string>({ dimensions: dims, metric, threshold: metric === 'cosine' ? -1 : 100 });
         for (let i = 0; i < 500; i++) c.insert('p', data.far(), 'far');
         for (let trial = 0; trial < 40; trial++) {
           const q = data.far();
           // Two entries about equally near q: their order is decided in the 4th decimal or beyond.
-          const a = q.map((x) => x + 0.004 * noise());
-          const b = q.map((x) => x + 0.004 * noise());
+          const a = q.map((x) => x + (0.032 / Math.sqrt(dims)) * noise());
+          const b = q.map((x) => x + (0.032 / Math.sqrt(dims)) * noise());
           const ida = c.insert('p', a, 'a');
           const idb = c.insert('p', b, 'b');
-          const unit = (v: Float32Array) => (metric === 'cosine' ? v.map((x) => x / Math.hypot(...v)) : v);
+          const unit = (v: Float32Array) => {
+            const n = metric === 'cosine' ? Math.hypot(...v) : 1;
+            return v.map((x) => x / n);
+          };
           const sa = vectorSimilarity(unit(q), unit(a), metric);
           const sb = vectorSimilarity(unit(q), unit(b), metric);
           const better = (metric === 'cosine' ? sa > sb : sa < sb) ? ida : idb;
@@ -292,6 +358,28 @@ describe('semantic cache', () => {
       assert.deepEqual(compareResults(a, { y: new Tensor('float32', new Float32Array(4), [4]) }, { metric: 'maxError' }), { same: false, score: Infinity });
       assert.equal(compareResults(a, { ...a, z: a.y }, { metric: 'top1' }).same, false);
       assertKilnError(thrown(() => compareResults(a, a, { metric: 'nope' as 'top1' })), 'E_INVALID_ARGUMENT', 'metric');
+    });
+
+    it('compareResults: ctc compares decoded label sequences (arg max per step, repeats collapsed, blank dropped)', () => {
+      // [2 sequences, 5 steps, 3 classes]; class 0 is blank. Arg maxes per step given as labels.
+      const ctc = (...labels: number[]): Results => {
+        const data = new Float32Array(labels.length * 3);
+        labels.forEach((l, t) => (data[t * 3 + l] = 1));
+        return { y: new Tensor('float32', data, [2, 5, 3]) };
+      };
+      const a = ctc(1, 1, 0, 2, 0, /* | */ 2, 0, 0, 2, 2); // "1 2" and "2 2"
+      // Same texts, steps moved: blank and repeats where a had characters.
+      const b = ctc(0, 1, 0, 0, 2, /* | */ 2, 2, 0, 0, 2);
+      assert.deepEqual(compareResults(a, b, { metric: 'ctc' }), { same: true, score: 1 });
+      assert.equal(compareResults(a, b, { metric: 'top1' }).same, false, 'top1 sees the moved steps');
+      const c = ctc(1, 1, 0, 2, 0, /* | */ 2, 2, 2, 2, 2); // second sequence "2" (repeats collapse), not "2 2"
+      assert.deepEqual(compareResults(a, c, { metric: 'ctc' }), { same: false, score: 0.5 });
+      assert.equal(compareResults(a, c, { metric: 'ctc', tolerance: 0.5 }).same, true);
+      // With class 2 as the blank the first sequences read "1 0 0" against "0 1 0" (different),
+      // the second ones "0" and "0".
+      assert.deepEqual(compareResults(a, b, { metric: 'ctc', blank: 2 }), { same: false, score: 0.5 });
+      assertKilnError(thrown(() => compareResults({ y: new Tensor('float32', new Float32Array(3), [3]) }, { y: new Tensor('float32', new Float32Array(3), [3]) }, { metric: 'ctc' })), 'E_INVALID_ARGUMENT', 'rank >= 2');
+      assertKilnError(thrown(() => compareResults(a, a, { metric: 'ctc', blank: -1 })), 'E_INVALID_ARGUMENT', 'blank');
     });
 
     it('Verifier picks about verifyFraction of the hits (seeded) and counts false hits', async () => {

@@ -7,6 +7,7 @@
  */
 import { strict as assert } from 'assert';
 import { createResponseCache, loadModel, SemanticCache, type Model } from '../lib';
+import { encodeResults } from '../lib/cache/codec';
 import { mlpModel, mlpReference, prng } from '../lib/samples';
 import type { Feeds } from '../lib/session';
 import { Tensor } from '../lib/tensor';
@@ -59,7 +60,9 @@ describe('semantic cache in loadModel', function () {
     const want = mlpReference(x1, 1);
     (far.outputs.y.data as Float32Array).forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= 1e-4 * Math.max(1, Math.abs(want[i]))));
     const s = model.stats();
-    assert.deepEqual(s.semanticCache, { hits: 2, misses: 2, falseHits: 0, verified: 0, errors: 0, entries: 2 });
+    const { bytes, ...counters } = s.semanticCache!;
+    assert.deepEqual(counters, { hits: 2, misses: 2, falseHits: 0, verified: 0, errors: 0, entries: 2 });
+    assert.equal(bytes, 2 * (x1.length * 4 + 256 * 4 + encodeResults(first.outputs).byteLength), 'bytes: each entry\'s float32 vector, its sketch (512 > 256 values) and encoded answer');
     assert.equal(s.success, 4);
     assert.equal(s.inferenceCount, 2, 'hits are not inferences');
   });
@@ -86,7 +89,7 @@ describe('semantic cache in loadModel', function () {
     const s = model.stats();
     assert.equal(s.cache?.hits, 1);
     assert.equal(s.cache?.misses, 2);
-    assert.deepEqual(s.semanticCache, { hits: 1, misses: 1, falseHits: 0, verified: 0, errors: 0, entries: 1 });
+    assert.deepEqual({ ...s.semanticCache, bytes: 0 }, { hits: 1, misses: 1, falseHits: 0, verified: 0, errors: 0, entries: 1, bytes: 0 });
   });
 
   it('verifies every hit with verifyFraction 1 and counts false hits when the threshold is too low', async () => {
@@ -192,5 +195,45 @@ describe('semantic cache on the PP-OCR recognizer', function () {
     }
     const s = rec.stats().semanticCache!;
     assert.deepEqual({ hits: s.hits, misses: s.misses, entries: s.entries }, { hits: LINES.length * PERTURBATIONS.length, misses: LINES.length, entries: LINES.length });
+  });
+
+  it('verification by "ctc" counts a hit false only when the text differs; "top1" also counts frames that read the same', async () => {
+    const images = LINES.map((line) => renderText(line));
+    const verified = async (metric: 'ctc' | 'top1', threshold: number): Promise<{ verified: number; falseHits: number; wrongText: number }> => {
+      const m = await loadModel(OCR_MODELS.rec, { semanticCache: { threshold, verifyFraction: 1, verify: { metric } } });
+      try {
+        let wrongText = 0;
+        let hits = 0;
+        // First sights (which hit other lines when the threshold is low), then perturbed copies.
+        const requests = [
+          ...LINES.map((line, i) => ({ line, image: images[i] })),
+          ...LINES.flatMap((line, i) => PERTURBATIONS.map((p, k) => ({ line, image: perturb(images[i], 100 * i + k, p) }))),
+        ];
+        for (const { line, image } of requests) {
+          const r = await m.infer({ x: recPreprocess(image, { width: WIDTH }) }, { withCacheInfo: true });
+          if (r.cache.outcome !== 'semantic_hit') continue;
+          hits++;
+          if (read(Object.values(r.outputs)[0]) !== line) wrongText++;
+        }
+        const deadline = Date.now() + 30_000;
+        while (m.stats().semanticCache!.verified < hits && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        const s = m.stats().semanticCache!;
+        return { verified: s.verified, falseHits: s.falseHits, wrongText };
+      } finally {
+        await m.dispose();
+      }
+    };
+    const all = LINES.length * PERTURBATIONS.length;
+    // At the test's threshold every hit reads its own line: ctc finds no false hit, top1 finds frames that moved.
+    const ctc = await verified('ctc', THRESHOLD);
+    assert.deepEqual(ctc, { verified: all, falseHits: 0, wrongText: 0 });
+    const top1 = await verified('top1', THRESHOLD);
+    assert.equal(top1.verified, all);
+    assert.ok(top1.falseHits > 0, 'some perturbed lines move an arg max between blank and a character');
+    // Threshold 0.4 (below the 0.45-0.61 between different lines): hits on other lines are
+    // false, and ctc counts exactly the hits that read another line's text.
+    const low = await verified('ctc', 0.4);
+    assert.ok(low.wrongText > 0, 'threshold 0.4 makes hits across lines');
+    assert.equal(low.falseHits, low.wrongText);
   });
 });

@@ -132,8 +132,11 @@ describe('kiln serve: the exact response cache', function () {
       assert.ok((metric(text, 'nv_cache_miss_duration_per_model', mlp) as number) > 0);
       assert.equal(metric(text, 'kiln_cache_errors_total', mlp), 0);
       assert.equal(metric(text, 'nv_cache_num_hits_per_model', 'model="add",version="1"'), undefined);
-      assert.equal(metric(text, 'kiln_cache_entries', 'store="local"'), 4);
-      assert.ok((metric(text, 'kiln_cache_bytes', 'store="local"') as number) > 4 * 10 * 4);
+      // One local store shared by both cached models; entries and bytes are counted per model.
+      assert.equal(metric(text, 'kiln_cache_entries', `${mlp},cache="response"`), 3);
+      assert.equal(metric(text, 'kiln_cache_entries', 'model="add_cached",version="1",cache="response"'), 1);
+      assert.ok((metric(text, 'kiln_cache_bytes', `${mlp},cache="response"`) as number) > 3 * 10 * 4);
+      assert.ok((metric(text, 'kiln_cache_bytes', 'model="add_cached",version="1",cache="response"') as number) > 4 * 4);
       assert.equal(metric(text, 'nv_inference_request_success', mlp), 8);
       const stats = (await (await fetch(`${server.url}/v2/models/mlp/stats`)).json()) as { model_stats: { inference_stats: Record<string, { count: number; ns: number }> }[] };
       const s = stats.model_stats[0].inference_stats;
@@ -224,7 +227,7 @@ describe('kiln serve: the exact response cache', function () {
       fs.rmSync(dir, { recursive: true, force: true });
     });
 
-    it('an answer of A is a hit on B; with Redis stopped both answer, uncached, count the errors and log once', async () => {
+    it('an answer of A is a hit on B; with Redis stopped both answer, uncached, count the errors and log once; with Redis back both cache again', async () => {
       const flags = ['--cache-config', `redis,url=${redis.url}`, '--cache-config', 'redis,timeout=200'];
       const [a, b] = await Promise.all([serve(...flags), serve(...flags)]);
       const x = rows(7);
@@ -255,6 +258,25 @@ describe('kiln serve: the exact response cache', function () {
         const warnings = s.stderr().split('\n').filter((l) => l.includes('response cache failed'));
         assert.equal(warnings.length, 1, s.stderr());
         assert.equal(JSON.parse(warnings[0]).level, 40);
+      }
+
+      // Redis back (empty, on the same port): both reconnect on their own and share answers again.
+      await redis.restart();
+      const z = rows(9);
+      const outcome = async (s: Served): Promise<unknown> => {
+        const answer = await inferJson(s.url, 'mlp', z);
+        close(answer.outputs[0].data as number[], reference(z));
+        return answer.parameters?.kiln_cache;
+      };
+      const deadline = Date.now() + 20_000;
+      // A's answer is stored once A has reconnected; A's next lookup then hits it.
+      while ((await outcome(a)) !== 'hit') {
+        assert.ok(Date.now() < deadline, 'A did not cache again within 20 s of Redis coming back');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      while ((await outcome(b)) !== 'hit') {
+        assert.ok(Date.now() < deadline, 'B did not reach the cache again within 20 s of Redis coming back');
+        await new Promise((r) => setTimeout(r, 100));
       }
     });
   });

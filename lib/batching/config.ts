@@ -417,10 +417,15 @@ function semanticCache(value: unknown): ResolvedSemanticCache | undefined {
   if (ttlMs !== undefined && (typeof ttlMs !== 'number' || !(ttlMs > 0))) throw optionError('semanticCache.ttlMs', 'a positive number of milliseconds', ttlMs);
   const verifyFraction = r.raw('verifyFraction') ?? 0;
   if (typeof verifyFraction !== 'number' || !(verifyFraction >= 0 && verifyFraction <= 1)) throw optionError('semanticCache.verifyFraction', 'a fraction in [0, 1]', verifyFraction);
-  const v = OptionReader.of(r.raw('verify'), 'semanticCache.verify', ['metric', 'tolerance']);
+  const v = OptionReader.of(r.raw('verify'), 'semanticCache.verify', ['metric', 'tolerance', 'blank']);
   const tolerance = v.raw('tolerance');
   if (tolerance !== undefined && (typeof tolerance !== 'number' || !(tolerance >= 0))) throw optionError('semanticCache.verify.tolerance', 'a number >= 0', tolerance);
-  const verify: CompareHow = { metric: v.oneOf('metric', ['top1', 'cosine', 'maxError'] as const) ?? 'top1', ...(tolerance !== undefined ? { tolerance: tolerance as number } : {}) };
+  const blank = v.int('blank', 0);
+  const verify: CompareHow = {
+    metric: v.oneOf('metric', ['top1', 'cosine', 'maxError', 'ctc'] as const) ?? 'top1',
+    ...(tolerance !== undefined ? { tolerance: tolerance as number } : {}),
+    ...(blank !== undefined ? { blank } : {}),
+  };
   return {
     cache: cache as SemanticCache<Uint8Array> | undefined,
     threshold,

@@ -31,8 +31,8 @@ export interface InferOptions {
    */
   signal?: AbortSignal;
   /**
-   * The tenant: semantic cache entries are kept per partition, so a request never gets an
-   * answer cached for another partition's request. Default ''.
+   * The tenant: response and semantic cache entries are kept per partition, so a request never
+   * gets an answer cached for another partition's request. Default ''.
    */
   partition?: string;
 }
@@ -222,7 +222,7 @@ export class Model {
   stats(): ModelStats {
     const stats: ModelStats = { ...structuredClone(this.#stats), pending: this.#queue.count + this.#runningRequests };
     if (this.#cache) {
-      const held = this.#cache.cache.stats();
+      const held = this.#cache.cache.stats(this.#cache.key);
       stats.cache = { ...this.#cache.counters, entries: held.entries, bytes: held.bytes };
     }
     if (this.#semantic) stats.semanticCache = this.#semantic.stats();
@@ -280,7 +280,7 @@ export class Model {
     };
     let served: { outputs: Results; outcome: 'hit' | 'miss' };
     try {
-      served = await c.cache.serve(responseKey(c.key, c.inputs, checked.pairs), run, c.counters, options.signal);
+      served = await c.cache.serve(responseKey(c.key, c.inputs, checked.pairs, [], options.partition), run, c.counters, options.signal, c.key);
     } catch (e) {
       if (e instanceof SemanticAnswer) return answer(e.outputs, { outcome: 'semantic_hit', similarity: e.similarity });
       // A run's failure is counted where it happened; a wait for another's run is counted here.

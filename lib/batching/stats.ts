@@ -3,7 +3,7 @@ import type { KilnErrorCode } from '../errors';
 import type { CacheCounters } from '../cache/response-cache';
 import type { SemanticCacheCounters } from '../cache/semantic/model-cache';
 
-/** A model's response cache: its own counters, and what the (possibly shared) store holds where known (not for Redis). */
+/** A model's response cache: its own counters, and its entries and their bytes in the (possibly shared) store where known (not for Redis). */
 export interface ModelCacheStats extends CacheCounters {
   entries?: number;
   bytes?: number;

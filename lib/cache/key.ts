@@ -8,7 +8,7 @@ import { createReadStream } from 'node:fs';
 import type { TensorType } from '../tensor';
 
 /** Bumped when the key's layout or the value codec changes: old entries then miss. */
-const KEY_VERSION = 'kiln-response-v1';
+const KEY_VERSION = 'kiln-response-v2';
 
 export interface KeyInput {
   readonly name: string;
@@ -30,12 +30,15 @@ function text(hash: Hash, s: string): void {
 /**
  * The key (hex) of a request to model `model` (its identity: name@version, or a hash of its
  * bytes): `inputs` in the model's order, `pairs` the validated (data, dims) per input in
- * that order (as the batcher holds them), `outputs` the requested output names (none: all).
+ * that order (as the batcher holds them), `outputs` the requested output names (none: all),
+ * `partition` the tenant (a tenant never hits another's entries: the answer would be the same,
+ * but a hit's speed would tell it that someone else sent these bytes).
  */
-export function responseKey(model: string, inputs: readonly KeyInput[], pairs: readonly unknown[], outputs: readonly string[] = []): string {
+export function responseKey(model: string, inputs: readonly KeyInput[], pairs: readonly unknown[], outputs: readonly string[] = [], partition = ''): string {
   const hash = createHash('sha256');
   text(hash, KEY_VERSION);
   text(hash, model);
+  text(hash, partition);
   number(hash, inputs.length);
   for (let i = 0; i < inputs.length; i++) {
     text(hash, inputs[i].name);

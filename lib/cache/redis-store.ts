@@ -58,7 +58,7 @@ export class RedisStore implements CacheStore {
     return value === null ? undefined : (value as unknown as Buffer);
   }
 
-  async set(key: string, value: Uint8Array, ttlMs = this.#ttlMs): Promise<void> {
+  async set(key: string, value: Uint8Array, ttlMs = this.#ttlMs, _owner?: string): Promise<void> {
     await this.#ready();
     const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     await this.#bounded(this.#client.set(this.#prefix + key, bytes, ttlMs === undefined ? undefined : { expiration: { type: 'PX', value: ttlMs } }));

@@ -66,14 +66,14 @@ export class ResponseCache {
 
   /**
    * The answer for `key`: a copy of a cached one, a copy of the one an identical request in
-   * flight gets, or `run()`'s (stored once it succeeds). Counts into `counters`. A request
-   * waiting on another's run is rejected with E_ABORTED when `signal` aborts.
+   * flight gets, or `run()`'s (stored once it succeeds, as `owner`'s entry). Counts into
+   * `counters`. A request waiting on another's run is rejected with E_ABORTED when `signal` aborts.
    */
-  async serve(key: string, run: () => Promise<Results>, counters: CacheCounters, signal?: AbortSignal): Promise<{ outputs: Results; outcome: 'hit' | 'miss' }> {
+  async serve(key: string, run: () => Promise<Results>, counters: CacheCounters, signal?: AbortSignal, owner?: string): Promise<{ outputs: Results; outcome: 'hit' | 'miss' }> {
     const flight = this.#inflight.get(key);
     if (flight) {
       const bytes = await abortable(flight, signal);
-      if (bytes === undefined) return this.#miss(key, run, counters, 0);
+      if (bytes === undefined) return this.#miss(key, run, counters, 0, owner);
       const t = now();
       const outputs = decodeResults(bytes);
       counters.hits++;
@@ -91,16 +91,16 @@ export class ResponseCache {
         counters.hitUs += lookupUs;
         return { outputs, outcome: 'hit' };
       }
-      return await this.#miss(key, run, counters, lookupUs, settle);
+      return await this.#miss(key, run, counters, lookupUs, owner, settle);
     } finally {
       this.#inflight.delete(key);
       settle(undefined);
     }
   }
 
-  /** What the store holds (where known) and the errors counted. */
-  stats(): ResponseCacheStats {
-    return { kind: this.#store.kind, errors: this.#errors, ...this.#store.stats() };
+  /** What the store holds (all of it, or `owner`'s entries; where known) and the errors counted. */
+  stats(owner?: string): ResponseCacheStats {
+    return { kind: this.#store.kind, errors: this.#errors, ...this.#store.stats(owner) };
   }
 
   /** Lets stores in progress finish, then releases the store (a Redis connection); models using this cache then run uncached. */
@@ -120,14 +120,14 @@ export class ResponseCache {
     }
   }
 
-  async #miss(key: string, run: () => Promise<Results>, counters: CacheCounters, lookupUs: number, settle?: (bytes: Uint8Array) => void): Promise<{ outputs: Results; outcome: 'miss' }> {
+  async #miss(key: string, run: () => Promise<Results>, counters: CacheCounters, lookupUs: number, owner?: string, settle?: (bytes: Uint8Array) => void): Promise<{ outputs: Results; outcome: 'miss' }> {
     counters.misses++;
     counters.missUs += lookupUs;
     const outputs = await run();
     const t = now();
     const bytes = encodeResults(outputs);
     settle?.(bytes);
-    const storing = this.#store.set(key, bytes).then(
+    const storing = this.#store.set(key, bytes, undefined, owner).then(
       () => void (counters.missUs += (now() - t) * 1000),
       (e) => this.#report(e, counters),
     );

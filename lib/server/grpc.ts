@@ -80,7 +80,7 @@ interface InputTensor {
 }
 
 /** The typed contents field of each datatype (FP16 and BF16 have none: raw contents only). */
-const CONTENTS: Readonly<Record<string, string>> = {
+export const CONTENTS: Readonly<Record<string, string>> = {
   BOOL: 'bool_contents', INT8: 'int_contents', INT16: 'int_contents', INT32: 'int_contents', INT64: 'int64_contents',
   UINT8: 'uint_contents', UINT16: 'uint_contents', UINT32: 'uint_contents', UINT64: 'uint64_contents',
   FP32: 'fp32_contents', FP64: 'fp64_contents', BYTES: 'bytes_contents',

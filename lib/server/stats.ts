@@ -68,15 +68,16 @@ export function serverMetrics(manager: ModelManager): { registry: Registry; scra
   const inputUs = counter('nv_inference_compute_input_duration_us', 'Cumulative compute input duration in microseconds');
   const inferUs = counter('nv_inference_compute_infer_duration_us', 'Cumulative compute inference duration in microseconds');
   const outputUs = counter('nv_inference_compute_output_duration_us', 'Cumulative inference compute output duration in microseconds');
-  const pending = new Gauge({ name: 'nv_inference_pending_request_count', help: 'Instantaneous number of pending requests awaiting execution per-model', labelNames: [...labels], registers: [registry] });
+  const gauge = (name: string, help: string, extra: readonly string[] = []): Gauge<string> => new Gauge({ name, help, labelNames: [...labels, ...extra], registers: [registry] });
+  const pending = gauge('nv_inference_pending_request_count', 'Instantaneous number of pending requests awaiting execution per-model');
   const cacheHits = counter('nv_cache_num_hits_per_model', 'Number of response cache hits per model');
   const cacheMisses = counter('nv_cache_num_misses_per_model', 'Number of response cache misses per model');
   const cacheHitUs = counter('nv_cache_hit_duration_per_model', 'Total response cache hit duration per model (lookups), in microseconds');
   const cacheMissUs = counter('nv_cache_miss_duration_per_model', 'Total response cache miss duration per model (lookups and stores), in microseconds');
   const cacheErrors = counter('kiln_cache_errors_total', 'Response cache lookups and stores that failed (the requests ran uncached)');
   // The server's models share one store: what it holds is the server's, not a model's.
-  const cacheEntries = new Gauge({ name: 'kiln_cache_entries', help: 'Entries held by the response cache (an in-process store; unknown for Redis)', labelNames: ['store'], registers: [registry] });
-  const cacheBytes = new Gauge({ name: 'kiln_cache_bytes', help: 'Bytes held by the response cache (an in-process store; unknown for Redis)', labelNames: ['store'], registers: [registry] });
+  const cacheEntries = gauge('kiln_cache_entries', 'Entries held for the model: cache="response" (an in-process store; unknown for Redis) or "semantic"', ['cache']);
+  const cacheBytes = gauge('kiln_cache_bytes', 'Bytes of the entries held for the model (answers, keys, vectors): cache="response" or "semantic"', ['cache']);
   const semanticHits = counter('kiln_semantic_cache_hits_total', 'Requests answered from the semantic cache');
   const semanticMisses = counter('kiln_semantic_cache_misses_total', 'Semantic cache lookups that found no entry near enough (the model ran)');
   const semanticFalse = counter('kiln_semantic_cache_false_hits_total', 'Verified semantic cache hits whose cached answer differed from a fresh run');
@@ -115,14 +116,16 @@ export function serverMetrics(manager: ModelManager): { registry: Registry; scra
         grow(cacheHitUs, 'cache_hit_us', m.cache.hitUs);
         grow(cacheMissUs, 'cache_miss_us', m.cache.missUs);
         grow(cacheErrors, 'cache_errors', m.cache.errors);
-        if (m.cache.entries !== undefined) cacheEntries.set({ store: 'local' }, m.cache.entries);
-        if (m.cache.bytes !== undefined) cacheBytes.set({ store: 'local' }, m.cache.bytes);
+        if (m.cache.entries !== undefined) cacheEntries.set({ ...l, cache: 'response' }, m.cache.entries);
+        if (m.cache.bytes !== undefined) cacheBytes.set({ ...l, cache: 'response' }, m.cache.bytes);
       }
       if (m.semanticCache) {
         if (previous.values.semantic_hits === undefined) for (const c of [semanticHits, semanticMisses, semanticFalse]) c.inc(l, 0);
         grow(semanticHits, 'semantic_hits', m.semanticCache.hits);
         grow(semanticMisses, 'semantic_misses', m.semanticCache.misses);
         grow(semanticFalse, 'semantic_false_hits', m.semanticCache.falseHits);
+        cacheEntries.set({ ...l, cache: 'semantic' }, m.semanticCache.entries);
+        cacheBytes.set({ ...l, cache: 'semantic' }, m.semanticCache.bytes);
       }
       for (const [size, n] of Object.entries(m.batchSizes)) {
         const before = previous.sizes[Number(size)] ?? 0;

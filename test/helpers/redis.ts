@@ -1,7 +1,8 @@
 /**
  * A throwaway redis-server for tests: on a free loopback port, no persistence, stopped after.
  * `pause()` / `resume()` stop and continue the process (SIGSTOP / SIGCONT): a server that
- * holds connections open but does not answer.
+ * holds connections open but does not answer. `restart()` brings an empty one back on the
+ * same port (clients reconnect to the same URL).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -12,6 +13,8 @@ export interface RedisServer {
   pause(): void;
   resume(): void;
   stop(): Promise<void>;
+  /** Stops it if running and starts an empty one on the same port. */
+  restart(): Promise<void>;
 }
 
 async function freePort(): Promise<number> {
@@ -38,8 +41,8 @@ function answersPing(port: number): Promise<boolean> {
   });
 }
 
-export async function startRedis(): Promise<RedisServer> {
-  const port = await freePort();
+/** redis-server on `port`, once it answers PING; `stop` ends it (also when stopped with pause()). */
+async function launch(port: number): Promise<{ stop(): Promise<void>; child: ChildProcess }> {
   const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   let exited = false;
   child.on('exit', () => (exited = true));
@@ -57,10 +60,20 @@ export async function startRedis(): Promise<RedisServer> {
     }
     await new Promise((r) => setTimeout(r, 20));
   }
+  return { stop, child };
+}
+
+export async function startRedis(): Promise<RedisServer> {
+  const port = await freePort();
+  let current = await launch(port);
   return {
     url: `redis://127.0.0.1:${port}`,
-    pause: () => void child.kill('SIGSTOP'),
-    resume: () => void child.kill('SIGCONT'),
-    stop,
+    pause: () => void current.child.kill('SIGSTOP'),
+    resume: () => void current.child.kill('SIGCONT'),
+    stop: () => current.stop(),
+    restart: async () => {
+      await current.stop();
+      current = await launch(port);
+    },
   };
 }

@@ -7,20 +7,26 @@
  * partition's entry.
  *
  * Nearest neighbours come from usearch's HNSW index over quantized vectors (int8 for cosine,
- * float16 for L2); its few nearest candidates are re-ranked on the exact vectors. Its remove() is not used: in the version
+ * float16 for L2); its few nearest candidates are re-ranked on the exact vectors. Long vectors
+ * (an image input flattened: 69 120 values for a PP-OCR line) are indexed by a sketch of
+ * INDEX_DIMENSIONS values instead (see Sketch), so a search costs the same whatever the
+ * vector length, and int8 keeps its precision (a 69 120-value unit vector scaled to ±127 rounds
+ * almost every component to 0 or ±1). Its remove() is not used: in the version
  * we ship, removing keys while adding others makes later removes fail silently (the key stays
  * searchable) and can make add() loop forever. Entries are therefore removed here only (a
  * removed entry's key stays in the index as a "ghost" that lookups skip), and a partition's
  * index is rebuilt from its live entries once ghosts outnumber them, which costs at most one
  * extra insertion per removal. The live vectors are kept in JS for that rebuild, for exact
  * similarities (the threshold test is decided in float64 on the stored vector, not on the
- * index's float32 distance) and for small partitions, which are scanned linearly because
- * below SCAN_WORK multiply-adds a scan beats a call into the index.
+ * index's float32 distance or a sketch's estimate) and for small partitions, which are
+ * scanned linearly because below SCAN_WORK multiply-adds a scan beats a call into the index.
+ * A sketch can only change which near entry is chosen or turn a hit into a miss, never make
+ * a hit of an entry below the threshold.
  */
 import { Index, MetricKind, ScalarKind } from 'usearch';
 import { KilnError } from '../../errors';
 
-export interface SemanticCacheOptions {
+export interface SemanticCacheOptions<V = unknown> {
   /** Length of every vector. */
   dimensions: number;
   /** 'cosine' (default) or 'l2' (Euclidean distance). */
@@ -31,10 +37,17 @@ export interface SemanticCacheOptions {
   capacity?: number;
   /** Entries older than this (ms since insertion) are never returned, and are removed when met. Default: no expiry. */
   ttlMs?: number;
+  /**
+   * Length of what the index holds: vectors longer than this are indexed by a sketch of this
+   * length (default INDEX_DIMENSIONS, 256; vectors of at most that length are indexed whole).
+   */
+  indexDimensions?: number;
   /** HNSW graph connectivity (usearch's M); default usearch's (16). */
   connectivity?: number;
   /** Clock for TTLs, in ms; default Date.now. */
   now?: () => number;
+  /** Bytes a value takes, for stats().bytes (default: values count 0; vectors always count). */
+  sizeOf?: (value: V) => number;
 }
 
 export interface SemanticHit<V> {
@@ -47,6 +60,8 @@ export interface SemanticHit<V> {
 
 export interface SemanticCacheStats {
   entries: number;
+  /** Bytes held: the vectors (and sketches) kept in JS, and the values as `sizeOf` counts them; not usearch's graph. */
+  bytes: number;
   partitions: number;
   hits: number;
   misses: number;
@@ -62,7 +77,10 @@ interface Entry<V> {
   value: V;
   /** Normalized for cosine. */
   vector: Float32Array;
+  /** What the index holds for it: `vector` itself, or its sketch. */
+  key: Float32Array;
   expiresAt: number;
+  bytes: number;
 }
 
 interface Partition<V> {
@@ -86,6 +104,72 @@ const FIRST_K_WITH_GHOSTS = 4;
  */
 const CANDIDATES = 8;
 const DEFAULT_CAPACITY = 100_000;
+/** Vectors longer than this are indexed (and scanned) by a sketch of this many values. */
+export const INDEX_DIMENSIONS = 256;
+/**
+ * With a sketch, candidates whose sketched similarity is this far below the best one's are
+ * not re-ranked on their exact vectors. A sketch's estimate of the difference between two
+ * candidates' similarities has a standard deviation of about sqrt(|a - b|² / 256), 0.04 for
+ * entries at cosine 0.8 of each other: 0.15 is more than three of those.
+ */
+const SKETCH_MARGIN = 0.15;
+
+/**
+ * A count sketch (feature hashing with random signs): component i of a vector is added, with
+ * sign ±1, to one of `out` buckets. Inner products of sketches estimate those of the vectors
+ * without bias (the error falls as 1/sqrt(out)); computing one is a single pass over the
+ * vector, with no matrix. Buckets and signs come from a fixed seed, so equal vectors always
+ * have equal sketches.
+ */
+class Sketch {
+  readonly #bucket: Int32Array;
+  readonly #sign: Float32Array;
+  readonly #out: number;
+  readonly #unit: boolean;
+
+  /** `unit`: scale sketches to unit length (cosine); else keep their scale (L2 distances). */
+  constructor(dimensions: number, out: number, unit: boolean) {
+    this.#out = out;
+    this.#unit = unit;
+    this.#bucket = new Int32Array(dimensions);
+    this.#sign = new Float32Array(dimensions);
+    let state = 0x9e3779b9;
+    for (let i = 0; i < dimensions; i++) {
+      // xorshift32: a fixed, well-spread sequence (no cryptographic need).
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      const u = state >>> 0;
+      this.#bucket[i] = u % out;
+      this.#sign[i] = (u & 0x80000000) === 0 ? 1 : -1;
+    }
+  }
+
+  /**
+   * The sketch of `v`, unit length for cosine (a zero sketch, possible only in theory, then
+   * becomes a unit vector on one axis: the index cannot hold a direction-less vector).
+   */
+  of(v: Float32Array): Float32Array {
+    const acc = new Float64Array(this.#out);
+    const bucket = this.#bucket;
+    const sign = this.#sign;
+    for (let i = 0; i < v.length; i++) acc[bucket[i]] += sign[i] * v[i];
+    const out = new Float32Array(this.#out);
+    if (!this.#unit) {
+      out.set(acc);
+      return out;
+    }
+    let sum = 0;
+    for (let i = 0; i < acc.length; i++) sum += acc[i] * acc[i];
+    if (sum === 0) {
+      out[0] = 1;
+      return out;
+    }
+    const scale = 1 / Math.sqrt(sum);
+    for (let i = 0; i < acc.length; i++) out[i] = acc[i] * scale;
+    return out;
+  }
+}
 
 function invalid(message: string): KilnError {
   return new KilnError('E_INVALID_ARGUMENT', `semantic cache: ${message}`);
@@ -99,6 +183,11 @@ export class SemanticCache<V> {
   readonly ttlMs: number;
   readonly #connectivity: number;
   readonly #now: () => number;
+  readonly #sizeOf: (value: V) => number;
+  #bytes = 0;
+  /** Set when vectors are longer than the index's length. */
+  readonly #sketch: Sketch | undefined;
+  readonly #indexDimensions: number;
   readonly #partitions = new Map<string, Partition<V>>();
   /** Every live entry, least recently used first (a Map iterates in insertion order). */
   readonly #entries = new Map<number, Entry<V>>();
@@ -108,8 +197,8 @@ export class SemanticCache<V> {
   #evictions = 0;
   #expirations = 0;
 
-  constructor(options: SemanticCacheOptions) {
-    const { dimensions, metric = 'cosine', threshold, capacity = DEFAULT_CAPACITY, ttlMs = Infinity, connectivity = 0, now = Date.now } = options;
+  constructor(options: SemanticCacheOptions<V>) {
+    const { dimensions, metric = 'cosine', threshold, capacity = DEFAULT_CAPACITY, ttlMs = Infinity, indexDimensions = INDEX_DIMENSIONS, connectivity = 0, now = Date.now, sizeOf = () => 0 } = options;
     if (!Number.isSafeInteger(dimensions) || dimensions < 1) throw invalid(`dimensions must be an integer >= 1, received ${String(dimensions)}`);
     if (metric !== 'cosine' && metric !== 'l2') throw invalid(`metric must be "cosine" or "l2", received ${String(metric)}`);
     if (typeof threshold !== 'number' || (metric === 'cosine' ? !(threshold >= -1 && threshold <= 1) : !(threshold >= 0 && threshold < Infinity))) {
@@ -117,8 +206,10 @@ export class SemanticCache<V> {
     }
     if (!(capacity >= 1) || (capacity !== Infinity && !Number.isSafeInteger(capacity))) throw invalid(`capacity must be an integer >= 1, received ${String(capacity)}`);
     if (!(ttlMs > 0)) throw invalid(`ttlMs must be > 0, received ${String(ttlMs)}`);
+    if (!Number.isSafeInteger(indexDimensions) || indexDimensions < 1) throw invalid(`indexDimensions must be an integer >= 1, received ${String(indexDimensions)}`);
     if (!Number.isSafeInteger(connectivity) || connectivity < 0) throw invalid(`connectivity must be an integer >= 0, received ${String(connectivity)}`);
     if (typeof now !== 'function') throw invalid('now must be a function returning milliseconds');
+    if (typeof sizeOf !== 'function') throw invalid('sizeOf must be a function returning bytes');
     this.dimensions = dimensions;
     this.metric = metric;
     this.threshold = threshold;
@@ -126,6 +217,9 @@ export class SemanticCache<V> {
     this.ttlMs = ttlMs;
     this.#connectivity = connectivity;
     this.#now = now;
+    this.#sizeOf = sizeOf;
+    this.#indexDimensions = Math.min(dimensions, indexDimensions);
+    this.#sketch = dimensions > indexDimensions ? new Sketch(dimensions, indexDimensions, metric === 'cosine') : undefined;
   }
 
   /** Entries held, over all partitions (expired ones not yet met included). */
@@ -135,7 +229,7 @@ export class SemanticCache<V> {
 
   /** The nearest live entry of `partition` when it passes the threshold; a hit makes it the most recently used. */
   lookup(partition: string, vector: Float32Array): SemanticHit<V> | undefined {
-    const query = this.#checkVector(vector, 'lookup');
+    const query = this.#checkVector(vector, 'lookup', false);
     const p = this.#partitions.get(checkPartition(partition));
     const nearest = p && this.#nearest(p, query);
     if (nearest && this.#passes(nearest.similarity)) {
@@ -150,7 +244,7 @@ export class SemanticCache<V> {
 
   /** Stores `value` under `vector` in `partition`; returns the new entry's id. May evict the least recently used entry. */
   insert(partition: string, vector: Float32Array, value: V): number {
-    const stored = this.#checkVector(vector, 'insert');
+    const stored = this.#checkVector(vector, 'insert', true);
     const name = checkPartition(partition);
     let p = this.#partitions.get(name);
     if (!p) {
@@ -158,8 +252,11 @@ export class SemanticCache<V> {
       this.#partitions.set(name, p);
     }
     const id = this.#nextId++;
-    const entry: Entry<V> = { id, partition: p, value, vector: stored, expiresAt: this.#now() + this.ttlMs };
-    p.index.add(BigInt(id), stored, 1);
+    const key = this.#sketch ? this.#sketch.of(stored) : stored;
+    const bytes = stored.byteLength + (key === stored ? 0 : key.byteLength) + this.#sizeOf(value);
+    const entry: Entry<V> = { id, partition: p, value, vector: stored, key, expiresAt: this.#now() + this.ttlMs, bytes };
+    this.#bytes += bytes;
+    p.index.add(BigInt(id), key, 1);
     p.live.set(id, entry);
     this.#entries.set(id, entry);
     while (this.#entries.size > this.capacity) {
@@ -182,11 +279,13 @@ export class SemanticCache<V> {
   clear(): void {
     this.#entries.clear();
     this.#partitions.clear();
+    this.#bytes = 0;
   }
 
   stats(): SemanticCacheStats {
     return {
       entries: this.#entries.size,
+      bytes: this.#bytes,
       partitions: this.#partitions.size,
       hits: this.#hits,
       misses: this.#misses,
@@ -202,52 +301,56 @@ export class SemanticCache<V> {
   /** The nearest unexpired entry of `p` and its similarity; expired entries met on the way are removed. */
   #nearest(p: Partition<V>, query: Float32Array): { entry: Entry<V>; similarity: number } | undefined {
     const now = this.#now();
+    const queryKey = this.#sketch ? this.#sketch.of(query) : query;
     for (;;) {
       if (p.live.size === 0) return undefined;
-      const entry = p.live.size * this.dimensions <= SCAN_WORK ? this.#scan(p, query) : this.#search(p, query);
-      if (!entry) return undefined;
-      if (entry.expiresAt > now) return { entry, similarity: vectorSimilarity(query, entry.vector, this.metric) };
-      this.#drop(entry);
+      const candidates = p.live.size * this.#indexDimensions <= SCAN_WORK ? [...p.live.values()] : this.#search(p, queryKey);
+      const nearest = this.#closest(candidates, query, queryKey);
+      if (!nearest) return undefined;
+      if (nearest.entry.expiresAt > now) return nearest;
+      this.#drop(nearest.entry);
       this.#expirations++;
     }
   }
 
-  #scan(p: Partition<V>, query: Float32Array): Entry<V> | undefined {
-    let best: Entry<V> | undefined;
-    let bestSimilarity = 0;
-    for (const entry of p.live.values()) {
+  /**
+   * The candidate nearest to `query` on the exact vectors. With a sketch, only the candidates
+   * whose sketched similarity is within SKETCH_MARGIN of the best one's are compared exactly
+   * (one or two, usually, instead of every candidate's full-length vector); for L2, whose
+   * distances have no fixed scale, all of them.
+   */
+  #closest(candidates: readonly Entry<V>[], query: Float32Array, queryKey: Float32Array): { entry: Entry<V>; similarity: number } | undefined {
+    let floor = -Infinity;
+    if (this.#sketch && this.metric === 'cosine') {
+      for (const entry of candidates) floor = Math.max(floor, vectorSimilarity(queryKey, entry.key, 'cosine') - SKETCH_MARGIN);
+    }
+    let best: { entry: Entry<V>; similarity: number } | undefined;
+    for (const entry of candidates) {
+      if (floor > -Infinity && vectorSimilarity(queryKey, entry.key, 'cosine') < floor) continue;
       const s = vectorSimilarity(query, entry.vector, this.metric);
-      if (!best || (this.metric === 'cosine' ? s > bestSimilarity : s < bestSimilarity)) {
-        best = entry;
-        bestSimilarity = s;
-      }
+      if (!best || (this.metric === 'cosine' ? s > best.similarity : s < best.similarity)) best = { entry, similarity: s };
     }
     return best;
   }
 
-  /** The live entry nearest to `query` (by exact similarity) among the index's nearest candidates. */
-  #search(p: Partition<V>, query: Float32Array): Entry<V> | undefined {
+  /** The live entries among the index's nearest candidates to `queryKey`. */
+  #search(p: Partition<V>, queryKey: Float32Array): Entry<V>[] {
     const indexed = p.live.size + p.ghosts;
     for (let k = Math.min(CANDIDATES + (p.ghosts === 0 ? 0 : FIRST_K_WITH_GHOSTS), indexed); ; k = Math.min(2 * k, indexed)) {
-      const { keys } = p.index.search(query, k, 1);
-      let best: Entry<V> | undefined;
-      let bestSimilarity = 0;
+      const { keys } = p.index.search(queryKey, k, 1);
+      const found: Entry<V>[] = [];
       for (const key of keys) {
         const entry = p.live.get(Number(key));
-        if (!entry) continue;
-        const s = vectorSimilarity(query, entry.vector, this.metric);
-        if (!best || (this.metric === 'cosine' ? s > bestSimilarity : s < bestSimilarity)) {
-          best = entry;
-          bestSimilarity = s;
-        }
+        if (entry) found.push(entry);
       }
-      if (best || k >= indexed) return best;
+      if (found.length > 0 || k >= indexed) return found;
     }
   }
 
   #drop(entry: Entry<V>): void {
     const p = entry.partition;
     this.#entries.delete(entry.id);
+    this.#bytes -= entry.bytes;
     p.live.delete(entry.id);
     p.ghosts++;
     if (p.live.size === 0) {
@@ -260,11 +363,11 @@ export class SemanticCache<V> {
   /** A fresh index over the live entries of `p`, without its ghosts. */
   #rebuild(p: Partition<V>): void {
     const keys = new BigUint64Array(p.live.size);
-    const vectors = new Float32Array(p.live.size * this.dimensions);
+    const vectors = new Float32Array(p.live.size * this.#indexDimensions);
     let i = 0;
     for (const entry of p.live.values()) {
       keys[i] = BigInt(entry.id);
-      vectors.set(entry.vector, i * this.dimensions);
+      vectors.set(entry.key, i * this.#indexDimensions);
       i++;
     }
     p.index = this.#newIndex();
@@ -280,21 +383,26 @@ export class SemanticCache<V> {
    */
   #newIndex(): Index {
     return this.metric === 'cosine'
-      ? new Index(this.dimensions, MetricKind.Cos, ScalarKind.I8, this.#connectivity)
-      : new Index(this.dimensions, MetricKind.L2sq, ScalarKind.F16, this.#connectivity);
+      ? new Index(this.#indexDimensions, MetricKind.Cos, ScalarKind.I8, this.#connectivity)
+      : new Index(this.#indexDimensions, MetricKind.L2sq, ScalarKind.F16, this.#connectivity);
   }
 
-  /** A copy of `vector` (unit length for cosine) after checking it. */
-  #checkVector(vector: Float32Array, what: string): Float32Array {
+  /**
+   * `vector` checked, unit length for cosine: a copy when `keep` (insert holds on to it), else
+   * possibly `vector` itself (a lookup only reads it; an embedding is usually unit already).
+   */
+  #checkVector(vector: Float32Array, what: string, keep: boolean): Float32Array {
     if (!(vector instanceof Float32Array)) throw invalid(`${what}: vector must be a Float32Array, received ${vector === null ? 'null' : typeof vector === 'object' ? (vector as object).constructor?.name ?? 'object' : typeof vector}`);
     if (vector.length !== this.dimensions) throw invalid(`${what}: vector must have ${this.dimensions} dimensions, received ${vector.length}`);
     let sum = 0;
-    for (let i = 0; i < vector.length; i++) {
-      const x = vector[i];
-      if (!Number.isFinite(x)) throw invalid(`${what}: vector[${i}] is ${x}; every element must be finite`);
-      sum += x * x;
+    for (let i = 0; i < vector.length; i++) sum += vector[i] * vector[i];
+    // float32 squares cannot overflow a float64 sum of any array that fits in memory, so the
+    // sum is finite exactly when every element is (one pass, no test per element).
+    if (!Number.isFinite(sum)) {
+      const i = vector.findIndex((x) => !Number.isFinite(x));
+      throw invalid(`${what}: vector[${i}] is ${vector[i]}; every element must be finite`);
     }
-    if (this.metric === 'l2') return vector.slice();
+    if (this.metric === 'l2' || Math.abs(sum - 1) < 1e-6) return keep ? vector.slice() : vector;
     if (sum === 0) throw invalid(`${what}: vector is all zeros, which has no direction for cosine similarity`);
     const out = new Float32Array(vector.length);
     const scale = 1 / Math.sqrt(sum);

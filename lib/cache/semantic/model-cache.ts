@@ -22,7 +22,9 @@ export interface SemanticCacheCounters {
   verified: number;
   /** Requests whose vector could not be made (they ran uncached, and are not in hits or misses). */
   errors: number;
+  /** Entries and their bytes (answers and vectors) held: the model's own caches', or a shared cache's totals. */
   entries: number;
+  bytes: number;
 }
 
 export type SemanticLookup =
@@ -92,9 +94,14 @@ export class ModelSemanticCache {
 
   stats(): SemanticCacheCounters {
     const shared = this.#config.cache;
-    let entries = shared ? shared.size : 0;
-    for (const c of this.#own.values()) entries += c.size;
-    return { hits: this.#hits, misses: this.#misses, falseHits: this.#verifier.falseHits, verified: this.#verifier.checked, errors: this.#errors, entries };
+    let entries = 0;
+    let bytes = 0;
+    for (const c of shared ? [shared] : this.#own.values()) {
+      const s = c.stats();
+      entries += s.entries;
+      bytes += s.bytes;
+    }
+    return { hits: this.#hits, misses: this.#misses, falseHits: this.#verifier.falseHits, verified: this.#verifier.checked, errors: this.#errors, entries, bytes };
   }
 
   /**
@@ -106,7 +113,7 @@ export class ModelSemanticCache {
     if (c.cache) return c.cache.dimensions === length ? c.cache : undefined;
     let own = this.#own.get(length);
     if (!own && create) {
-      own = new SemanticCache<Uint8Array>({ dimensions: length, threshold: c.threshold, metric: c.metric, capacity: c.capacity, ttlMs: c.ttlMs });
+      own = new SemanticCache<Uint8Array>({ dimensions: length, threshold: c.threshold, metric: c.metric, capacity: c.capacity, ttlMs: c.ttlMs, sizeOf: (v) => v.byteLength });
       this.#own.set(length, own);
     }
     return own;

@@ -16,9 +16,16 @@ export interface CompareHow {
    * that agree; tolerance: the fraction allowed to differ, default 0). 'cosine': cosine
    * similarity of the flattened outputs (score; same when >= 1 - tolerance, default 1e-3).
    * 'maxError': the largest absolute difference (score; same when <= tolerance, default 1e-3).
+   * 'ctc': for CTC outputs ([..., time, classes] scores: OCR and speech recognizers), the
+   * decoded label sequences agree (arg max per step, repeats collapsed, `blank` dropped);
+   * score: the fraction of sequences that agree; tolerance as for top1. A near-duplicate image
+   * moves arg maxes between blank and a character at the edges of a glyph without changing
+   * the text: top1 counts that as a difference, ctc does not.
    */
-  metric: 'top1' | 'cosine' | 'maxError';
+  metric: 'top1' | 'cosine' | 'maxError' | 'ctc';
   tolerance?: number;
+  /** 'ctc': the blank class (default 0, as PP-OCR's recognizers have it). */
+  blank?: number;
 }
 
 export interface Comparison {
@@ -27,23 +34,58 @@ export interface Comparison {
   score: number;
 }
 
-const DEFAULT_TOLERANCE = { top1: 0, cosine: 1e-3, maxError: 1e-3 } as const;
+const DEFAULT_TOLERANCE = { top1: 0, cosine: 1e-3, maxError: 1e-3, ctc: 0 } as const;
+const METRICS = Object.keys(DEFAULT_TOLERANCE);
+
+/** The arg max of each row of `width` values. */
+function rowArgmax(a: Float32Array, width: number): Int32Array {
+  const rows = width === 0 ? 0 : a.length / width;
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = 0;
+    for (let i = 1; i < width; i++) if (a[r * width + i] > a[r * width + best]) best = i;
+    out[r] = best;
+  }
+  return out;
+}
+
+/**
+ * The fraction of sequences (everything before the last two axes) whose CTC decodings agree:
+ * per time step the arg max class, repeats collapsed, `blank` dropped.
+ */
+function ctcAgreement(a: Float32Array, b: Float32Array, dims: readonly number[], blank: number): number {
+  if (dims.length < 2) throw new KilnError('E_INVALID_ARGUMENT', `verification metric "ctc" needs outputs of rank >= 2 ([..., time, classes]), received dims [${dims.join(', ')}]`);
+  const classes = dims[dims.length - 1];
+  const steps = dims[dims.length - 2];
+  const ia = rowArgmax(a, classes);
+  const ib = rowArgmax(b, classes);
+  const sequences = steps === 0 ? 0 : ia.length / steps;
+  if (sequences === 0) return 1;
+  const decode = (labels: Int32Array, s: number): number[] => {
+    const out: number[] = [];
+    let previous = -1;
+    for (let t = s * steps; t < (s + 1) * steps; t++) {
+      if (labels[t] !== previous && labels[t] !== blank) out.push(labels[t]);
+      previous = labels[t];
+    }
+    return out;
+  };
+  let agree = 0;
+  for (let s = 0; s < sequences; s++) {
+    const x = decode(ia, s);
+    const y = decode(ib, s);
+    if (x.length === y.length && x.every((v, i) => v === y[i])) agree++;
+  }
+  return agree / sequences;
+}
 
 function argmaxAgreement(a: Float32Array, b: Float32Array, dims: readonly number[]): number {
-  const width = dims.length === 0 ? 1 : dims[dims.length - 1];
-  const rows = width === 0 ? 0 : a.length / width;
-  if (rows === 0) return 1;
+  const ia = rowArgmax(a, dims.length === 0 ? 1 : dims[dims.length - 1]);
+  const ib = rowArgmax(b, dims.length === 0 ? 1 : dims[dims.length - 1]);
+  if (ia.length === 0) return 1;
   let agree = 0;
-  for (let r = 0; r < rows; r++) {
-    let ia = 0;
-    let ib = 0;
-    for (let i = 1; i < width; i++) {
-      if (a[r * width + i] > a[r * width + ia]) ia = i;
-      if (b[r * width + i] > b[r * width + ib]) ib = i;
-    }
-    if (ia === ib) agree++;
-  }
-  return agree / rows;
+  for (let r = 0; r < ia.length; r++) if (ia[r] === ib[r]) agree++;
+  return agree / ia.length;
 }
 
 function cosine(a: Float32Array, b: Float32Array): number {
@@ -70,7 +112,7 @@ function maxError(a: Float32Array, b: Float32Array): number {
 }
 
 /** The score of one output pair; outputs of different types or shapes score as different as can be. */
-function score(cached: TensorLike, fresh: TensorLike, metric: CompareHow['metric'], name: string): number {
+function score(cached: TensorLike, fresh: TensorLike, metric: CompareHow['metric'], name: string, blank: number): number {
   const worst = metric === 'maxError' ? Infinity : 0;
   const best = metric === 'maxError' ? 0 : 1;
   if (cached.type !== fresh.type || cached.dims.length !== fresh.dims.length || cached.dims.some((d, i) => d !== fresh.dims[i])) return worst;
@@ -82,20 +124,23 @@ function score(cached: TensorLike, fresh: TensorLike, metric: CompareHow['metric
   const a = tensorVector(cached, `output "${name}"`);
   const b = tensorVector(fresh, `output "${name}"`);
   if (metric === 'top1') return argmaxAgreement(a, b, cached.dims);
+  if (metric === 'ctc') return ctcAgreement(a, b, cached.dims, blank);
   return metric === 'cosine' ? cosine(a, b) : maxError(a, b);
 }
 
 /** Whether the cached result is the same as the fresh one, by `how`, over every output of either. */
 export function compareResults(cached: Results, fresh: Results, how: CompareHow): Comparison {
   const { metric } = how;
-  if (metric !== 'top1' && metric !== 'cosine' && metric !== 'maxError') {
-    throw new KilnError('E_INVALID_ARGUMENT', `verification metric must be "top1", "cosine" or "maxError", received ${String(metric)}`);
+  if (!METRICS.includes(metric)) {
+    throw new KilnError('E_INVALID_ARGUMENT', `verification metric must be one of ${METRICS.map((m) => `"${m}"`).join(', ')}, received ${String(metric)}`);
   }
   const tolerance = how.tolerance ?? DEFAULT_TOLERANCE[metric];
   if (!(tolerance >= 0)) throw new KilnError('E_INVALID_ARGUMENT', `verification tolerance must be >= 0, received ${String(tolerance)}`);
+  const blank = how.blank ?? 0;
+  if (!Number.isSafeInteger(blank) || blank < 0) throw new KilnError('E_INVALID_ARGUMENT', `verification blank must be an integer >= 0, received ${String(blank)}`);
   let worst = metric === 'maxError' ? 0 : 1;
   for (const name of new Set([...Object.keys(cached), ...Object.keys(fresh)])) {
-    const s = name in cached && name in fresh ? score(cached[name], fresh[name], metric, name) : metric === 'maxError' ? Infinity : 0;
+    const s = name in cached && name in fresh ? score(cached[name], fresh[name], metric, name, blank) : metric === 'maxError' ? Infinity : 0;
     worst = metric === 'maxError' ? Math.max(worst, s) : Math.min(worst, s);
   }
   const same = metric === 'maxError' ? worst <= tolerance : worst >= 1 - tolerance;

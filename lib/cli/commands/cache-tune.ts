@@ -85,8 +85,8 @@ export function cacheTuneCommand(): Command {
     .addOption(new Option('--samples <DIR>', 'sample requests: a folder of .npy/.raw files (single input) or of sub-folders with <input>.npy/.raw').makeOptionMandatory())
     .addOption(numberOption('--target-false-hit-rate <RATE>', 'highest acceptable false hits per hit (default 0.01)', (n) => n >= 0 && n < 1, 'a number in [0, 1)').default(0.01))
     .addOption(choiceOption('--metric <METRIC>', 'the cache\'s similarity metric (default cosine)', ['cosine', 'l2']).default('cosine'))
-    .addOption(choiceOption('--judge <JUDGE>', 'when two samples\' outputs count as the same answer (default top1)', ['top1', 'cosine', 'maxError']).default('top1'))
-    .addOption(numberOption('--tolerance <N>', 'the judge\'s tolerance (defaults: top1 0, cosine 1e-3, maxError 1e-3)', (n) => n >= 0, 'a number >= 0'))
+    .addOption(choiceOption('--judge <JUDGE>', 'when two samples\' outputs count as the same answer (default top1; ctc: the decoded label sequences, blank 0)', ['top1', 'cosine', 'maxError', 'ctc']).default('top1'))
+    .addOption(numberOption('--tolerance <N>', 'the judge\'s tolerance (defaults: top1 0, cosine 1e-3, maxError 1e-3, ctc 0)', (n) => n >= 0, 'a number >= 0'))
     .addOption(dimOption('size of a symbolic dim, repeatable: for .raw samples'))
     .action(cacheTune);
 }
