@@ -4,7 +4,7 @@
 // data through the batcher, the latency-bound search). Short windows: these check the
 // reports' shape and consistency, never timings.
 import { strict as assert } from 'assert';
-import { spawnSync } from 'child_process';
+import { execFile, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -13,6 +13,7 @@ import { CSV_COLUMNS } from '../lib/bench/report/csv';
 import type { BenchReport, StepResult } from '../lib/bench/types';
 import { writeNpy } from '../lib/optimize';
 import { mlpModel } from '../lib/samples';
+import { startServer } from '../lib/server/serve';
 
 const CLI = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
 
@@ -47,16 +48,21 @@ function parseCsv(text: string): string[][] {
 
 const SHORT = ['-p', '200', '--max-trials', '3', '--warmup-request-count', '5'];
 
-/** What every measured step must satisfy, whatever the machine's speed. */
-function wellFormed(step: StepResult, windows: number): void {
+/** What every measured step must satisfy, whatever the machine's speed (`inProcess`: the target's process is this one). */
+function wellFormed(step: StepResult, windows: number, inProcess = true): void {
   assert.equal(step.windows.length, windows, 'at most --max-trials windows; 3 needed for stability');
   assert.ok(step.throughput > 0);
   assert.equal(step.errors, 0, JSON.stringify(step.windows.flatMap((w) => w.errorMessages)));
   const l = step.latency;
   assert.ok(l.count > 0 && l.p50 > 0 && l.p50 <= l.p90 && l.p90 <= l.p95 && l.p95 <= l.p99 && l.p99 <= l.max);
   assert.ok(step.spread.throughput[0] <= step.throughput && step.throughput <= step.spread.throughput[1]);
-  assert.ok(step.cpuUsPerRequest !== undefined && step.cpuUsPerRequest > 0);
-  assert.ok(step.peakRssBytes !== undefined && step.peakRssBytes > 0);
+  if (inProcess) {
+    assert.ok(step.cpuUsPerRequest !== undefined && step.cpuUsPerRequest > 0);
+    assert.ok(step.peakRssBytes !== undefined && step.peakRssBytes > 0);
+  } else {
+    assert.equal(step.cpuUsPerRequest, undefined, 'the client\'s CPU time is not the server\'s');
+    assert.equal(step.peakRssBytes, undefined);
+  }
 }
 
 describe('kiln bench', function () {
@@ -197,6 +203,37 @@ Module._resolveFilename = function (request, ...rest) {
     assert.equal(r.status, 1);
     assert.equal(r.stderr, 'kiln: E_NOT_FOUND: onnxruntime-node is not installed (npm install onnxruntime-node)\n');
     assert.equal(r.stdout, '');
+  });
+
+  it('a kiln serve over HTTP (binary tensors) and gRPC beside Kiln in-process: the server\'s counters, --check', async () => {
+    // The server lives in this process: the command runs asynchronously so that it can answer.
+    const server = await startServer({ model: mlp, httpPort: 0, grpcPort: 0, logLevel: 'silent' });
+    const bench = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => new Promise((resolve) => {
+      execFile(process.execPath, [CLI, 'bench', ...args], { encoding: 'utf8', timeout: 120_000 }, (e, stdout, stderr) => resolve({ code: e ? Number(e.code ?? 1) : 0, stdout, stderr }));
+    });
+    try {
+      const runs: [string, string[]][] = [
+        ['http', ['-u', server.url, '--concurrency', '2']],
+        ['grpc', ['-i', 'grpc', '-u', server.grpc as string, '--request-rate', '100']],
+      ];
+      for (const [protocol, args] of runs) {
+        const json = path.join(dir, `served-${protocol}.json`);
+        const r = await bench(mlp, ...args, '-m', 'mlp', '--compare', 'kiln', ...SHORT, '--check', '--json', json);
+        assert.equal(r.code, 0, r.stderr);
+        const report = JSON.parse(fs.readFileSync(json, 'utf8')) as BenchReport;
+        assert.deepEqual(report.targets.map((t) => t.name), [protocol, 'kiln']);
+        assert.deepEqual(report.model?.inputs.map((i) => i.name), ['x']);
+        for (const t of report.targets) {
+          wellFormed(t.steps[0], 3, t.name === 'kiln');
+          assert.deepEqual(t.check, { compared: 4, mismatches: 0, maxAbsError: 0 }, `${t.name} answers as onnxruntime-node does`);
+        }
+        const served = report.targets[0].steps[0];
+        assert.ok(served.breakdown !== undefined && served.breakdown.computeInferUs > 0, 'the server\'s statistics give the breakdown');
+        assert.equal(report.comparisons.length, 1);
+      }
+    } finally {
+      await server.close();
+    }
   });
 
   it('refuses bad command lines before any work, with one Kiln code', () => {

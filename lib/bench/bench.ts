@@ -104,7 +104,7 @@ async function createDriver(name: TargetName, o: BenchOptions, inputs: InputSet[
     return { driver };
   }
   const target = await createTarget(name, o, inputs);
-  return { driver: targetDriver(target, { seed: o.seed }), target };
+  return { driver: targetDriver(target, { seed: o.seed, inProcess: name !== 'served' }), target };
 }
 
 /**

@@ -147,6 +147,11 @@ export interface DriverOptions {
   seed?: number;
   /** How long a window waits for requests in flight at its end, at least (default 10 s). */
   drainMs?: number;
+  /**
+   * Whether the target runs in this process, so that this process's CPU time and peak RSS
+   * are the target's (default true; false for a server, whose process is not this one).
+   */
+  inProcess?: boolean;
 }
 
 /** A Driver that generates its load in this process against `target`. */
@@ -181,8 +186,7 @@ export function targetDriver(target: Target, options: DriverOptions = {}): Drive
         errors: rec.errors,
         errorMessages: rec.errorMessages,
         ...lag,
-        cpuUs: used.user + used.system,
-        peakRssBytes: process.resourceUsage().maxRSS * 1024,
+        ...(options.inProcess === false ? {} : { cpuUs: used.user + used.system, peakRssBytes: process.resourceUsage().maxRSS * 1024 }),
       };
       if (before) {
         const after = await target.counters?.();
