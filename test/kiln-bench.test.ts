@@ -111,10 +111,10 @@ describe('kiln bench', function () {
       assert.equal(c.base, 'kiln-batcher');
       assert.equal(c.p50Ratio, step(c.other).latency.p50 / step(c.base).latency.p50);
       assert.equal(c.p99Ratio, step(c.other).latency.p99 / step(c.base).latency.p99);
-      assert.equal(c.throughputRatio, step(c.base).throughput / step(c.other).throughput);
+      assert.equal(c.throughputRatio, step(c.other).throughput / step(c.base).throughput);
     }
-    assert.match(r.stdout, /\nkiln-batcher against kiln \(above 1x: kiln-batcher did better\)\n/);
-    assert.match(r.stdout, /\nkiln-batcher against onnxruntime-node /);
+    assert.match(r.stdout, /\nkiln ÷ kiln-batcher \(latency above 1x, throughput below 1x: kiln-batcher did better\)\n/);
+    assert.match(r.stdout, /\nonnxruntime-node ÷ kiln-batcher /);
     // The CSV: a row per target and step, the JSON's numbers exactly.
     const rows = parseCsv(fs.readFileSync(csv, 'utf8'));
     assert.deepEqual(rows[0], [...CSV_COLUMNS]);

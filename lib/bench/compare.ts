@@ -9,9 +9,8 @@ export function sameLoad(a: Load, b: Load): boolean {
 }
 
 /**
- * Every other target against the first (the base) at every load both measured: latency
- * ratios other ÷ base and the throughput ratio base ÷ other, so a ratio above 1 says the base
- * did better on that count.
+ * Every other target against the first (the base) at every load both measured, each ratio
+ * other ÷ base: a latency ratio above 1 and a throughput ratio below 1 say the base did better.
  */
 export function compareTargets(targets: readonly TargetReport[]): Comparison[] {
   const [base, ...others] = targets;
@@ -27,7 +26,7 @@ export function compareTargets(targets: readonly TargetReport[]): Comparison[] {
         load: b.load,
         p50Ratio: o.latency.p50 / b.latency.p50,
         p99Ratio: o.latency.p99 / b.latency.p99,
-        throughputRatio: b.throughput / o.throughput,
+        throughputRatio: o.throughput / b.throughput,
       });
     }
   }

@@ -78,9 +78,9 @@ function comparisonTable(comparisons: readonly Comparison[]): string {
   for (const pair of pairs) {
     const [base, other] = pair.split('\u0000');
     const rows = comparisons.filter((c) => c.base === base && c.other === other);
-    out += `${base} against ${other} (above 1x: ${base} did better)\n`;
+    out += `${other} ÷ ${base} (latency above 1x, throughput below 1x: ${base} did better)\n`;
     out += table([
-      ['load', `p50 ${other}/${base}`, `p99 ${other}/${base}`, `infer/s ${base}/${other}`],
+      ['load', 'p50', 'p99', 'infer/s'],
       ...rows.map((c) => [formatLoad(c.load), times(c.p50Ratio), times(c.p99Ratio), times(c.throughputRatio)]),
     ]);
   }
