@@ -111,14 +111,14 @@ async function createDriver(name: TargetName, o: BenchOptions, inputs: InputSet[
  * The reference outputs of `--check`: onnxruntime-node's when it is installed and the model
  * is a local file, else a plain Kiln session's; for a served model alone, the base's.
  */
-async function reference(o: BenchOptions, inputs: InputSet[]): Promise<{ name: string; outputs: TargetOutputs[] }> {
+async function reference(o: BenchOptions, inputs: InputSet[]): Promise<TargetOutputs[]> {
   const count = Math.min(inputs.length, CHECKED_SETS);
   let name: Exclude<TargetName, 'native'> = 'served';
   if (o.model) name = await importOrt().then(() => 'onnxruntime-node' as const, () => 'kiln' as const);
   const target = await createTarget(name, o, inputs);
   try {
     if (!target.outputs) throw new KilnError('E_INVALID_ARGUMENT', `--check: the ${name} target cannot return outputs`);
-    return { name, outputs: await referenceOutputs(target, count) };
+    return await referenceOutputs(target, count);
   } finally {
     await target.close();
   }
@@ -152,7 +152,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     o.onTarget?.(name, 'start');
     const { driver, target } = await createDriver(name, o, inputs);
     try {
-      const check = ref && target ? await checkTarget(target, ref.outputs) : undefined;
+      const check = ref && target ? await checkTarget(target, ref) : undefined;
       const report = await sweep(driver, o.loads, o.settings, { latencyBoundMs: o.latencyBoundMs, progress: o.progress });
       if (check) report.check = check;
       targets.push(report);
