@@ -103,7 +103,7 @@ export interface TargetReport {
   check?: { compared: number; mismatches: number; maxAbsError: number };
 }
 
-/** Ratios between targets at equal load: `other` ÷ `base` for latency, the reverse for throughput. */
+/** Ratios between targets at equal load: `other` ÷ `base`, for latency and throughput alike. */
 export interface Comparison {
   base: string;
   other: string;
@@ -128,6 +128,7 @@ export interface BenchReport {
     stabilityWindows: number;
     stabilityPercentage: number;
     maxWindows: number;
+    /** `--percentile`; 0 when none was chosen (stability then judges the mean latency, a latency bound the p99). */
     percentile: number;
   };
   targets: TargetReport[];

@@ -30,6 +30,11 @@ export function modelCommand(name: string, summary: string): Command {
 /** Refuses, before any work, a model file that is not there and an output that could not be written. */
 export function checkFiles(input: string, output: string): void {
   if (!fs.existsSync(input)) throw new KilnError('E_NOT_FOUND', `no such model file: ${input}`);
+  checkOutput(output);
+}
+
+/** Refuses, before any work, an output file that could not be written. */
+export function checkOutput(output: string): void {
   const dir = path.dirname(path.resolve(output));
   if (!fs.existsSync(dir)) throw new KilnError('E_NOT_FOUND', `output ${output}: the folder ${dir} does not exist`);
   if (!fs.statSync(dir).isDirectory()) throw new KilnError('E_INVALID_ARGUMENT', `output ${output}: ${dir} is not a folder`);
