@@ -173,7 +173,7 @@ const msText = (us: number | undefined): string => (us === undefined ? '–' : (
 
 function stepRows(report: BenchReport, t: TargetReport, label: string): string {
   return t.steps.map((s, k) => {
-    const best = t.best?.stepIndex === k ? ` <span class="best" title="highest throughput with p${report.settings.percentile} within ${t.best.boundMs} ms">best</span>` : '';
+    const best = t.best?.stepIndex === k ? ` <span class="best" title="highest throughput with p${report.settings.percentile || 99} within ${t.best.boundMs} ms">best</span>` : '';
     const b = s.breakdown;
     const sizes = s.batchSizes ? Object.entries(s.batchSizes).map(([size, n]) => `${size}×${n}`).join(' ') : '–';
     const cells = [
@@ -239,7 +239,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; } tr.unstable td
 <dt>Command</dt><dd><code>${esc(report.command)}</code></dd>
 <dt>Started</dt><dd>${esc(report.startedAt)}</dd>
 <dt>Machine</dt><dd>${esc(`${m.cpus} × ${m.cpuModel}, ${(m.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${m.os}, Node ${m.node}${m.onnxRuntime ? `, ONNX Runtime ${m.onnxRuntime}` : ''}`)}</dd>
-${report.model ? `<dt>Model</dt><dd><code>${esc(report.model.path)}</code>${inputs ? ` (${inputs})` : ''}</dd>\n` : ''}<dt>Settings</dt><dd>${esc(`windows of ${window} after ${s.warmupRequests} warm-up requests; stable when ${s.stabilityWindows} consecutive windows agree within ${s.stabilityPercentage}% (at most ${s.maxWindows} windows); percentile p${s.percentile}`)}</dd>
+${report.model ? `<dt>Model</dt><dd><code>${esc(report.model.path)}</code>${inputs ? ` (${inputs})` : ''}</dd>\n` : ''}<dt>Settings</dt><dd>${esc(`windows of ${window} after ${s.warmupRequests} warm-up requests; stable when ${s.stabilityWindows} consecutive windows agree within ${s.stabilityPercentage}% (at most ${s.maxWindows} windows); ${s.percentile ? `judged on p${s.percentile}` : 'judged on the mean latency (a latency bound on p99)'}`)}</dd>
 </dl>
 <h2>Targets</h2>
 <ul>
