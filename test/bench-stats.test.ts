@@ -5,7 +5,7 @@ import { strict as assert } from 'assert';
 import { compareTargets } from '../lib/bench/compare';
 import { targetDriver } from '../lib/bench/loadgen';
 import { renderCsv, csvField, CSV_COLUMNS } from '../lib/bench/report/csv';
-import { measureStep, parseRange, sweep, type RunSettings } from '../lib/bench/runner';
+import { measureStep, measureSteps, parseRange, sweep, sweepAll, type RunSettings } from '../lib/bench/runner';
 import { schedule, sendTimes } from '../lib/bench/schedule';
 import { diffCounters, isStable, percentile, summarizeLatency, summarizeStep, windowThroughput, withinTolerance } from '../lib/bench/stats';
 import type { BenchReport, Driver, Load, ServerCounters, Target, TargetReport, WindowLimit, WindowResult } from '../lib/bench/types';
@@ -223,6 +223,38 @@ describe('kiln bench steps and sweeps', () => {
     assert.equal(rates.best?.stepIndex, 2, 'rate 30: 300 µs, within');
     const plain = await sweep(scriptedDriver(() => 1, () => 1), [conc(1)], SETTINGS);
     assert.equal(plain.best, undefined);
+  });
+
+  it('targets compared in one run take their windows in turn, the order rotating, until all are stable', async () => {
+    const order: string[] = [];
+    const named = (name: string, d: ReturnType<typeof scriptedDriver>): Driver => ({
+      ...d, name, warmup: d.warmup, close: d.close,
+      window: async (load, limit) => {
+        order.push(name);
+        return d.window(load, limit);
+      },
+    });
+    let n = 0;
+    // b wobbles for its first four windows, then settles: a keeps taking windows beside it.
+    const a = named('a', scriptedDriver(() => 1000, () => 1000));
+    const b = named('b', scriptedDriver(() => 1000, () => (n++ < 4 ? 1000 * (1 + (n % 2)) : 1000)));
+    const [sa, sb] = await measureSteps([{ driver: a, load: conc(1) }, { driver: b, load: conc(1) }], SETTINGS);
+    // b's throughput: 2000, 1000, 2000, 1000, then 1000: its last three agree after its sixth window.
+    assert.deepEqual(order, ['a', 'b', 'b', 'a', 'a', 'b', 'b', 'a', 'a', 'b', 'b', 'a']);
+    assert.equal(sa.windows.length, 6);
+    assert.equal(sb.windows.length, 6);
+    assert.ok(sa.stable && sb.stable);
+  });
+
+  it('a latency bound with several targets: each leaves the sweep at its own first step over the bound, and bisects', async () => {
+    const fast = scriptedDriver((l) => value(l) * 50, (l) => value(l) * 1000);
+    const slow = scriptedDriver((l) => value(l) * 100, (l) => value(l) * 1000);
+    const [f, s] = await sweepAll([fast, slow], [1, 2, 4, 8, 16].map(conc), SETTINGS, { latencyBoundMs: 0.5 });
+    // slow: as in the single-target case; fast: 1..8 within 500 µs (8: 400), 16 over (800); bisects 12 (over), 10 (within: 500), 11 (over).
+    assert.deepEqual(s.steps.map((x) => value(x.load)), [1, 2, 4, 5, 6, 8]);
+    assert.deepEqual(f.steps.map((x) => value(x.load)), [1, 2, 4, 8, 10, 11, 12, 16]);
+    assert.equal(value(f.steps[f.best!.stepIndex].load), 10);
+    assert.equal(value(s.steps[s.best!.stepIndex].load), 5);
   });
 });
 

@@ -1,7 +1,8 @@
 /**
  * One `kiln bench` run as an API: the targets built (the base first), the inputs made, the
- * outputs optionally checked against a reference, every target swept over the loads one
- * after another (each closed before the next starts, so they never compete), and the report.
+ * outputs optionally checked against a reference, the targets swept over the loads side by
+ * side (at each load their windows taken in turn, one target measuring at a time, so they
+ * never compete and a drifting machine affects all alike), and the report.
  */
 import * as os from 'os';
 import { KilnError } from '../errors';
@@ -11,7 +12,7 @@ import { checkTarget, referenceOutputs } from './check';
 import { compareTargets } from './compare';
 import { loadInputs, type InputSpec } from './inputs';
 import { targetDriver } from './loadgen';
-import { sweep, type RunProgress, type RunSettings } from './runner';
+import { sweepAll, type RunProgress, type RunSettings } from './runner';
 import { createKilnTarget, modelInputSpecs, type KilnTargetOptions, type TargetOutputs } from './targets/kiln';
 import { createOrtTarget, importOrt } from './targets/ort';
 import type { BenchReport, Driver, InputSet, Load, Target, TargetReport } from './types';
@@ -43,8 +44,8 @@ export interface BenchOptions {
   /** The command line, as typed, for the report. */
   command: string;
   progress?: RunProgress;
-  /** Called as each target starts and ends (the command line closes its progress bar). */
-  onTarget?: (name: string, phase: 'start' | 'end') => void;
+  /** Called as the measurement (all targets, side by side) starts and ends (the command line closes its progress bar). */
+  onTarget?: (names: string, phase: 'start' | 'end') => void;
 }
 
 /** Input sets check compares on (the first few). */
@@ -147,19 +148,21 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const specs = await inputSpecs(o);
   const inputs = loadInputs(o.inputData, specs, o.shapes, { count: RANDOM_SETS, seed: o.seed, defaults: batchDefaults(specs, o.batchSize) });
   const ref = o.check ? await reference(o, inputs) : undefined;
-  const targets: TargetReport[] = [];
-  for (const name of o.targets) {
-    o.onTarget?.(name, 'start');
-    const { driver, target } = await createDriver(name, o, inputs);
-    try {
-      const check = ref && target ? await checkTarget(target, ref) : undefined;
-      const report = await sweep(driver, o.loads, o.settings, { latencyBoundMs: o.latencyBoundMs, progress: o.progress });
-      if (check) report.check = check;
-      targets.push(report);
-    } finally {
-      await driver.close();
-      o.onTarget?.(name, 'end');
-    }
+  const made: { driver: Driver; target?: Target }[] = [];
+  let targets: TargetReport[];
+  try {
+    for (const name of o.targets) made.push(await createDriver(name, o, inputs));
+    const checks: (TargetReport['check'] | undefined)[] = [];
+    for (const { target } of made) checks.push(ref && target ? await checkTarget(target, ref) : undefined);
+    o.onTarget?.(o.targets.join(', '), 'start');
+    targets = await sweepAll(made.map((m) => m.driver), o.loads, o.settings, { latencyBoundMs: o.latencyBoundMs, progress: o.progress });
+    targets.forEach((t, i) => {
+      const check = checks[i];
+      if (check) t.check = check;
+    });
+  } finally {
+    for (const { driver } of made) await driver.close();
+    o.onTarget?.(o.targets.join(', '), 'end');
   }
   const s = o.settings;
   return {

@@ -1,12 +1,13 @@
 /**
  * Runs the measurement: a step is windows repeated until perf_analyzer's stability rule holds
- * (or the trials run out: reported as unstable, not hidden); a sweep is steps over a list of
- * loads; a latency bound sweeps upward until the latency exceeds it, then bisects between
- * the last load that met it and the first that did not.
+ * (or the trials run out: reported as unstable, not hidden); targets compared in one run take
+ * their windows in turn; a sweep is steps over a list of loads; a latency bound sweeps
+ * upward until the latency exceeds it, then bisects between the last load that met it and
+ * the first that did not.
  */
 import { KilnError } from '../errors';
 import { isStable, latencyAt, summarizeStep } from './stats';
-import type { Driver, Load, StepResult, TargetReport, WindowLimit } from './types';
+import type { Driver, Load, StepResult, TargetReport, WindowLimit, WindowResult } from './types';
 
 export interface RunSettings {
   limit: WindowLimit;
@@ -30,20 +31,37 @@ export interface RunProgress {
 /** Drivers already warmed up: warm-up happens once per driver, before its first step. */
 const warmed = new WeakSet<Driver>();
 
+async function warm(driver: Driver, s: RunSettings): Promise<void> {
+  if (warmed.has(driver)) return;
+  warmed.add(driver);
+  if (s.warmupRequests > 0) await driver.warmup(s.warmupRequests);
+}
+
+/**
+ * Steps of several drivers (each at its own load) measured side by side: windows taken in
+ * turn, one per driver a round, the order rotating each round, until every driver's windows
+ * are stable or the trials run out. A machine's drift (another process, a clock change)
+ * then falls on every target alike, which back-to-back sweeps cannot promise.
+ */
+export async function measureSteps(pairs: readonly { driver: Driver; load: Load }[], s: RunSettings, progress?: RunProgress): Promise<StepResult[]> {
+  for (const { driver } of pairs) await warm(driver, s);
+  const windows: WindowResult[][] = pairs.map(() => []);
+  const report = (i: number): void => progress?.({ target: pairs[i].driver.name, load: pairs[i].load, window: windows[i].length, maxWindows: s.maxWindows });
+  pairs.forEach((_, i) => report(i));
+  for (let round = 0; round < s.maxWindows; round++) {
+    for (let k = 0; k < pairs.length; k++) {
+      const i = (round + k) % pairs.length;
+      windows[i].push(await pairs[i].driver.window(pairs[i].load, s.limit));
+      report(i);
+    }
+    if (windows.every((w) => isStable(w, s))) break;
+  }
+  return pairs.map((p, i) => summarizeStep(p.load, windows[i], s));
+}
+
+/** One driver's step at `load`. */
 export async function measureStep(driver: Driver, load: Load, s: RunSettings, progress?: RunProgress): Promise<StepResult> {
-  if (!warmed.has(driver)) {
-    warmed.add(driver);
-    if (s.warmupRequests > 0) await driver.warmup(s.warmupRequests);
-  }
-  const windows = [];
-  const report = (): void => progress?.({ target: driver.name, load, window: windows.length, maxWindows: s.maxWindows });
-  report();
-  while (windows.length < s.maxWindows) {
-    windows.push(await driver.window(load, s.limit));
-    report();
-    if (isStable(windows, s)) break;
-  }
-  return summarizeStep(load, windows, s);
+  return (await measureSteps([{ driver, load }], s, progress))[0];
 }
 
 /** The latency a bound is judged on: the chosen percentile, p99 when none was chosen. */
@@ -71,48 +89,57 @@ function midway(good: Load, bad: Load): Load | undefined {
 }
 
 /**
- * Every load of `loads` (in order) measured on `driver`. With a latency bound the sweep stops
- * at the first step over it and bisects towards it; `best` names the highest-throughput step
- * within the bound (none when even the first step exceeded it; a step with failed requests
- * does not meet a bound). Steps are returned ordered by load.
+ * Every load of `loads` (in order) measured on every driver, the drivers side by side at each
+ * load (measureSteps). With a latency bound a driver leaves the sweep at its first step over
+ * it, then bisects towards it (drivers still bisecting measured side by side too); `best`
+ * names its highest-throughput step within the bound (none when even the first step exceeded
+ * it; a step with failed requests does not meet a bound). Steps are ordered by load.
  */
-export async function sweep(driver: Driver, loads: readonly Load[], s: RunSettings, o: SweepOptions = {}): Promise<TargetReport> {
+export async function sweepAll(drivers: readonly Driver[], loads: readonly Load[], s: RunSettings, o: SweepOptions = {}): Promise<TargetReport[]> {
   if (!loads.length) throw new KilnError('E_INVALID_ARGUMENT', 'a sweep needs at least one load');
-  const steps: StepResult[] = [];
   const boundUs = o.latencyBoundMs === undefined ? undefined : o.latencyBoundMs * 1000;
   const within = (step: StepResult): boolean => boundUs !== undefined && step.errors === 0 && boundLatencyUs(step, s.percentile) <= boundUs;
-  let good: Load | undefined;
-  let bad: Load | undefined;
-  for (const load of loads) {
-    const step = await measureStep(driver, load, s, o.progress);
-    steps.push(step);
-    if (boundUs === undefined) continue;
-    if (!within(step)) {
-      bad = load;
-      break;
-    }
-    good = load;
-  }
-  if (good && bad) {
-    for (let i = 0; i < (o.bisections ?? 3); i++) {
-      const load = midway(good, bad);
-      if (!load) break;
-      const step = await measureStep(driver, load, s, o.progress);
-      steps.push(step);
-      if (within(step)) good = load;
-      else bad = load;
-    }
-  }
-  steps.sort((a, b) => loadValue(a.load) - loadValue(b.load));
-  const report: TargetReport = { name: driver.name, description: driver.description, steps };
-  if (o.latencyBoundMs !== undefined) {
-    let best = -1;
-    steps.forEach((step, i) => {
-      if (within(step) && (best < 0 || step.throughput > steps[best].throughput)) best = i;
+  const state = drivers.map((driver) => ({ driver, steps: [] as StepResult[], good: undefined as Load | undefined, bad: undefined as Load | undefined }));
+  const measure = async (due: { i: number; load: Load }[]): Promise<void> => {
+    const steps = await measureSteps(due.map(({ i, load }) => ({ driver: drivers[i], load })), s, o.progress);
+    due.forEach(({ i, load }, k) => {
+      const t = state[i];
+      t.steps.push(steps[k]);
+      if (boundUs === undefined) return;
+      if (within(steps[k])) t.good = load;
+      else t.bad = load;
     });
-    if (best >= 0) report.best = { stepIndex: best, boundMs: o.latencyBoundMs };
+  };
+  for (const load of loads) {
+    const due = state.flatMap((t, i) => (t.bad === undefined ? [{ i, load }] : []));
+    if (!due.length) break;
+    await measure(due);
   }
-  return report;
+  for (let b = 0; b < (o.bisections ?? 3); b++) {
+    const due = state.flatMap((t, i) => {
+      const load = t.good && t.bad && midway(t.good, t.bad);
+      return load ? [{ i, load }] : [];
+    });
+    if (!due.length) break;
+    await measure(due);
+  }
+  return state.map(({ driver, steps }) => {
+    steps.sort((a, b) => loadValue(a.load) - loadValue(b.load));
+    const report: TargetReport = { name: driver.name, description: driver.description, steps };
+    if (o.latencyBoundMs !== undefined) {
+      let best = -1;
+      steps.forEach((step, i) => {
+        if (within(step) && (best < 0 || step.throughput > steps[best].throughput)) best = i;
+      });
+      if (best >= 0) report.best = { stepIndex: best, boundMs: o.latencyBoundMs };
+    }
+    return report;
+  });
+}
+
+/** `sweepAll` for one driver. */
+export async function sweep(driver: Driver, loads: readonly Load[], s: RunSettings, o: SweepOptions = {}): Promise<TargetReport> {
+  return (await sweepAll([driver], loads, s, o))[0];
 }
 
 /**
