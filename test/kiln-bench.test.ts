@@ -135,6 +135,25 @@ describe('kiln bench', function () {
     assert.match(fs.readFileSync(html, 'utf8'), /^<!doctype html>/i, 'the HTML report was written');
   });
 
+  it('--native beside Kiln, open loop (Poisson): the harness measured the same way, in its own process, into the same reports', () => {
+    const json = path.join(dir, 'n.json');
+    const csv = path.join(dir, 'n.csv');
+    const html = path.join(dir, 'n.html');
+    const r = kiln(mlp, '--native', '--request-rate', '200', '--request-distribution', 'poisson', ...SHORT, '--json', json, '--csv', csv, '--report', html);
+    assert.equal(r.status, 0, r.stderr);
+    const report = JSON.parse(fs.readFileSync(json, 'utf8')) as BenchReport;
+    assert.deepEqual(report.targets.map((t) => t.name), ['kiln', 'native']);
+    assert.match(report.targets[1].description, /kiln-harness, no Node/);
+    for (const t of report.targets) {
+      assert.equal(t.steps.length, 1);
+      assert.deepEqual(t.steps[0].load, { kind: 'rate', rate: 200, arrival: 'poisson' });
+      wellFormed(t.steps[0], 3);
+    }
+    assert.deepEqual(report.comparisons.map((c) => [c.base, c.other]), [['kiln', 'native']]);
+    assert.equal(parseCsv(fs.readFileSync(csv, 'utf8')).length, 1 + 2);
+    assert.match(fs.readFileSync(html, 'utf8'), /^<!doctype html>/i);
+  });
+
   it('a Triton config file sets up the batcher', () => {
     const config = path.join(dir, 'config.pbtxt');
     fs.writeFileSync(config, 'max_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 2000 }\n');
