@@ -6,6 +6,7 @@
  */
 import { strict as assert } from 'assert';
 import { SemanticCache, vectorSimilarity, type SemanticCacheOptions } from '../lib/cache/semantic';
+import { INDEX_DIMENSIONS } from '../lib/cache/semantic/index';
 import { embedder, inputEmbedding, modelEmbedding, type EmbeddingModel } from '../lib/cache/semantic/embedding';
 import { suggestThreshold, type LabelledSample } from '../lib/cache/semantic/tune';
 import { compareResults, Verifier, type Results } from '../lib/cache/semantic/verify';
@@ -160,7 +161,7 @@ describe('semantic cache', () => {
       assert.equal(c.stats().bytes, 3 * 32 * 4 + 30 + 5 + 7);
       const long = new SemanticCache<Uint8Array>({ dimensions: 1024, threshold: 0.9, sizeOf: (v) => v.byteLength });
       long.insert('p', Float32Array.from({ length: 1024 }, (_, i) => i + 1), new Uint8Array(3));
-      assert.equal(long.stats().bytes, 1024 * 4 + 256 * 4 + 3, 'a long vector and its sketch');
+      assert.equal(long.stats().bytes, 1024 * 4 + INDEX_DIMENSIONS * 4 + 3, 'a long vector and its sketch');
       c.clear();
       assert.equal(c.stats().bytes, 0);
     });
@@ -269,8 +270,8 @@ describe('semantic cache', () => {
       assert.equal(c.lookup('p', Float32Array.from({ length: dims }, () => (next() > 0 ? 1 : -0.2))), undefined);
     });
 
-    for (const [metric, dims] of [['cosine', 64], ['l2', 64], ['cosine', 2048], ['l2', 2048]] as const) {
-      it(`returns the exactly nearest of two near-equal entries, not the quantized index's first (${metric}, ${dims} dims: HNSW path${dims > 256 ? ' over sketches' : ''})`, () => {
+    for (const [metric, dims] of [['cosine', 48], ['l2', 48], ['cosine', 2048], ['l2', 2048]] as const) {
+      it(`returns the exactly nearest of two near-equal entries, not the quantized index's first (${metric}, ${dims} dims: HNSW path${dims > INDEX_DIMENSIONS ? ' over sketches' : ''})`, () => {
         const data = clusters(1, dims, 0, 11);
         const noise = prng(12);
         const c = new SemanticCache<string>({ dimensions: dims, metric, threshold: metric === 'cosine' ? -1 : 100 });

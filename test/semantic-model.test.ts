@@ -8,6 +8,7 @@
 import { strict as assert } from 'assert';
 import { createResponseCache, loadModel, SemanticCache, type Model } from '../lib';
 import { encodeResults } from '../lib/cache/codec';
+import { INDEX_DIMENSIONS } from '../lib/cache/semantic/index';
 import { mlpModel, mlpReference, prng } from '../lib/samples';
 import type { Feeds } from '../lib/session';
 import { Tensor } from '../lib/tensor';
@@ -62,7 +63,7 @@ describe('semantic cache in loadModel', function () {
     const s = model.stats();
     const { bytes, ...counters } = s.semanticCache!;
     assert.deepEqual(counters, { hits: 2, misses: 2, falseHits: 0, verified: 0, errors: 0, entries: 2 });
-    assert.equal(bytes, 2 * (x1.length * 4 + 256 * 4 + encodeResults(first.outputs).byteLength), 'bytes: each entry\'s float32 vector, its sketch (512 > 256 values) and encoded answer');
+    assert.equal(bytes, 2 * (x1.length * 4 + INDEX_DIMENSIONS * 4 + encodeResults(first.outputs).byteLength), 'bytes: each entry\'s float32 vector, its sketch (512 values are more than an index holds) and encoded answer');
     assert.equal(s.success, 4);
     assert.equal(s.inferenceCount, 2, 'hits are not inferences');
   });

@@ -39,7 +39,7 @@ export interface SemanticCacheOptions<V = unknown> {
   ttlMs?: number;
   /**
    * Length of what the index holds: vectors longer than this are indexed by a sketch of this
-   * length (default INDEX_DIMENSIONS, 256; vectors of at most that length are indexed whole).
+   * length (default INDEX_DIMENSIONS, 64; vectors of at most that length are indexed whole).
    */
   indexDimensions?: number;
   /** HNSW graph connectivity (usearch's M); default usearch's (16). */
@@ -104,15 +104,22 @@ const FIRST_K_WITH_GHOSTS = 4;
  */
 const CANDIDATES = 8;
 const DEFAULT_CAPACITY = 100_000;
-/** Vectors longer than this are indexed (and scanned) by a sketch of this many values. */
-export const INDEX_DIMENSIONS = 256;
 /**
- * With a sketch, candidates whose sketched similarity is this far below the best one's are
- * not re-ranked on their exact vectors. A sketch's estimate of the difference between two
- * candidates' similarities has a standard deviation of about sqrt(|a - b|² / 256), 0.04 for
- * entries at cosine 0.8 of each other: 0.15 is more than three of those.
+ * Vectors longer than this are indexed (and scanned) by a sketch of this many values. A
+ * search walks the HNSW graph comparing vectors, so shorter ones make it cheaper, and a near
+ * copy stays the nearest of its sketch: on random 256-value vectors a 64-value sketch made
+ * lookups faster and found more queries' own entries than the whole vectors (docs/cache.md,
+ * "Lookup cost against index size").
  */
-const SKETCH_MARGIN = 0.15;
+export const INDEX_DIMENSIONS = 64;
+/**
+ * With a sketch, candidates whose sketched similarity is more than this below the best one's
+ * are not re-ranked on their exact vectors. A sketch's estimate of the difference between two
+ * candidates' similarities has a standard deviation of about sqrt(|a - b|² / n) for a sketch
+ * of n values (0.08 for entries at cosine 0.8 of each other and n = 64): the margin is 2/sqrt(n)
+ * (0.25 for 64), three of those.
+ */
+const sketchMargin = (n: number): number => 2 / Math.sqrt(n);
 
 /**
  * A count sketch (feature hashing with random signs): component i of a vector is added, with
@@ -315,14 +322,15 @@ export class SemanticCache<V> {
 
   /**
    * The candidate nearest to `query` on the exact vectors. With a sketch, only the candidates
-   * whose sketched similarity is within SKETCH_MARGIN of the best one's are compared exactly
+   * whose sketched similarity is within sketchMargin of the best one's are compared exactly
    * (one or two, usually, instead of every candidate's full-length vector); for L2, whose
    * distances have no fixed scale, all of them.
    */
   #closest(candidates: readonly Entry<V>[], query: Float32Array, queryKey: Float32Array): { entry: Entry<V>; similarity: number } | undefined {
     let floor = -Infinity;
     if (this.#sketch && this.metric === 'cosine') {
-      for (const entry of candidates) floor = Math.max(floor, vectorSimilarity(queryKey, entry.key, 'cosine') - SKETCH_MARGIN);
+      const margin = sketchMargin(this.#indexDimensions);
+      for (const entry of candidates) floor = Math.max(floor, vectorSimilarity(queryKey, entry.key, 'cosine') - margin);
     }
     let best: { entry: Entry<V>; similarity: number } | undefined;
     for (const entry of candidates) {
