@@ -250,7 +250,9 @@ describe('deploy/: manifests and images', function () {
         assert.ok(metrics.some((m) => m.type === 'External' && m.external.metric.backend === 'prometheus' && metricNames(m.external.metric.query).includes('nv_inference_pending_request_count') && Number(m.external.target.value) > 0), `${file}: no External Prometheus metric on nv_inference_pending_request_count`);
         for (const m of metrics) if (m.type === 'External') assert.match(m.external.metric.serverAddress, /^https?:\/\/[^\s/]+/, `${file}: serverAddress`);
       } else {
-        // Knative: one port, named as Knative requires, and a concurrency target.
+        // Knative: one port, named as Knative requires, and a concurrency target; the grace
+        // period is Knative's own (its webhook refuses the field).
+        assert.equal(p.terminationGracePeriodSeconds, undefined, `${file}: Knative refuses terminationGracePeriodSeconds`);
         const ports = (model.ports ?? []) as Obj[];
         assert.ok(ports.length <= 1, `${file}: Knative routes one port`);
         for (const port of ports) assert.ok((port.name === 'h2c' && port.containerPort === Number(args.get('--grpc-port'))) || (port.name === 'http1' && port.containerPort === Number(args.get('--http-port'))), `${file}: port ${JSON.stringify(port)}`);
