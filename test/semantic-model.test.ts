@@ -68,6 +68,17 @@ describe('semantic cache in loadModel', function () {
     assert.equal(s.inferenceCount, 2, 'hits are not inferences');
   });
 
+  it('concurrent requests each get their own answer (lookups share one scratch vector)', async () => {
+    const model = await load({ semanticCache: { threshold: 0.99 } });
+    const first = await Promise.all(data.centres.map((_, c) => model.infer(feed(data.member(c)), { withCacheInfo: true })));
+    assert.deepEqual(first.map((r) => r.cache.outcome), data.centres.map(() => 'miss'));
+    const again = await Promise.all(data.centres.map((_, c) => model.infer(feed(data.member(c)), { withCacheInfo: true })));
+    again.forEach((r, c) => {
+      assert.equal(r.cache.outcome, 'semantic_hit', `cluster ${c}`);
+      assert.deepEqual(Array.from(r.outputs.y.data as Float32Array), Array.from(first[c].outputs.y.data as Float32Array), `cluster ${c} answered with its own entry`);
+    });
+  });
+
   it('keeps partitions apart', async () => {
     const model = await load({ semanticCache: { threshold: 0.99 } });
     const outcome = async (partition: string): Promise<string> => (await model.infer(feed(data.member(2)), { partition, withCacheInfo: true })).cache.outcome;

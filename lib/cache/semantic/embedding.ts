@@ -34,14 +34,17 @@ function invalid(message: string): KilnError {
   return new KilnError('E_INVALID_ARGUMENT', `semantic cache embedding: ${message}`);
 }
 
-/** The elements of a numeric tensor as float32, in order (int64 as Number, float16/bfloat16 decoded). */
-export function tensorVector(tensor: TensorLike, what: string): Float32Array {
+/**
+ * The elements of a numeric tensor as float32, in order (int64 as Number, float16/bfloat16
+ * decoded): written into `into` when it has the right length, else into a new array.
+ */
+export function tensorVector(tensor: TensorLike, what: string, into?: Float32Array): Float32Array {
   const { type, data } = tensor;
   if (type === 'string' || !ArrayBuffer.isView(data)) {
     throw new KilnError('E_DTYPE_MISMATCH', `semantic cache embedding: ${what} must be a numeric tensor in host memory, received ${type === 'string' ? 'a string tensor' : 'no host data'}`);
   }
   const n = data.length;
-  const out = new Float32Array(n);
+  const out = into?.length === n ? into : new Float32Array(n);
   if (type === 'float16') {
     for (let i = 0; i < n; i++) out[i] = float16Value(data[i] as number);
   } else if (type === 'bfloat16') {
@@ -71,8 +74,11 @@ function asTensor(t: unknown, what: string): TensorLike {
   return t as TensorLike;
 }
 
-/** The input tensor `input` (default: the only one) flattened to float32, unit length unless `normalize: false`. */
-export function inputEmbedding(feeds: EmbeddingFeeds, input?: string, options: EmbeddingOptions = {}): Float32Array {
+/**
+ * The input tensor `input` (default: the only one) flattened to float32, unit length unless
+ * `normalize: false`; written into `into` when it has the right length (see tensorVector).
+ */
+export function inputEmbedding(feeds: EmbeddingFeeds, input?: string, options: EmbeddingOptions = {}, into?: Float32Array): Float32Array {
   const names = Object.keys(feeds);
   let name = input;
   if (name === undefined) {
@@ -82,8 +88,23 @@ export function inputEmbedding(feeds: EmbeddingFeeds, input?: string, options: E
     throw invalid(`input "${name}" is not among the feeds (${names.join(', ')})`);
   }
   const what = `input "${name}"`;
-  const v = tensorVector(asTensor(feeds[name], what), what);
+  const v = tensorVector(asTensor(feeds[name], what), what, into);
   return options.normalize === false ? v : normalizeVector(v, what);
+}
+
+/**
+ * For the sources computed from the feeds alone ('input', { input }): the vector written into
+ * `into` when it has the right length, synchronously (a lookup can then reuse one scratch
+ * array: a fresh one per request is a large allocation for an image input). Undefined for
+ * the other sources.
+ */
+export function inputEmbedder(source: EmbeddingSource, options: EmbeddingOptions = {}): ((feeds: EmbeddingFeeds, into?: Float32Array) => Float32Array) | undefined {
+  if (source === 'input') return (feeds, into) => inputEmbedding(feeds, undefined, options, into);
+  if (source !== null && typeof source === 'object' && !('model' in source) && typeof source.input === 'string') {
+    const name = source.input;
+    return (feeds, into) => inputEmbedding(feeds, name, options, into);
+  }
+  return undefined;
 }
 
 /** Output `output` of `model` run on the feeds, flattened to float32, unit length unless `normalize: false`. */

@@ -11,7 +11,9 @@
  * (an image input flattened: 69 120 values for a PP-OCR line) are indexed by a sketch of
  * INDEX_DIMENSIONS values instead (see Sketch), so a search costs the same whatever the
  * vector length, and int8 keeps its precision (a 69 120-value unit vector scaled to ±127 rounds
- * almost every component to 0 or ±1). Its remove() is not used: in the version
+ * almost every component to 0 or ±1). Vectors longer than RERANK_DIMENSIONS also keep a
+ * sketch of that length, on which the index's candidates are ranked before the few nearest
+ * are compared on their whole vectors (each such comparison is a pass over 69 120 values). Its remove() is not used: in the version
  * we ship, removing keys while adding others makes later removes fail silently (the key stays
  * searchable) and can make add() loop forever. Entries are therefore removed here only (a
  * removed entry's key stays in the index as a "ghost" that lookups skip), and a partition's
@@ -79,6 +81,8 @@ interface Entry<V> {
   vector: Float32Array;
   /** What the index holds for it: `vector` itself, or its sketch. */
   key: Float32Array;
+  /** Vectors longer than RERANK_DIMENSIONS: their sketch of that length, else `vector`. */
+  rerank: Float32Array;
   expiresAt: number;
   bytes: number;
 }
@@ -113,13 +117,20 @@ const DEFAULT_CAPACITY = 100_000;
  */
 export const INDEX_DIMENSIONS = 64;
 /**
- * With a sketch, candidates whose sketched similarity is more than this below the best one's
- * are not re-ranked on their exact vectors. A sketch's estimate of the difference between two
- * candidates' similarities has a standard deviation of about sqrt(|a - b|² / n) for a sketch
- * of n values (0.08 for entries at cosine 0.8 of each other and n = 64): the margin is 2/sqrt(n)
- * (0.25 for 64), three of those.
+ * Vectors longer than this keep a sketch of this many values, on which the index's candidates
+ * are ranked; only those within RERANK_MARGIN of the best are compared on whole vectors. With
+ * the index's 64-value sketches alone, lines of text (all alike: cosine 0.45-0.85 to each
+ * other) left most of the 8 candidates within any safe margin, and their whole-vector
+ * comparisons made a lookup 2.3 times slower than with this step.
  */
-const sketchMargin = (n: number): number => 2 / Math.sqrt(n);
+export const RERANK_DIMENSIONS = 1024;
+/**
+ * A sketch of n values estimates the difference between two candidates' similarities with a
+ * standard deviation of about sqrt(|a - b|² / n): 0.02 for entries at cosine 0.8 of each
+ * other and n = 1024. Candidates more than 0.0625 (2/sqrt(1024), three of those) below the
+ * best are not compared on whole vectors.
+ */
+const RERANK_MARGIN = 2 / Math.sqrt(RERANK_DIMENSIONS);
 
 /**
  * A count sketch (feature hashing with random signs): component i of a vector is added, with
@@ -192,8 +203,10 @@ export class SemanticCache<V> {
   readonly #now: () => number;
   readonly #sizeOf: (value: V) => number;
   #bytes = 0;
-  /** Set when vectors are longer than the index's length. */
+  /** Set when vectors are longer than the index's length: from the rerank sketch when there is one, else from the vector. */
   readonly #sketch: Sketch | undefined;
+  /** Set when vectors are longer than RERANK_DIMENSIONS. */
+  readonly #rerankSketch: Sketch | undefined;
   readonly #indexDimensions: number;
   readonly #partitions = new Map<string, Partition<V>>();
   /** Every live entry, least recently used first (a Map iterates in insertion order). */
@@ -226,7 +239,10 @@ export class SemanticCache<V> {
     this.#now = now;
     this.#sizeOf = sizeOf;
     this.#indexDimensions = Math.min(dimensions, indexDimensions);
-    this.#sketch = dimensions > indexDimensions ? new Sketch(dimensions, indexDimensions, metric === 'cosine') : undefined;
+    const rerankDimensions = Math.max(RERANK_DIMENSIONS, this.#indexDimensions);
+    this.#rerankSketch = dimensions > rerankDimensions ? new Sketch(dimensions, rerankDimensions, metric === 'cosine') : undefined;
+    // A sketch of the rerank sketch is itself a count sketch of the vector (hashes and signs compose).
+    this.#sketch = dimensions > indexDimensions ? new Sketch(Math.min(dimensions, rerankDimensions), this.#indexDimensions, metric === 'cosine') : undefined;
   }
 
   /** Entries held, over all partitions (expired ones not yet met included). */
@@ -259,9 +275,9 @@ export class SemanticCache<V> {
       this.#partitions.set(name, p);
     }
     const id = this.#nextId++;
-    const key = this.#sketch ? this.#sketch.of(stored) : stored;
-    const bytes = stored.byteLength + (key === stored ? 0 : key.byteLength) + this.#sizeOf(value);
-    const entry: Entry<V> = { id, partition: p, value, vector: stored, key, expiresAt: this.#now() + this.ttlMs, bytes };
+    const { key, rerank } = this.#keys(stored);
+    const bytes = stored.byteLength + (key === stored ? 0 : key.byteLength) + (rerank === stored ? 0 : rerank.byteLength) + this.#sizeOf(value);
+    const entry: Entry<V> = { id, partition: p, value, vector: stored, key, rerank, expiresAt: this.#now() + this.ttlMs, bytes };
     this.#bytes += bytes;
     p.index.add(BigInt(id), key, 1);
     p.live.set(id, entry);
@@ -308,11 +324,11 @@ export class SemanticCache<V> {
   /** The nearest unexpired entry of `p` and its similarity; expired entries met on the way are removed. */
   #nearest(p: Partition<V>, query: Float32Array): { entry: Entry<V>; similarity: number } | undefined {
     const now = this.#now();
-    const queryKey = this.#sketch ? this.#sketch.of(query) : query;
+    const { key: queryKey, rerank: queryRerank } = this.#keys(query);
     for (;;) {
       if (p.live.size === 0) return undefined;
       const candidates = p.live.size * this.#indexDimensions <= SCAN_WORK ? [...p.live.values()] : this.#search(p, queryKey);
-      const nearest = this.#closest(candidates, query, queryKey);
+      const nearest = this.#closest(candidates, query, queryRerank);
       if (!nearest) return undefined;
       if (nearest.entry.expiresAt > now) return nearest;
       this.#drop(nearest.entry);
@@ -320,21 +336,27 @@ export class SemanticCache<V> {
     }
   }
 
+  /** What the index holds for a vector (its key) and what candidates are ranked on (rerank). */
+  #keys(vector: Float32Array): { key: Float32Array; rerank: Float32Array } {
+    const rerank = this.#rerankSketch ? this.#rerankSketch.of(vector) : vector;
+    return { key: this.#sketch ? this.#sketch.of(rerank) : rerank, rerank };
+  }
+
   /**
-   * The candidate nearest to `query` on the exact vectors. With a sketch, only the candidates
-   * whose sketched similarity is within sketchMargin of the best one's are compared exactly
-   * (one or two, usually, instead of every candidate's full-length vector); for L2, whose
-   * distances have no fixed scale, all of them.
+   * The candidate nearest to `query` on the exact vectors. For vectors with a rerank sketch,
+   * only the candidates whose sketched similarity is within RERANK_MARGIN of the best one's
+   * are compared on whole vectors (usually one or two); for L2, whose distances have no fixed
+   * scale, all of them.
    */
-  #closest(candidates: readonly Entry<V>[], query: Float32Array, queryKey: Float32Array): { entry: Entry<V>; similarity: number } | undefined {
+  #closest(candidates: readonly Entry<V>[], query: Float32Array, queryRerank: Float32Array): { entry: Entry<V>; similarity: number } | undefined {
     let floor = -Infinity;
-    if (this.#sketch && this.metric === 'cosine') {
-      const margin = sketchMargin(this.#indexDimensions);
-      for (const entry of candidates) floor = Math.max(floor, vectorSimilarity(queryKey, entry.key, 'cosine') - margin);
+    const ranked = this.#rerankSketch !== undefined && this.metric === 'cosine';
+    if (ranked) {
+      for (const entry of candidates) floor = Math.max(floor, vectorSimilarity(queryRerank, entry.rerank, 'cosine') - RERANK_MARGIN);
     }
     let best: { entry: Entry<V>; similarity: number } | undefined;
     for (const entry of candidates) {
-      if (floor > -Infinity && vectorSimilarity(queryKey, entry.key, 'cosine') < floor) continue;
+      if (ranked && vectorSimilarity(queryRerank, entry.rerank, 'cosine') < floor) continue;
       const s = vectorSimilarity(query, entry.vector, this.metric);
       if (!best || (this.metric === 'cosine' ? s > best.similarity : s < best.similarity)) best = { entry, similarity: s };
     }

@@ -8,7 +8,7 @@
 import type { ResolvedSemanticCache } from '../../batching/config';
 import type { Feeds, Results } from '../../session';
 import { decodeResults, encodeResults } from '../codec';
-import { embedder, type EmbeddingFeeds } from './embedding';
+import { embedder, inputEmbedder, type EmbeddingFeeds } from './embedding';
 import { SemanticCache } from './index';
 import { Verifier } from './verify';
 
@@ -35,6 +35,14 @@ export class ModelSemanticCache {
   readonly #config: ResolvedSemanticCache;
   readonly #key: string;
   readonly #embed: (feeds: EmbeddingFeeds) => Promise<Float32Array>;
+  /** For sources computed from the feeds alone: the vector written into #scratch, synchronously. */
+  readonly #embedInput: ((feeds: EmbeddingFeeds, into?: Float32Array) => Float32Array) | undefined;
+  /**
+   * Reused by every lookup of an input source: the lookup runs from the vector's making to the
+   * index without an await, so no other request writes it meanwhile; a miss takes a copy to
+   * insert later.
+   */
+  #scratch: Float32Array | undefined;
   /** The model's own caches by vector length, when none is shared. */
   readonly #own = new Map<number, SemanticCache<Uint8Array>>();
   readonly #verifier: Verifier;
@@ -46,6 +54,7 @@ export class ModelSemanticCache {
     this.#config = config;
     this.#key = key;
     this.#embed = embedder(config.embedding);
+    this.#embedInput = inputEmbedder(config.embedding);
     this.#verifier = new Verifier({ verifyFraction: config.verifyFraction, how: config.verify });
   }
 
@@ -63,7 +72,12 @@ export class ModelSemanticCache {
   async lookup(partition: string, feeds: Feeds): Promise<SemanticLookup> {
     let vector: Float32Array;
     try {
-      vector = await this.#embed(feeds);
+      if (this.#embedInput) {
+        vector = this.#embedInput(feeds, this.#scratch);
+        this.#scratch = vector;
+      } else {
+        vector = await this.#embed(feeds);
+      }
     } catch {
       this.#errors++;
       return { hit: false, vector: undefined };
@@ -71,7 +85,7 @@ export class ModelSemanticCache {
     const found = this.#cacheFor(vector.length)?.lookup(partition, vector);
     if (!found) {
       this.#misses++;
-      return { hit: false, vector };
+      return { hit: false, vector: vector === this.#scratch ? vector.slice() : vector };
     }
     this.#hits++;
     return { hit: true, outputs: decodeResults(found.value), similarity: found.similarity };
