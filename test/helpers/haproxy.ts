@@ -29,6 +29,11 @@ export interface HaproxyOptions {
   rise?: number;
   /** HAProxy's threads (default 1: on a two-core machine the replicas need the cores). */
   threads?: number;
+  /**
+   * A connection to a replica per request, closed after the answer (default true; see the
+   * configuration below for why). false: HAProxy's default, idle connections reused.
+   */
+  serverClose?: boolean;
 }
 
 /** A replica's state as HAProxy's statistics tell it: UP, DOWN, or a transition (`UP 1/2`, `DOWN 1/2`), MAINT, no check. */
@@ -48,6 +53,8 @@ export interface Haproxy {
   readonly url: string;
   /** The generated configuration, as given to haproxy. */
   readonly config: string;
+  /** haproxy's process id (for its CPU time). */
+  readonly pid: number;
   /** Each replica's state, by name. */
   states(): Promise<Record<string, ReplicaState>>;
   /** Each replica's state and retry counters, by name. */
@@ -93,7 +100,7 @@ function configuration(o: Required<Omit<HaproxyOptions, 'replicas'>> & { replica
     // closes the client's connection unanswered for the client to retry; with a connection per
     // request, a dead replica refuses the connection and the request goes to another one
     // (retries, above), so that only the requests a replica was answering are lost with it.
-    '  option http-server-close',
+    ...(o.serverClose ? ['  option http-server-close'] : []),
     // KServe v2 readiness: a draining replica answers 503 and is taken out of the rotation
     // after `fall` checks, while it still serves what it is sent.
     '  option httpchk GET /v2/health/ready',
@@ -124,7 +131,7 @@ export async function startHaproxy(options: HaproxyOptions): Promise<Haproxy> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-haproxy-'));
   const frontendPort = await freePort();
   const socket = path.join(dir, 'stats.sock');
-  const config = configuration({ replicas: options.replicas, interMs: options.interMs ?? 100, fall: options.fall ?? 2, rise: options.rise ?? 2, threads: options.threads ?? 1, frontendPort, socket });
+  const config = configuration({ replicas: options.replicas, interMs: options.interMs ?? 100, fall: options.fall ?? 2, rise: options.rise ?? 2, threads: options.threads ?? 1, serverClose: options.serverClose ?? true, frontendPort, socket });
   const file = path.join(dir, 'haproxy.cfg');
   fs.writeFileSync(file, config);
   const child: ChildProcess = spawn('haproxy', ['-db', '-f', file], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -177,6 +184,7 @@ export async function startHaproxy(options: HaproxyOptions): Promise<Haproxy> {
   return {
     url: `http://127.0.0.1:${frontendPort}`,
     config,
+    pid: child.pid as number,
     states,
     counters,
     async waitFor(name, state, timeoutMs = 15_000) {
