@@ -192,7 +192,7 @@ describe('kiln serve: the exact response cache', function () {
 
     /** `kiln serve` on a free port, once it has printed where it listens. */
     async function serve(...args: string[]): Promise<Served> {
-      const child = spawn(process.execPath, [CLI, 'serve', '--model-repository', dir, '--port', '0', '--grpc-port', '-1', ...args]);
+      const child = spawn(process.execPath, [CLI, 'serve', '--model-repository', dir, '--port', '0', '--grpc-port', '-1', '--drain-delay-secs', '0', ...args]);
       let out = '';
       let err = '';
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));

@@ -54,7 +54,7 @@ describe('kiln serve (the process)', function () {
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('--example serves the repository it writes; the printed curl line works; SIGTERM exits 0 and removes it', async () => {
-    const s = await serve('--example');
+    const s = await serve('--example', '--drain-delay-secs', '0');
     try {
       const curl = /^try: curl -s -X POST (\S+) -H 'content-type: application\/json' -d '(.+)'$/m.exec(s.stdout());
       assert.ok(curl, s.stdout());
@@ -91,7 +91,8 @@ describe('kiln serve (the process)', function () {
     fs.mkdirSync(path.join(dir, 'slow', 'work', '1'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'slow', 'work', '1', 'model.onnx'), workModel());
     fs.writeFileSync(path.join(dir, 'slow', 'work', 'config.pbtxt'), 'max_batch_size: 4\ndynamic_batching { }\ninstance_group [ { count: 2 } ]');
-    const s = await serve('--model-repository', path.join(dir, 'slow'), '--log-level', 'warn');
+    // No drain delay: the close itself, with requests in flight (test/serve-kserve.test.ts drains).
+    const s = await serve('--model-repository', path.join(dir, 'slow'), '--log-level', 'warn', '--drain-delay-secs', '0');
     try {
       const body = (i: number): string => JSON.stringify({ inputs: [
         { name: 'x', shape: [1, 4], datatype: 'FP32', data: [i, i, i, i] },

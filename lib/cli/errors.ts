@@ -13,7 +13,11 @@ const REFUSED_VALUE = ' is invalid. ';
 export function usageError(e: CommanderError, command: Command): KilnError {
   const text = e.message.replace(/^error: /, '').replace(/\n/g, ' ').replace(/\.$/, '');
   const refused = text.indexOf(REFUSED_VALUE);
-  if (e.code === 'commander.invalidArgument' && refused >= 0) return new KilnError('E_INVALID_ARGUMENT', text.slice(refused + REFUSED_VALUE.length));
+  if (e.code === 'commander.invalidArgument' && refused >= 0) {
+    // A value read from an option's environment variable says so.
+    const env = / from env '([^']+)'$/.exec(text.slice(0, refused))?.[1];
+    return new KilnError('E_INVALID_ARGUMENT', text.slice(refused + REFUSED_VALUE.length) + (env ? ` (from the environment variable ${env})` : ''));
+  }
   const name = command.parent ? `${command.parent.name()} ${command.name()}` : command.name();
   return new KilnError('E_INVALID_ARGUMENT', `${name}: ${text} (see ${name} --help)`);
 }

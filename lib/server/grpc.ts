@@ -28,6 +28,8 @@ export interface GrpcServerOptions {
   maxElements?: number;
   /** Requests must carry `authorization: Bearer <token>` metadata. */
   authToken?: string;
+  /** What ServerReady answers (default: whether every model is ready); false while the server drains. */
+  ready?: () => boolean;
 }
 
 const STATUS: Readonly<Partial<Record<KilnErrorCode, grpc.status>>> = {
@@ -138,6 +140,7 @@ type Handler = (call: { request: unknown; metadata: grpc.Metadata }) => Promise<
 export function createGrpcServer(manager: ModelManager, options: GrpcServerOptions = {}): grpc.Server {
   const maxBytes = options.maxMessageBytes ?? 64 * 2 ** 20;
   const maxElements = options.maxElements ?? 2 ** 26;
+  const ready = options.ready ?? (() => manager.ready());
   const server = new grpc.Server({ 'grpc.max_receive_message_length': maxBytes, 'grpc.max_send_message_length': maxBytes });
   const authorized = (metadata: grpc.Metadata): void => {
     if (options.authToken !== undefined && metadata.get('authorization')[0] !== `Bearer ${options.authToken}`) {
@@ -155,7 +158,7 @@ export function createGrpcServer(manager: ModelManager, options: GrpcServerOptio
   };
   server.addService(inferenceService().service, {
     ServerLive: unary(async () => ({ live: true }), true),
-    ServerReady: unary(async () => ({ ready: manager.ready() }), true),
+    ServerReady: unary(async () => ({ ready: ready() }), true),
     ModelReady: unary(async ({ request }) => {
       const r = request as { name: string; version: string };
       try {

@@ -28,6 +28,8 @@ export interface HttpServerOptions {
   logger?: Logger;
   /** HTTP status for a full queue (E_QUEUE_FULL, E_OVERLOADED): 503 (Triton's, default) or 429. */
   queueFullStatus?: 429 | 503;
+  /** What /v2/health/ready answers (default: whether every model is ready); false while the server drains. */
+  ready?: () => boolean;
 }
 
 /** The server metadata both protocols answer with (the version is the package's). */
@@ -61,6 +63,7 @@ interface InferBody {
 /** A KServe v2 HTTP server over `manager` (not listening: call `listen`). */
 export function createHttpServer(manager: ModelManager, options: HttpServerOptions = {}): FastifyInstance {
   const maxElements = options.maxElements ?? 2 ** 26;
+  const ready = options.ready ?? (() => manager.ready());
   const fail = (reply: FastifyReply, e: unknown): FastifyReply => send(reply, e, options.queueFullStatus);
   const app = Fastify({
     bodyLimit: options.bodyLimit ?? 64 * 2 ** 20,
@@ -91,7 +94,7 @@ export function createHttpServer(manager: ModelManager, options: HttpServerOptio
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
 
   app.get('/v2/health/live', async (_q, reply) => reply.code(200).send());
-  app.get('/v2/health/ready', async (_q, reply) => reply.code(manager.ready() ? 200 : 503).send());
+  app.get('/v2/health/ready', async (_q, reply) => reply.code(ready() ? 200 : 503).send());
   app.get('/v2', async () => SERVER_INFO);
 
   type Params = { name: string; version?: string };

@@ -2,8 +2,12 @@
  * `kiln serve` put together: a model repository (given, made of one model file, or the
  * example Kiln writes), its ModelManager with the server's response cache, the KServe v2
  * HTTP and gRPC servers with bearer-token auth and structured logs (pino, one line per HTTP
- * request with its id), and a shutdown that stops taking requests, answers what it took, and
- * releases the models and the cache.
+ * request with its id), draining (readiness reports not ready while requests are still
+ * served, so that a load balancer stops routing first), and a shutdown that stops taking
+ * requests, answers what it took, and releases the models and the cache.
+ *
+ * `modelRepository` takes what KServe mounts at /mnt/models as it comes: a Triton
+ * repository, a folder holding one model file, or the path of one .onnx file.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -21,9 +25,18 @@ import { ModelManager, type ControlMode } from './models';
 import { MODEL_NAME } from './repository';
 
 export interface ServeOptions {
-  /** A Triton model repository; or `model`, one ONNX file; or `example`. */
+  /**
+   * A Triton model repository, a folder holding one model (its `model.onnx`, or its only
+   * `*.onnx` file), or the path of one .onnx file; or `model`, one ONNX file; or `example`.
+   */
   modelRepository?: string;
   model?: string;
+  /**
+   * The name a single model file is served under (default: the file's name without .onnx,
+   * or, for a folder holding one model, the folder's name). Not used for a repository, whose
+   * models are named by their folders.
+   */
+  modelName?: string;
   /** Serve the example repository (written to a temporary folder, removed on close). */
   example?: boolean;
   /** Default 127.0.0.1. */
@@ -66,6 +79,14 @@ export interface RunningServer {
   readonly repository: string;
   readonly manager: ModelManager;
   readonly logger: Logger;
+  /** Whether drain() was called. */
+  readonly draining: boolean;
+  /**
+   * Readiness turns false (HTTP /v2/health/ready answers 503, gRPC ServerReady false) while
+   * everything else is served as before: what a load balancer needs to see to stop routing
+   * here before close(). Liveness stays true.
+   */
+  drain(): void;
   /** Stops taking connections, waits for the requests taken, releases the models. */
   close(): Promise<void>;
 }
@@ -109,24 +130,74 @@ function outageLog(logger: Logger, also: ((error: Error) => void) | undefined): 
   };
 }
 
+/** What is served: a Triton repository as it is, or one model file (served from a repository Kiln makes). */
+type Source = { repository: string } | { file: string; name: string };
+
+/**
+ * What `modelRepository` (or `model`) holds. A folder with .onnx files at its top is one
+ * model (KServe mounts a storageUri that names a folder, or one file, this way): its
+ * `model.onnx`, else its only .onnx file, served under `modelName` or the folder's name.
+ * Any other folder is a Triton repository. A path to an .onnx file is that model, served
+ * under `modelName` or the file's name.
+ */
+function servedSource(options: ServeOptions): Source {
+  const given = (options.model ?? options.modelRepository) as string;
+  const what = options.model !== undefined ? 'model file' : 'model repository';
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(given);
+  } catch (e) {
+    throw new KilnError('E_NOT_FOUND', options.model !== undefined ? `no such model file: ${given}` : `model repository ${given} does not exist`, { cause: e });
+  }
+  const named = (fallback: string, from: string): { name: string } => {
+    const name = options.modelName ?? fallback;
+    if (!MODEL_NAME.test(name)) {
+      throw new KilnError('E_INVALID_ARGUMENT', options.modelName !== undefined
+        ? `model name "${name}" is not a model name (letters, digits, '_', '-', '.', not starting with '.' or '-')`
+        : `the model is served under ${from}, and "${name}" is not a model name (letters, digits, '_', '-', '.'): give one with --model-name or MODEL_NAME`);
+    }
+    return { name };
+  };
+  if (stat.isFile()) {
+    if (!/\.onnx$/i.test(given)) throw new KilnError('E_INVALID_ARGUMENT', `${what} ${given} is a file, and not an .onnx model`);
+    return { file: given, ...named(path.basename(given).replace(/\.onnx$/i, ''), "its file's name") };
+  }
+  if (options.model !== undefined) throw new KilnError('E_INVALID_ARGUMENT', `model file ${given} is a folder: serve a folder with --model-repository`);
+  const models = fs.readdirSync(given, { withFileTypes: true })
+    .filter((e) => /\.onnx$/i.test(e.name) && !e.name.startsWith('.') && fs.statSync(path.join(given, e.name)).isFile())
+    .map((e) => e.name)
+    .sort();
+  if (models.length === 0) return { repository: given };
+  const file = models.includes('model.onnx') ? 'model.onnx' : models.length === 1 ? models[0] : undefined;
+  if (file === undefined) throw new KilnError('E_INVALID_ARGUMENT', `model repository ${given} holds ${models.length} model files (${models.join(', ')}) and no model.onnx: a folder of one model holds one .onnx file (or names it model.onnx); a repository holds one folder per model`);
+  return { file: path.join(given, file), ...named(path.basename(path.resolve(given)), "its folder's name") };
+}
+
+/** Puts `file` into `repository` as `<name>/1/model.onnx`: a hard link where the file system allows it, else a copy. */
+function placeModel(file: string, repository: string, name: string): void {
+  const target = path.join(repository, name, '1', 'model.onnx');
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  try {
+    fs.linkSync(file, target);
+  } catch {
+    fs.copyFileSync(file, target);
+  }
+}
+
 export async function startServer(options: ServeOptions): Promise<RunningServer> {
   const sources = [options.modelRepository, options.model, options.example ? 'example' : undefined].filter((x) => x !== undefined);
   if (sources.length !== 1) throw new KilnError('E_INVALID_ARGUMENT', 'serve one of: a model repository, a model file, or the example');
-  let repository = options.modelRepository as string;
+  if (options.modelName !== undefined && !MODEL_NAME.test(options.modelName)) {
+    throw new KilnError('E_INVALID_ARGUMENT', `model name "${options.modelName}" is not a model name (letters, digits, '_', '-', '.', not starting with '.' or '-')`);
+  }
+  const source: Source = options.example ? { repository: '' } : servedSource(options);
+  let repository = 'repository' in source ? source.repository : '';
   let temporary: string | undefined;
-  if (options.model !== undefined || options.example) {
+  if (options.example || 'file' in source) {
     temporary = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-serve-'));
     repository = temporary;
-    if (options.example) {
-      writeExampleRepository(temporary);
-    } else {
-      const file = options.model as string;
-      if (!fs.existsSync(file)) throw new KilnError('E_NOT_FOUND', `no such model file: ${file}`);
-      const name = path.basename(file).replace(/\.onnx$/i, '');
-      if (!MODEL_NAME.test(name)) throw new KilnError('E_INVALID_ARGUMENT', `the model is served under its file's name, and "${name}" is not a model name (letters, digits, '_', '-', '.')`);
-      fs.mkdirSync(path.join(temporary, name, '1'), { recursive: true });
-      fs.copyFileSync(file, path.join(temporary, name, '1', 'model.onnx'));
-    }
+    if ('file' in source) placeModel(source.file, temporary, source.name);
+    else writeExampleRepository(temporary);
   }
   const logger = pino({ level: options.logLevel ?? 'info', base: { service: 'kiln-serve' } }, (options.logDestination ?? process.stderr) as pino.DestinationStream);
   let manager: ModelManager | undefined;
@@ -138,7 +209,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (s.state === 'READY') logger.info({ model: s.name, version: s.version }, 'model ready');
       else if (s.reason !== 'unloaded') logger.error({ model: s.name, reason: s.reason }, 'model failed to load');
     }
-    const app = createHttpServer(manager, { bodyLimit: options.bodyLimit, maxElements: options.maxElements, logger, queueFullStatus: options.queueFullStatus });
+    if (options.modelName !== undefined && 'repository' in source && !options.example) {
+      logger.info({ modelName: options.modelName, repository }, 'the model name is not used: a repository names its models by their folders');
+    }
+    let draining = false;
+    const opened = manager;
+    const ready = (): boolean => !draining && opened.ready();
+    const app = createHttpServer(manager, { bodyLimit: options.bodyLimit, maxElements: options.maxElements, logger, queueFullStatus: options.queueFullStatus, ready });
     let poller: NodeJS.Timeout | undefined;
     if (options.repositoryPollSecs !== undefined) {
       if (manager.controlMode !== 'poll') throw new KilnError('E_INVALID_ARGUMENT', 'repository polling is for the poll model control mode');
@@ -170,7 +247,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     let grpcServer: grpc.Server | undefined;
     let grpcAddress: string | undefined;
     if ((options.grpcPort ?? 8001) >= 0) {
-      grpcServer = createGrpcServer(manager, { maxMessageBytes: options.bodyLimit, maxElements: options.maxElements, authToken: options.authToken });
+      grpcServer = createGrpcServer(manager, { maxMessageBytes: options.bodyLimit, maxElements: options.maxElements, authToken: options.authToken, ready });
       const bindHost = options.host ?? '127.0.0.1';
       const g = grpcServer;
       try {
@@ -192,6 +269,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       repository,
       manager: served,
       logger,
+      get draining() {
+        return draining;
+      },
+      drain() {
+        draining = true;
+      },
       close() {
         closing ??= (async () => {
           // Both stop taking requests; those taken are answered before the models go.
