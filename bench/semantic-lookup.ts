@@ -11,6 +11,7 @@
  * vectors), a number N indexes sketches of N values (N >= dims: the whole vectors).
  *
  *   node dist/bench/semantic-lookup.js [--dims 256,1024] [--sizes 1000,10000,100000] [--queries 2000] [--index-dims 0,256]
+ *     [--expansion 32]
  */
 import { SemanticCache } from '../lib/cache/semantic';
 import { INDEX_DIMENSIONS } from '../lib/cache/semantic/index';
@@ -45,11 +46,11 @@ interface Row {
   bytesPerEntry: number;
 }
 
-function measure(dims: number, indexDims: number, entries: number, queries: number): Row {
+function measure(dims: number, indexDims: number, entries: number, queries: number, expansionSearch: number): Row {
   global.gc?.();
   const vectors = unitVectors(entries, dims, dims * 7919 + entries);
   const rssBefore = process.memoryUsage().rss;
-  const cache = new SemanticCache<number>({ dimensions: dims, threshold: 0.9, capacity: entries, ...(indexDims > 0 ? { indexDimensions: indexDims } : {}) });
+  const cache = new SemanticCache<number>({ dimensions: dims, threshold: 0.9, capacity: entries, expansionSearch, ...(indexDims > 0 ? { indexDimensions: indexDims } : {}) });
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < entries; i++) cache.insert('p', vectors.subarray(i * dims, (i + 1) * dims), i);
   const insertMean = Number(process.hrtime.bigint() - t0) / 1000 / entries;
@@ -73,15 +74,16 @@ const program = benchCommand('semantic-lookup', 'SemanticCache lookup and insert
   .option('--dims <list>', 'vector dimensions, comma-separated', listOf(integerAtLeast(1)), [256, 1024])
   .option('--sizes <list>', 'entries in the index, comma-separated', listOf(integerAtLeast(1)), [1000, 10_000, 100_000])
   .option('--queries <n>', 'timed lookups per size', integerAtLeast(1), 2000)
+  .option('--expansion <n>', 'the index\'s expansion_search (HNSW ef); 0: usearch\'s default (64)', integerAtLeast(0), 0)
   .option('--index-dims <list>', 'what the index holds, comma-separated: 0 the default, N a sketch of N values (>= dims: whole vectors)', listOf(integerAtLeast(0)), [0])
   .parse();
-const opts = program.opts<{ dims: number[]; sizes: number[]; queries: number; indexDims: number[] }>();
+const opts = program.opts<{ dims: number[]; sizes: number[]; queries: number; indexDims: number[]; expansion: number }>();
 
 console.log('dims  index  entries   lookup median   lookup p99   recall   insert mean   memory/entry');
 for (const dims of opts.dims) {
   for (const entries of opts.sizes) {
     for (const indexDims of opts.indexDims) {
-      const r = measure(dims, indexDims, entries, opts.queries);
+      const r = measure(dims, indexDims, entries, opts.queries, opts.expansion);
       console.log(
         `${String(r.dims).padStart(4)}  ${String(r.indexDims).padStart(5)}  ${String(r.entries).padStart(7)}   ${fmt(r.lookupMedian).padStart(13)}   ${fmt(r.lookupP99).padStart(10)}   ${r.recall.toFixed(3).padStart(6)}   ${fmt(r.insertMean).padStart(11)}   ${(r.bytesPerEntry / 1024).toFixed(1).padStart(9)} KiB`,
       );

@@ -207,6 +207,8 @@ describe('semantic cache', () => {
       assertKilnError(thrown(() => new SemanticCache({ dimensions: 4, metric: 'l2', threshold: -1 })), 'E_INVALID_ARGUMENT', 'threshold');
       assertKilnError(thrown(() => new SemanticCache({ dimensions: 4, threshold: 0.9, capacity: 0 })), 'E_INVALID_ARGUMENT', 'capacity');
       assertKilnError(thrown(() => new SemanticCache({ dimensions: 4, threshold: 0.9, ttlMs: 0 })), 'E_INVALID_ARGUMENT', 'ttlMs');
+      assertKilnError(thrown(() => new SemanticCache({ dimensions: 4, threshold: 0.9, expansionSearch: -1 })), 'E_INVALID_ARGUMENT', 'expansionSearch must be an integer >= 0');
+      assertKilnError(thrown(() => new SemanticCache({ dimensions: 4, threshold: 0.9, indexDimensions: 0 })), 'E_INVALID_ARGUMENT', 'indexDimensions must be an integer >= 1');
     });
 
     it('finds perturbed copies among 10 000 entries of 64 dimensions', () => {

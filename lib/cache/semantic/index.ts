@@ -46,6 +46,12 @@ export interface SemanticCacheOptions<V = unknown> {
   indexDimensions?: number;
   /** HNSW graph connectivity (usearch's M); default usearch's (16). */
   connectivity?: number;
+  /**
+   * Candidates a search keeps while walking the graph (usearch's expansion_search, HNSW's
+   * ef); default usearch's (64). Lower is faster and finds the nearest entry less often (a
+   * lookup that misses it is a miss or a less similar hit, never a hit below the threshold).
+   */
+  expansionSearch?: number;
   /** Clock for TTLs, in ms; default Date.now. */
   now?: () => number;
   /** Bytes a value takes, for stats().bytes (default: values count 0; vectors always count). */
@@ -200,6 +206,7 @@ export class SemanticCache<V> {
   readonly capacity: number;
   readonly ttlMs: number;
   readonly #connectivity: number;
+  readonly #expansionSearch: number;
   readonly #now: () => number;
   readonly #sizeOf: (value: V) => number;
   #bytes = 0;
@@ -218,7 +225,7 @@ export class SemanticCache<V> {
   #expirations = 0;
 
   constructor(options: SemanticCacheOptions<V>) {
-    const { dimensions, metric = 'cosine', threshold, capacity = DEFAULT_CAPACITY, ttlMs = Infinity, indexDimensions = INDEX_DIMENSIONS, connectivity = 0, now = Date.now, sizeOf = () => 0 } = options;
+    const { dimensions, metric = 'cosine', threshold, capacity = DEFAULT_CAPACITY, ttlMs = Infinity, indexDimensions = INDEX_DIMENSIONS, connectivity = 0, expansionSearch = 0, now = Date.now, sizeOf = () => 0 } = options;
     if (!Number.isSafeInteger(dimensions) || dimensions < 1) throw invalid(`dimensions must be an integer >= 1, received ${String(dimensions)}`);
     if (metric !== 'cosine' && metric !== 'l2') throw invalid(`metric must be "cosine" or "l2", received ${String(metric)}`);
     if (typeof threshold !== 'number' || (metric === 'cosine' ? !(threshold >= -1 && threshold <= 1) : !(threshold >= 0 && threshold < Infinity))) {
@@ -228,6 +235,7 @@ export class SemanticCache<V> {
     if (!(ttlMs > 0)) throw invalid(`ttlMs must be > 0, received ${String(ttlMs)}`);
     if (!Number.isSafeInteger(indexDimensions) || indexDimensions < 1) throw invalid(`indexDimensions must be an integer >= 1, received ${String(indexDimensions)}`);
     if (!Number.isSafeInteger(connectivity) || connectivity < 0) throw invalid(`connectivity must be an integer >= 0, received ${String(connectivity)}`);
+    if (!Number.isSafeInteger(expansionSearch) || expansionSearch < 0) throw invalid(`expansionSearch must be an integer >= 0, received ${String(expansionSearch)}`);
     if (typeof now !== 'function') throw invalid('now must be a function returning milliseconds');
     if (typeof sizeOf !== 'function') throw invalid('sizeOf must be a function returning bytes');
     this.dimensions = dimensions;
@@ -236,6 +244,7 @@ export class SemanticCache<V> {
     this.capacity = capacity;
     this.ttlMs = ttlMs;
     this.#connectivity = connectivity;
+    this.#expansionSearch = expansionSearch;
     this.#now = now;
     this.#sizeOf = sizeOf;
     this.#indexDimensions = Math.min(dimensions, indexDimensions);
@@ -413,8 +422,8 @@ export class SemanticCache<V> {
    */
   #newIndex(): Index {
     return this.metric === 'cosine'
-      ? new Index(this.#indexDimensions, MetricKind.Cos, ScalarKind.I8, this.#connectivity)
-      : new Index(this.#indexDimensions, MetricKind.L2sq, ScalarKind.F16, this.#connectivity);
+      ? new Index({ dimensions: this.#indexDimensions, metric: MetricKind.Cos, quantization: ScalarKind.I8, connectivity: this.#connectivity, expansion_add: 0, expansion_search: this.#expansionSearch, multi: false })
+      : new Index({ dimensions: this.#indexDimensions, metric: MetricKind.L2sq, quantization: ScalarKind.F16, connectivity: this.#connectivity, expansion_add: 0, expansion_search: this.#expansionSearch, multi: false });
   }
 
   /**
