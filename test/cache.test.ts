@@ -7,7 +7,8 @@ import { promisify } from 'node:util';
 import { GraphBuilder } from '../lib/onnx/builder';
 import { createResponseCache, defaultResponseCache, KilnError, loadModel, type Feeds, type Model, type ModelConfig, type ResponseCache, type Results } from '../lib';
 import { responseKey } from '../lib/cache/key';
-import { LocalStore } from '../lib/cache/store';
+import { ResponseCache as ResponseCacheClass } from '../lib/cache/response-cache';
+import { LocalStore, type CacheStore } from '../lib/cache/store';
 import { addModel } from '../lib/samples';
 import { Tensor } from '../lib/tensor';
 import { assertKilnError } from './helpers/assert-error';
@@ -166,6 +167,36 @@ describe('exact response cache', function () {
     assert.equal(s.success, 8);
     assert.equal(new Set(answers.map((a) => (a.outputs.y.data as Float32Array).buffer)).size, 8);
     for (const a of answers) assert.deepEqual([...(a.outputs.y.data as Float32Array)], [10, 12, 14, 16]);
+  });
+
+  it('single flight on a hit too: identical requests that come while a lookup runs share its cached answer', async () => {
+    const m = await load(workModel(), local());
+    const q = workRequest(5, 1, { work: 50 });
+    await m.infer(q.feeds);
+    const answers = await Promise.all(Array.from({ length: 4 }, () => m.infer(q.feeds, { withCacheInfo: true })));
+    assert.deepEqual(answers.map((a) => a.cache.outcome), ['hit', 'hit', 'hit', 'hit']);
+    assert.equal(m.stats().executionCount, 1, 'the model ran for the first request only');
+    for (const a of answers) assert.deepEqual([...(a.outputs.y.data as Float32Array)], [10, 12, 14, 16]);
+    assert.equal(new Set(answers.map((a) => (a.outputs.y.data as Float32Array).buffer)).size, 4, 'each a copy of its own');
+  });
+
+  it('a stored value that is not an answer runs the model: counted as an error and a miss, never a failed request', async () => {
+    const errors: Error[] = [];
+    const garbage: CacheStore = {
+      kind: 'local',
+      get: () => Promise.resolve(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9])),
+      set: () => Promise.resolve(),
+      stats: () => undefined,
+      close: () => Promise.resolve(),
+    };
+    const m = await load(double, new ResponseCacheClass(garbage, (e) => errors.push(e)));
+    for (let i = 0; i < 2; i++) {
+      const a = await m.infer(feedsOf([1, 2, 3, 4], [1, 4]), { withCacheInfo: true });
+      assert.equal(a.cache.outcome, 'miss');
+      assert.deepEqual(yOf(a.outputs), [2, 4, 6, 8]);
+    }
+    assert.ok(errors.length === 2 && errors.every((e) => e instanceof KilnError && e.code === 'E_INVALID_ARGUMENT' && /not in the response cache format/.test(e.message)), errors.map(String).join('; '));
+    assert.equal(m.stats().cache?.errors, errors.length);
   });
 
   it('a failed leader is not shared: identical requests waiting on it run themselves', async () => {

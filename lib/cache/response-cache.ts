@@ -84,14 +84,16 @@ export class ResponseCache {
     this.#inflight.set(key, new Promise((resolve) => (settle = resolve)));
     try {
       const t = now();
-      const outputs = await this.#lookup(key, counters);
-      const lookupUs = (now() - t) * 1000;
-      if (outputs) {
+      const bytes = await this.#lookup(key, counters);
+      const outputs = bytes && this.#decode(bytes, counters);
+      if (bytes && outputs) {
+        // Identical requests that came while this lookup ran share its answer.
+        settle(bytes);
         counters.hits++;
-        counters.hitUs += lookupUs;
+        counters.hitUs += (now() - t) * 1000;
         return { outputs, outcome: 'hit' };
       }
-      return await this.#miss(key, run, counters, lookupUs, owner, settle);
+      return await this.#miss(key, run, counters, (now() - t) * 1000, owner, settle);
     } finally {
       this.#inflight.delete(key);
       settle(undefined);
@@ -109,11 +111,22 @@ export class ResponseCache {
     await this.#store.close();
   }
 
-  async #lookup(key: string, counters: CacheCounters): Promise<Results | undefined> {
+  /** The stored answer decoded; undefined (counted and reported as a failure) for bytes that are not an answer. */
+  #decode(bytes: Uint8Array, counters: CacheCounters): Results | undefined {
+    try {
+      return decodeResults(bytes);
+    } catch (e) {
+      this.#report(e, counters);
+      return undefined;
+    }
+  }
+
+  /** The stored answer's bytes, undefined on a miss or a failed store (counted and reported). */
+  async #lookup(key: string, counters: CacheCounters): Promise<Uint8Array | undefined> {
     try {
       const bytes = await this.#store.get(key);
       this.#warned = false;
-      return bytes === undefined ? undefined : decodeResults(bytes);
+      return bytes;
     } catch (e) {
       this.#report(e, counters);
       return undefined;
