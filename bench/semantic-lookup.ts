@@ -74,7 +74,7 @@ const program = benchCommand('semantic-lookup', 'SemanticCache lookup and insert
   .option('--dims <list>', 'vector dimensions, comma-separated', listOf(integerAtLeast(1)), [256, 1024])
   .option('--sizes <list>', 'entries in the index, comma-separated', listOf(integerAtLeast(1)), [1000, 10_000, 100_000])
   .option('--queries <n>', 'timed lookups per size', integerAtLeast(1), 2000)
-  .option('--expansion <n>', 'the index\'s expansion_search (HNSW ef); 0: usearch\'s default (64)', integerAtLeast(0), 0)
+  .option('--expansion <n>', 'the index\'s expansion_search (HNSW ef); 0: usearch\'s own default (64)', integerAtLeast(0), 32)
   .option('--index-dims <list>', 'what the index holds, comma-separated: 0 the default, N a sketch of N values (>= dims: whole vectors)', listOf(integerAtLeast(0)), [0])
   .parse();
 const opts = program.opts<{ dims: number[]; sizes: number[]; queries: number; indexDims: number[]; expansion: number }>();
