@@ -14,6 +14,24 @@ export function formatBatchSizes(sizes: Record<number, number> | undefined): str
   return Object.entries(sizes).sort(([a], [b]) => Number(a) - Number(b)).map(([size, n]) => `${size}:${n}`).join(' ') || '-';
 }
 
+/**
+ * The batch sizes in a terminal column: the list while it is short, else the mean rows per
+ * execution and the largest batch (the whole distribution is in the JSON, CSV and HTML).
+ */
+function batchColumn(sizes: Record<number, number> | undefined): string {
+  const list = formatBatchSizes(sizes);
+  if (!sizes || list.length <= 24) return list;
+  let executions = 0;
+  let rows = 0;
+  let largest = 0;
+  for (const [size, n] of Object.entries(sizes)) {
+    executions += n;
+    rows += Number(size) * n;
+    largest = Math.max(largest, Number(size));
+  }
+  return `mean ${(rows / executions).toFixed(1)}, max ${largest}`;
+}
+
 const us = (v: number | undefined): string => (v === undefined || !Number.isFinite(v) ? '-' : formatMicroseconds(v));
 const times = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(2)}x` : '-');
 
@@ -38,7 +56,7 @@ function stepRow(step: StepResult, i: number, target: TargetReport, report: Benc
     `${(step.spread.throughput[0]).toFixed(0)}-${(step.spread.throughput[1]).toFixed(0)}`,
     String(step.errors),
     step.stable ? 'yes' : `no (${step.windows.length})`,
-    formatBatchSizes(step.batchSizes),
+    batchColumn(step.batchSizes),
     breakdown(step),
     us(step.cpuUsPerRequest),
     step.peakRssBytes === undefined ? '-' : formatBytes(step.peakRssBytes),
