@@ -191,12 +191,11 @@ describe('kiln serve: KServe conventions and draining', function () {
     assert.deepEqual([shutdown?.signal, shutdown?.drainDelaySecs], ['SIGTERM', 600]);
   });
 
-  it('--drain-delay-secs 1: not ready during the delay, then closes and exits 0 by itself', async () => {
+  it('--drain-delay-secs 1: the delay ends by itself, then it closes and exits 0', async () => {
+    // What happens during the delay is the test above's (with a delay long enough to look);
+    // here only that the delay ends without a second signal.
     const k = await start(['--model-repository', path.join(dir, 'mnt-model'), '--http-port', '0', '--grpc-port', '-1', '--drain-delay-secs', '1']);
     k.child.kill('SIGTERM');
-    await k.logged('draining: readiness answers 503, requests are still served');
-    assert.equal(await status(`${k.url}/v2/health/ready`), 503);
-    await inferMlp(k.url, 'mnt-model', 6);
     assert.equal(await k.exit, 0, k.stderr());
     const phases = k.logs().map((l) => l.msg).filter((m) => /^(shutting down|draining|drain delay skipped|closing|stopped)/.test(m));
     assert.deepEqual(phases, ['shutting down', 'draining: readiness answers 503, requests are still served', 'closing: no new connections, answering the requests accepted', 'stopped']);

@@ -163,8 +163,11 @@ function servedSource(options: ServeOptions): Source {
     return { file: given, ...named(path.basename(given).replace(/\.onnx$/i, ''), "its file's name") };
   }
   if (options.model !== undefined) throw new KilnError('E_INVALID_ARGUMENT', `model file ${given} is a folder: serve a folder with --model-repository`);
-  const models = fs.readdirSync(given, { withFileTypes: true })
-    .filter((e) => /\.onnx$/i.test(e.name) && !e.name.startsWith('.') && fs.statSync(path.join(given, e.name)).isFile())
+  const entries = fs.readdirSync(given, { withFileTypes: true }).filter((e) => !e.name.startsWith('.'));
+  // A folder with folders in it is a repository (one folder per model), whatever files lie beside them.
+  if (entries.some((e) => fs.statSync(path.join(given, e.name)).isDirectory())) return { repository: given };
+  const models = entries
+    .filter((e) => /\.onnx$/i.test(e.name) && fs.statSync(path.join(given, e.name)).isFile())
     .map((e) => e.name)
     .sort();
   if (models.length === 0) return { repository: given };

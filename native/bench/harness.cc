@@ -52,7 +52,7 @@ struct Options {
   int instances = 1;
   int max_threads = 16;
   std::string concurrency_range, rate_range, json;
-  bool poisson = true;
+  bool poisson = false;  // constant arrivals unless --request-distribution poisson (perf_analyzer's and kiln bench's default)
   SweepSettings sweep;
 };
 
@@ -228,12 +228,14 @@ std::pair<Load, WindowLimit> parse_window(std::istringstream& words) {
     } catch (const std::exception&) {
       used = 0;
     }
-    const bool numeric = used > 0 && used == value.size();
-    if (key == "concurrency" && numeric) load.kind = Load::Kind::Concurrency, load.concurrency = static_cast<int>(number), has_kind = true;
+    const bool numeric = used > 0 && used == value.size() && std::isfinite(number);
+    // Counts are whole numbers within what the window accepts, so the conversions are exact.
+    const bool whole = numeric && number == std::floor(number) && number >= 0 && number <= 1e12;
+    if (key == "concurrency" && whole && number <= 4096) load.kind = Load::Kind::Concurrency, load.concurrency = static_cast<int>(number), has_kind = true;
     else if (key == "rate" && numeric) load.kind = Load::Kind::Rate, load.rate = number, has_kind = true;
     else if (key == "arrival" && (value == "poisson" || value == "constant")) load.poisson = value == "poisson";
-    else if (key == "ms" && numeric) limit.ms = number;
-    else if (key == "requests" && numeric) limit.requests = static_cast<int64_t>(number);
+    else if (key == "ms" && numeric && number >= 0 && number <= 86'400'000) limit.ms = number;
+    else if (key == "requests" && whole) limit.requests = static_cast<int64_t>(number);
     else throw Error(Code::InvalidArgument, "window: cannot read \"" + word + "\"");
   }
   if (!has_kind) throw Error(Code::InvalidArgument, "window: give concurrency=C or rate=R");

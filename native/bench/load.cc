@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "error.h"
@@ -21,6 +22,8 @@ using Clock = LoadGenerator::Clock;
 
 // A schedule longer than this is a mistake (a rate or window far beyond what can be run).
 constexpr size_t kMaxScheduled = 5'000'000;
+// A send more than this after it was due counts as late (lib/bench/loadgen.ts LATE_SEND_US).
+constexpr double kLateSendUs = 1000;
 
 double micros(Clock::duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count() / 1000.0; }
 
@@ -103,25 +106,36 @@ WindowResult LoadGenerator::closed(int concurrency, const WindowLimit& limit) {
   std::vector<WindowResult> parts(concurrency);
   std::vector<Clock::time_point> last(concurrency);
   std::atomic<bool> go{false};
+  std::atomic<bool> abandon{false};
   std::atomic<int64_t> tickets{limit.requests};
   Clock::time_point start, deadline;
   std::vector<std::thread> callers;
-  for (int c = 0; c < concurrency; ++c) {
-    callers.emplace_back([&, c] {
-      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
-      WindowResult& mine = parts[c];
-      last[c] = start;
-      for (;;) {
-        // By count: exactly `requests` sends among all callers. By time: none after the deadline.
-        if (limit.requests > 0 ? tickets.fetch_sub(1) <= 0 : Clock::now() >= deadline) break;
-        const Clock::time_point t0 = Clock::now();
-        const std::string error = request(static_cast<size_t>(c));
-        const Clock::time_point t1 = Clock::now();
-        if (error.empty()) mine.latencies_us.push_back(micros(t1 - t0));
-        else mine.add_error(error);
-        last[c] = t1;
-      }
-    });
+  try {
+    for (int c = 0; c < concurrency; ++c) {
+      callers.emplace_back([&, c] {
+        while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+        if (abandon.load(std::memory_order_acquire)) return;
+        WindowResult& mine = parts[c];
+        last[c] = start;
+        for (;;) {
+          // By count: exactly `requests` sends among all callers. By time: none after the deadline.
+          if (limit.requests > 0 ? tickets.fetch_sub(1) <= 0 : Clock::now() >= deadline) break;
+          const Clock::time_point t0 = Clock::now();
+          const std::string error = request(static_cast<size_t>(c));
+          const Clock::time_point t1 = Clock::now();
+          if (error.empty()) mine.latencies_us.push_back(micros(t1 - t0));
+          else mine.add_error(error);
+          last[c] = t1;
+        }
+      });
+    }
+  } catch (const std::system_error& e) {
+    // The system would not start another thread: release the ones started, then say so.
+    abandon.store(true, std::memory_order_release);
+    go.store(true, std::memory_order_release);
+    for (std::thread& t : callers) t.join();
+    throw Error(Code::InvalidArgument, "could not start " + std::to_string(concurrency) + " caller threads (" + std::to_string(callers.size()) +
+                                           " started): " + e.what() + "; lower the concurrency");
   }
   const Usage before = usage();
   start = Clock::now();
@@ -174,9 +188,11 @@ WindowResult LoadGenerator::open(const Load& load, const WindowLimit& limit) {
     r.generator = this;
     r.session = k;
     const Clock::time_point due = start + at[k];
-    if (Clock::now() > due) ++w.late_sends;  // still busy with earlier sends when this one was due
-    else std::this_thread::sleep_until(due);
-    w.max_send_lag_us = std::max(w.max_send_lag_us, micros(Clock::now() - due));
+    if (Clock::now() < due) std::this_thread::sleep_until(due);
+    const double lag_us = micros(Clock::now() - due);
+    // Late as lib/bench/loadgen.ts counts it: sent more than a millisecond after it was due.
+    if (lag_us > kLateSendUs) ++w.late_sends;
+    w.max_send_lag_us = std::max(w.max_send_lag_us, lag_us);
     executor.submit(&r);
   }
   std::vector<Job*> finished;

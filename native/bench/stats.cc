@@ -98,12 +98,15 @@ StepResult summarize_step(const Load& load, std::vector<WindowResult> windows, c
   const size_t first = n > rule.windows ? n - rule.windows : 0;
   std::vector<double> all, rates, p50s, p99s;
   double duration = 0, cpu = 0;
+  int64_t failed = 0;
+  // As lib/bench/stats.ts: errors count over every window (none hidden), the rest over the accepted ones.
+  for (const WindowResult& w : step.windows) step.errors += w.errors;
   for (size_t i = first; i < n; ++i) {
     const WindowResult& w = step.windows[i];
     all.insert(all.end(), w.latencies_us.begin(), w.latencies_us.end());
     duration += w.duration_us;
     cpu += w.cpu_us;
-    step.errors += w.errors;
+    failed += w.errors;
     step.peak_rss_bytes = std::max(step.peak_rss_bytes, w.peak_rss_bytes);
     const std::vector<double> sorted = sorted_latencies(w);
     rates.push_back(throughput(w));
@@ -111,7 +114,9 @@ StepResult summarize_step(const Load& load, std::vector<WindowResult> windows, c
     p99s.push_back(quantile(sorted, 0.99));
   }
   step.throughput = duration > 0 ? static_cast<double>(all.size()) * 1e6 / duration : 0;
-  step.cpu_us_per_request = all.empty() ? kNaN : cpu / static_cast<double>(all.size());
+  // CPU per request sent, answered or failed (as lib/bench/stats.ts).
+  const double sent = static_cast<double>(all.size()) + static_cast<double>(failed);
+  step.cpu_us_per_request = sent > 0 ? cpu / sent : kNaN;
   step.latency = summarize(std::move(all), rule.percentile);
   if (!rates.empty()) {
     step.spread_throughput = min_max(rates);
@@ -149,7 +154,11 @@ std::vector<double> parse_range(const std::string& text, const std::string& flag
   if (factor && step <= 1) throw bad("a factor must be above 1");
   std::vector<double> values;
   // A small tolerance so that 0.1-steps reach their end despite rounding.
-  for (double v = start; v <= end * (1 + 1e-9); v = factor ? v * step : v + step) values.push_back(v);
+  for (double v = start; v <= end * (1 + 1e-9); v = factor ? v * step : v + step) {
+    // As lib/bench/runner.ts: a range of more than 1000 steps is a typing error, not a sweep.
+    if (values.size() == 1000) throw bad("it makes more than 1000 steps");
+    values.push_back(v);
+  }
   return values;
 }
 

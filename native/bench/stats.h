@@ -19,7 +19,7 @@ struct Load {
   Kind kind = Kind::Concurrency;
   int concurrency = 1;
   double rate = 0;
-  bool poisson = true;
+  bool poisson = false;
 };
 
 // A window ends after `ms` milliseconds (when > 0) or after `requests` requests.

@@ -11,6 +11,7 @@ import * as path from 'path';
 import type { ChartConfiguration } from 'chart.js';
 import { toKilnError } from '../../errors';
 import type { BenchReport, Load, StepResult, TargetReport } from '../types';
+import { RESOURCE_NOTE } from './table';
 
 /** One chart of the page: its canvas's id and `data-chart` kind, the target it draws (histograms), and its Chart.js configuration. */
 export interface ReportChart {
@@ -257,6 +258,7 @@ ${report.targets.map((t, i) => stepRows(report, t, labels[i])).join('\n')}
 </tbody>
 </table>
 </div>
+<p class="note">${esc(RESOURCE_NOTE)}</p>
 ${errors ? `<h2>Errors</h2>\n<ul>\n${errors}\n</ul>\n` : ''}${comparisons ? `<h2>Comparisons</h2>
 <p>At equal load: throughput of the other over the base's, latency of the other over the base's.</p>
 <table data-table="comparisons">

@@ -105,6 +105,13 @@ function comparisonTable(comparisons: readonly Comparison[]): string {
   return out;
 }
 
+/** Targets that run in kiln bench's own process. */
+const IN_PROCESS = new Set(['kiln', 'kiln-batcher', 'onnxruntime-node']);
+
+export const RESOURCE_NOTE =
+  'CPU/req: CPU time of the process running the target during its own windows, per request sent (open loop: the sender\'s wait included).\n' +
+  'peak RSS: the highest resident memory of that process so far; kiln, kiln-batcher and onnxruntime-node share this process, so theirs is the process\'s, not one target\'s.';
+
 /** The whole report as text for a terminal; `latencyBoundMs`: the bound searched, if any. */
 export function renderTable(report: BenchReport, latencyBoundMs?: number): string {
   const s = report.settings;
@@ -113,6 +120,7 @@ export function renderTable(report: BenchReport, latencyBoundMs?: number): strin
     `${s.warmupRequests} warm-up requests; ${report.machine.cpus} CPUs (${report.machine.cpuModel})\n`;
   if (report.model) out += `model ${report.model.path}: ${report.model.inputs.map((i) => `${i.name} ${i.type} [${i.shape.join(',')}]`).join(', ')}\n`;
   for (const target of report.targets) out += `\n${targetTable(target, report, latencyBoundMs)}`;
+  if (report.targets.some((t) => IN_PROCESS.has(t.name) && t.steps.some((st) => st.peakRssBytes !== undefined))) out += `\n${RESOURCE_NOTE}\n`;
   if (report.comparisons.length) out += `\n${comparisonTable(report.comparisons)}`;
   return out;
 }

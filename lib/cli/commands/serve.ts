@@ -79,7 +79,8 @@ async function serve(model: string | undefined, o: ServeOptions, command: Comman
  * every request is still served for `drainDelaySecs`, the time a load balancer (or
  * Kubernetes, through the readiness probe) needs to see it and stop routing here; a second
  * signal ends the wait. Then the server stops taking connections and answers the requests
- * it accepted, for at most `exitTimeoutSecs` (exit 1 past it), releases the models, exits 0.
+ * it accepted, for at most `exitTimeoutSecs` (exit 1 past it; another signal exits at once,
+ * exit 1), releases the models, exits 0.
  */
 function handleSignals(server: RunningServer, drainDelaySecs: number, exitTimeoutSecs: number): void {
   let phase: 'serving' | 'draining' | 'closing' = 'serving';
@@ -106,8 +107,9 @@ function handleSignals(server: RunningServer, drainDelaySecs: number, exitTimeou
       return;
     }
     if (phase === 'closing') {
-      server.logger.info({ signal, exitTimeoutSecs }, 'already closing: the requests accepted are being answered');
-      return;
+      // A signal while answering what was accepted: the operator does not want to wait.
+      server.logger.warn({ signal }, 'exiting now: requests still in flight are not answered');
+      process.exit(1);
     }
     server.logger.info({ signal, drainDelaySecs, exitTimeoutSecs }, 'shutting down');
     if (drainDelaySecs === 0) return close();
