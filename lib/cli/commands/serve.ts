@@ -70,8 +70,9 @@ async function serve(model: string | undefined, o: ServeOptions, command: Comman
   lines.push(o.drainDelaySecs > 0
     ? `stop with Ctrl-C (or SIGTERM): not ready at once, still serving for ${o.drainDelaySecs} s (a second signal skips the wait), then requests in flight are answered first`
     : 'stop with Ctrl-C (or SIGTERM): requests in flight are answered first');
-  process.stdout.write(lines.join('\n') + '\n');
+  // Signals are handled before the address is printed: whoever reads it may signal at once.
   handleSignals(server, o.drainDelaySecs, o.exitTimeoutSecs);
+  process.stdout.write(lines.join('\n') + '\n');
 }
 
 /**
