@@ -145,6 +145,24 @@ write_valgrind_suppressions() {
 EOF
 }
 
+# One ctest test under memcheck, as ctest would run it; its exit status and seconds go to
+# $LOGS/valgrind-NAME.log.rc. Arguments: name, env (\x1f-separated), argv (\x1f-separated),
+# ORT library, models folder, suppressions file.
+valgrind_one() {
+  local name=$1 envs=$2 cmd=$3 lib=$4 models=$5 supp=$6
+  local -a env_list=() argv=()
+  [ -n "$envs" ] && IFS=$'\x1f' read -r -a env_list <<<"$envs"
+  IFS=$'\x1f' read -r -a argv <<<"$cmd"
+  local log=$LOGS/valgrind-$name.log t0 rc
+  t0=$(now)
+  env KILN_ORT_LIBRARY="$lib" KILN_TEST_MODELS="$models" "${env_list[@]}" \
+    valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite,possible \
+      --error-exitcode=1 --track-origins=yes --num-callers=40 --suppressions="$supp" --log-file="$log" \
+      "${argv[@]}" </dev/null >"$log.out" 2>&1
+  rc=$?
+  echo "$rc $(($(now) - t0))" >"$log.rc"
+}
+
 run_valgrind() {
   note "valgrind: native tests under memcheck (build-asan/valgrind, RelWithDebInfo -O1 -g)"
   local start
@@ -180,25 +198,29 @@ run_valgrind() {
     }') || { fail "valgrind   FAIL  could not list the ctest tests"; return; }
   local bad=0 count=0 name envs cmd
   printf '%-24s %6s %8s %14s %14s %10s %6s\n' test rc errors "definite (B)" "possible (B)" suppressed time | tee "$LOGS/valgrind-summary.txt"
+  # Two tests at a time (JOBS at most): each is single-threaded under valgrind for most of its run.
+  local width=$((JOBS < 2 ? 1 : 2)) running=0
+  local -a names=()
   while IFS=$'\x1e' read -r name envs cmd; do
     [ -n "$name" ] || continue
     count=$((count + 1))
-    local -a env_list=() argv=()
-    [ -n "$envs" ] && IFS=$'\x1f' read -r -a env_list <<<"$envs"
-    IFS=$'\x1f' read -r -a argv <<<"$cmd"
-    local log=$LOGS/valgrind-$name.log t0 rc
-    t0=$(now)
-    env KILN_ORT_LIBRARY="$lib" KILN_TEST_MODELS="$models" "${env_list[@]}" \
-      valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite,possible \
-        --error-exitcode=1 --track-origins=yes --num-callers=40 --suppressions="$supp" --log-file="$log" \
-        "${argv[@]}" </dev/null >"$log.out" 2>&1
-    rc=$?
-    local errors definite possible suppressed
+    names+=("$name")
+    if [ "$running" -ge "$width" ]; then
+      wait -n
+      running=$((running - 1))
+    fi
+    valgrind_one "$name" "$envs" "$cmd" "$lib" "$models" "$supp" &
+    running=$((running + 1))
+  done <<<"$tests"
+  wait
+  for name in "${names[@]}"; do
+    local rc errors definite possible suppressed seconds log=$LOGS/valgrind-$name.log
+    read -r rc seconds <"$log.rc"
     errors=$(sed -n 's/.*ERROR SUMMARY: \([0-9,]*\) errors.*/\1/p' "$log" | tail -1 | tr -d ,)
     definite=$(sed -n 's/.*definitely lost: \([0-9,]*\) bytes.*/\1/p' "$log" | tail -1 | tr -d ,)
     possible=$(sed -n 's/.*possibly lost: \([0-9,]*\) bytes.*/\1/p' "$log" | tail -1 | tr -d ,)
     suppressed=$(sed -n 's/.*ERROR SUMMARY: .*(suppressed: \([0-9,]*\) from.*/\1/p' "$log" | tail -1 | tr -d ,)
-    printf '%-24s %6s %8s %14s %14s %10s %5ss\n' "$name" "$rc" "${errors:-?}" "${definite:-0}" "${possible:-0}" "${suppressed:-0}" "$(($(now) - t0))" |
+    printf '%-24s %6s %8s %14s %14s %10s %5ss\n' "$name" "$rc" "${errors:-?}" "${definite:-0}" "${possible:-0}" "${suppressed:-0}" "$seconds" |
       tee -a "$LOGS/valgrind-summary.txt"
     if [ "$rc" -ne 0 ] || [ "${errors:-1}" != 0 ] || [ "${definite:-0}" != 0 ]; then
       bad=$((bad + 1))
@@ -206,7 +228,7 @@ run_valgrind() {
       grep -E '^==[0-9]+== ' "$log" | head -60 >&2
       tail -20 "$log.out" >&2
     fi
-  done <<<"$tests"
+  done
   if [ "$count" -eq 0 ]; then
     fail "valgrind   FAIL  no tests found"
   elif [ "$bad" -eq 0 ]; then
