@@ -6,9 +6,8 @@
  * for a phase of the shutdown.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { once } from 'node:events';
-import net from 'node:net';
 import * as path from 'node:path';
+export { freePort } from './ports';
 
 export const KILN_CLI = path.join(__dirname, '..', '..', 'lib', 'cli', 'kiln.js');
 
@@ -38,17 +37,6 @@ export interface KilnProcess {
   readonly exit: Promise<number | null>;
   /** SIGKILL unless it has exited; resolves once it has. */
   kill(): Promise<void>;
-}
-
-/** A port that was free a moment ago on 127.0.0.1 (bound to 0, then released). */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as net.AddressInfo).port;
-  server.close();
-  await once(server, 'close');
-  return port;
 }
 
 function environment(env: Readonly<Record<string, string>>): NodeJS.ProcessEnv {

@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
+import { freePort } from './ports';
 
 export interface RedisServer {
   readonly url: string;
@@ -15,16 +16,6 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Stops it if running and starts an empty one on the same port. */
   restart(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as net.AddressInfo).port;
-  server.close();
-  await once(server, 'close');
-  return port;
 }
 
 function answersPing(port: number): Promise<boolean> {
