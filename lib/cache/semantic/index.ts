@@ -365,14 +365,12 @@ export class SemanticCache<V> {
    * scale, all of them.
    */
   #closest(candidates: readonly Entry<V>[], query: Float32Array, queryRerank: Float32Array): { entry: Entry<V>; similarity: number } | undefined {
-    let floor = -Infinity;
     const ranked = this.#rerankSketch !== undefined && this.metric === 'cosine';
-    if (ranked) {
-      for (const entry of candidates) floor = Math.max(floor, vectorSimilarity(queryRerank, entry.rerank, 'cosine') - RERANK_MARGIN);
-    }
+    const sketched = ranked ? candidates.map((entry) => vectorSimilarity(queryRerank, entry.rerank, 'cosine')) : [];
+    const floor = ranked ? Math.max(...sketched) - RERANK_MARGIN : -Infinity;
     let best: { entry: Entry<V>; similarity: number } | undefined;
-    for (const entry of candidates) {
-      if (ranked && vectorSimilarity(queryRerank, entry.rerank, 'cosine') < floor) continue;
+    for (const [i, entry] of candidates.entries()) {
+      if (ranked && sketched[i] < floor) continue;
       const s = vectorSimilarity(query, entry.vector, this.metric);
       if (!best || (this.metric === 'cosine' ? s > best.similarity : s < best.similarity)) best = { entry, similarity: s };
     }
