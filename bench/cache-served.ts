@@ -5,14 +5,15 @@
  * `kiln_cache` parameter, inference runs from the statistics extension and what the caches
  * hold from the Prometheus metrics.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { decodeHttpAnswer, encodeHttpRequest } from '../lib/bench/targets/http';
 import { countersFromStatistics } from '../lib/bench/targets/server-counters';
 import { Tensor } from '../lib/tensor';
+import { startKiln } from '../support/kiln-process';
 import { OCR_MODELS, type FloatTensor } from '../support/ppocr';
+import { metric } from '../support/prometheus';
 import { writeFiles } from '../support/repository';
 
 export interface Answer {
@@ -33,18 +34,11 @@ export interface ServedContenders {
   /** The server's HTTP address. */
   url: string;
   clients: Record<string, ContenderClient>;
-  /** Stops the server (SIGTERM: it drains) and removes the repository. */
+  /** Stops the server (SIGTERM, no drain delay: it answers what it accepted) and removes the repository. */
   close(): Promise<void>;
 }
 
-const CLI = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
 const HEADER_LENGTH = 'inference-header-content-length';
-
-/** One sample's value in Prometheus text, or undefined when absent. */
-function sample(text: string, name: string, labels: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
 
 /**
  * Starts `kiln serve` on a free loopback port with one model per contender (`name`: its
@@ -62,27 +56,9 @@ export async function serveContenders(contenders: Record<string, { exact: boolea
     });
   }
   writeFiles(dir, files);
-  const child: ChildProcessWithoutNullStreams = spawn(process.execPath, [CLI, 'serve', '--model-repository', dir, '--port', '0', '--grpc-port', '-1',
-    '--cache-config', `local,size=${cacheBytes}`, '--log-level', 'warn']);
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exit = new Promise<number | null>((resolve) => child.on('exit', resolve));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`kiln serve printed no address in 60 s: ${out} ${err}`)), 60_000);
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /over HTTP at (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    void exit.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`kiln serve exited ${code}: ${out} ${err}`));
-    });
-  });
+  const server = await startKiln(['--model-repository', dir, '--port', '0', '--grpc-port', '-1', '--cache-config', `local,size=${cacheBytes}`,
+    '--log-level', 'warn', '--drain-delay-secs', '0']);
+  const url = server.url;
   const metrics = async (): Promise<string> => (await fetch(`${url}/metrics`)).text();
   const client = (name: string): ContenderClient => ({
     async infer(x, partition) {
@@ -105,8 +81,8 @@ export async function serveContenders(contenders: Record<string, { exact: boolea
       const text = await metrics();
       const per = (cache: string): number | undefined => {
         const labels = `model="${name}",version="1",cache="${cache}"`;
-        const entries = sample(text, 'kiln_cache_entries', labels);
-        const bytes = sample(text, 'kiln_cache_bytes', labels);
+        const entries = metric(text, 'kiln_cache_entries', labels);
+        const bytes = metric(text, 'kiln_cache_bytes', labels);
         return entries && bytes !== undefined ? bytes / entries : undefined;
       };
       return { exact: per('response'), semantic: per('semantic') };
@@ -116,10 +92,10 @@ export async function serveContenders(contenders: Record<string, { exact: boolea
     url,
     clients: Object.fromEntries(Object.keys(contenders).map((name) => [name, client(name)])),
     async close() {
-      child.kill('SIGTERM');
-      const code = await exit;
+      server.child.kill('SIGTERM');
+      const code = await server.exit;
       fs.rmSync(dir, { recursive: true, force: true });
-      if (code !== 0) throw new Error(`kiln serve exited ${code}: ${err}`);
+      if (code !== 0) throw new Error(`kiln serve exited ${code}: ${server.stderr()}`);
     },
   };
 }

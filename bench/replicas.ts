@@ -2,7 +2,7 @@
  * Horizontal numbers: throughput and p99 of `kiln serve` replicas behind HAProxy on this
  * machine, with 1, 2 and 3 replicas, against one replica asked directly (what HAProxy costs).
  * Three replicas run for the whole benchmark (an idle one costs only its health checks); one
- * HAProxy per setup (test/helpers/haproxy.ts, with HAProxy's default of reused connections to
+ * HAProxy per setup (support/haproxy.ts, with HAProxy's default of reused connections to
  * the replicas; and, for one replica, the replica test's configuration: a connection per
  * request).
  * autocannon drives each setup in a closed loop at a fixed number of connections, with
@@ -18,12 +18,15 @@ import * as os from 'os';
 import * as path from 'path';
 import autocannon from 'autocannon';
 import { Option } from 'commander';
+import { encodeHttpRequest } from '../lib/bench/targets/http';
 import { mlpModel, prng } from '../lib/samples';
+import { Tensor } from '../lib/tensor';
 import { OCR_MODELS, recPreprocess } from '../support/ppocr';
+import { metric } from '../support/prometheus';
 import { writeFiles } from '../support/repository';
 import { renderText } from '../support/text-image';
-import { startHaproxy, type Haproxy } from '../test/helpers/haproxy';
-import { freePort, startKiln, type KilnProcess } from '../test/helpers/kiln-process';
+import { startHaproxy, type Haproxy } from '../support/haproxy';
+import { freePort, startKiln, type KilnProcess } from '../support/kiln-process';
 import { benchCommand, integerAtLeast, onlyOption, positiveNumber } from './cli';
 import { procStat } from './load-proc';
 import { quantile } from './stats';
@@ -74,11 +77,10 @@ function targets(only: readonly string[]): Target[] {
 /** A binary-tensor request (Triton's extension): the JSON header, then the input's bytes; outputs asked as binary. */
 function binaryRequest(t: Target): { body: Buffer; headers: Record<string, string> } {
   const { name, dims, data } = t.input;
-  const header = Buffer.from(JSON.stringify({ inputs: [{ name, shape: dims, datatype: 'FP32', parameters: { binary_data_size: data.byteLength } }], parameters: { binary_data_output: true } }));
-  return {
-    body: Buffer.concat([header, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]),
-    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.length) },
-  };
+  const { body, headers } = encodeHttpRequest({ [name]: new Tensor('float32', data, dims) }, undefined, true);
+  // autocannon sets content-length itself: a second one is a malformed request to Node's parser.
+  const { 'content-length': _length, ...rest } = headers;
+  return { body, headers: rest };
 }
 
 const cpuSeconds = (pid: number): number => procStat(pid)?.cpuS ?? NaN;
@@ -86,7 +88,7 @@ const cpuSeconds = (pid: number): number => procStat(pid)?.cpuS ?? NaN;
 /** A replica's inferences (rows) and model executions (batches) of `model` so far, from /metrics. */
 async function executions(replica: KilnProcess, model: string): Promise<{ rows: number; batches: number }> {
   const text = await (await fetch(`${replica.url}/metrics`)).text();
-  const value = (name: string): number => Number(text.split('\n').find((l) => l.startsWith(`${name}{model="${model}"`))?.split(' ').pop() ?? 0);
+  const value = (name: string): number => metric(text, name, `model="${model}",version="1"`) ?? 0;
   return { rows: value('nv_inference_count'), batches: value('nv_inference_exec_count') };
 }
 const selfCpuSeconds = (): number => {

@@ -10,8 +10,8 @@ import * as path from 'path';
 import { addModel, mlpReference, prng } from '../lib/samples';
 import { writeExampleRepository } from '../lib/server/serve';
 import { writeFiles } from '../support/repository';
-import { REPLICA_HEADER, startHaproxy, type Haproxy } from './helpers/haproxy';
-import { freePort, startKiln, type KilnProcess } from './helpers/kiln-process';
+import { REPLICA_HEADER, startHaproxy, type Haproxy } from '../support/haproxy';
+import { freePort, startKiln, type KilnProcess } from '../support/kiln-process';
 import { startRedis, type RedisServer } from './helpers/redis';
 
 /** Concurrent clients of the steady load (each sends its next request THINK_MS after its last is answered). */

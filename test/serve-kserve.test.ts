@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { addModel, mlpModel, mlpReference, prng } from '../lib/samples';
 import { inferenceService } from '../lib/server/grpc';
 import { workModel } from './helpers/batching-models';
-import { freePort, runKiln, startKiln, type KilnProcess } from './helpers/kiln-process';
+import { freePort, runKiln, startKiln, type KilnProcess } from '../support/kiln-process';
 import { writeFiles } from '../support/repository';
 
 type GrpcClient = grpc.Client & Record<string, (request: unknown, callback: (e: grpc.ServiceError | null, r: unknown) => void) => void>;

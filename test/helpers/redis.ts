@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
-import { freePort } from './ports';
+import { freePort } from '../../support/ports';
 
 export interface RedisServer {
   readonly url: string;

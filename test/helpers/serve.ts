@@ -38,8 +38,4 @@ export async function inferX<A>(url: string, model: string, x: number[], paramet
   return (await r.json()) as A;
 }
 
-/** One sample's value in the Prometheus text, or undefined when absent. */
-export function metric(text: string, name: string, labels: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+export { metric } from '../../support/prometheus';

@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { freePort } from './kiln-process';
+import { freePort } from './ports';
 
 export interface Replica {
   /** The server's name in HAProxy (letters, digits, '-', '_'). */

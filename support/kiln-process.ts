@@ -1,5 +1,5 @@
 /**
- * `kiln serve` as a child process for tests (node dist/lib/cli/kiln.js serve ...), with an
+ * `kiln serve` as a child process for tests and benchmarks (node dist/lib/cli/kiln.js serve ...), with an
  * environment of the test's choosing: the variables `kiln serve` reads (PORT, GRPC_PORT,
  * MODEL_NAME, KILN_CACHE_CONFIG) are removed from the inherited environment and set only
  * when the test gives them. Its pino log lines are parsed as they come, so a test can wait
@@ -9,7 +9,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as path from 'node:path';
 export { freePort } from './ports';
 
-export const KILN_CLI = path.join(__dirname, '..', '..', 'lib', 'cli', 'kiln.js');
+export const KILN_CLI = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
 
 /** The environment variables that `kiln serve` reads as stand-ins for its flags. */
 const SERVE_ENV = ['PORT', 'GRPC_PORT', 'MODEL_NAME', 'KILN_CACHE_CONFIG'];
