@@ -4,10 +4,11 @@
 // files that the packed npm tarball contains. Nothing here builds an image or talks to a
 // cluster: the files are checked as text and against a real server on 127.0.0.1.
 import { strict as assert } from 'assert';
-import { execFileSync, spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { parse, parseAllDocuments } from 'yaml';
+import { startKiln, type KilnProcess } from '../support/kiln-process';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const DEPLOY = path.join(ROOT, 'deploy');
@@ -119,8 +120,7 @@ describe('deploy/: manifests and images', function () {
   let help: string;
   let serverUrl: string;
   let metricsText: string;
-  let child: ChildProcessWithoutNullStreams | undefined;
-  let childExit: Promise<number | null>;
+  let server: KilnProcess | undefined;
   let tarballFiles: Set<string>;
   let packageVersion: string;
 
@@ -130,23 +130,9 @@ describe('deploy/: manifests and images', function () {
     assert.equal(h.status, 0, h.stderr);
     help = h.stdout;
 
-    child = spawn(process.execPath, [CLI, 'serve', '--example', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '-1', '--log-level', 'silent']);
-    let out = '';
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    childExit = new Promise((resolve) => child?.on('exit', resolve));
-    serverUrl = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`kiln serve printed no address in 30 s: ${out} ${err}`)), 30_000);
-      child?.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        const m = /over HTTP at (http:\/\/127\.0\.0\.1:\d+) /.exec(out);
-        if (m) {
-          clearTimeout(timer);
-          resolve(m[1]);
-        }
-      });
-      void childExit.then((code) => reject(new Error(`kiln serve exited ${code}: ${out} ${err}`)));
-    });
+    // No drain delay: the test stops it when done, nothing routes to it.
+    server = await startKiln(['--example', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '-1', '--log-level', 'silent', '--drain-delay-secs', '0']);
+    serverUrl = server.url;
     // One inference, so that the per-model series (batch sizes, durations) exist.
     const body = { inputs: [{ name: 'a', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }, { name: 'b', shape: [1, 4], datatype: 'FP32', data: [10, 20, 30, 40] }] };
     const r = await fetch(`${serverUrl}/v2/models/add/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -167,9 +153,9 @@ describe('deploy/: manifests and images', function () {
   });
 
   after(async () => {
-    if (child) {
-      child.kill('SIGTERM');
-      assert.equal(await childExit, 0, 'kiln serve did not exit cleanly on SIGTERM');
+    if (server) {
+      server.child.kill('SIGTERM');
+      assert.equal(await server.exit, 0, 'kiln serve did not exit cleanly on SIGTERM');
     }
   });
 
