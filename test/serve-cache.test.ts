@@ -3,7 +3,6 @@
 // metrics and the statistics extension count it, --cache-config is checked, and two server
 // processes share a Redis cache — and keep answering, uncached, when Redis goes away.
 import { strict as assert } from 'assert';
-import { spawn, type ChildProcessWithoutNullStreams } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -11,11 +10,11 @@ import { addModel, mlpModel, mlpReference, prng } from '../lib/samples';
 import { parseCacheConfig } from '../lib/server/cache-config';
 import { startServer, writeExampleRepository, type RunningServer } from '../lib/server/serve';
 import { assertKilnError } from './helpers/assert-error';
+import { runKiln, startKiln, type KilnProcess } from '../support/kiln-process';
 import { startRedis, type RedisServer } from './helpers/redis';
 import { inferX, metric, serveRepository, type ServedRepository } from './helpers/serve';
 import { writeFiles } from '../support/repository';
 
-const CLI = path.join(__dirname, '..', 'lib', 'cli', 'kiln.js');
 
 interface HttpAnswer {
   parameters?: Record<string, unknown>;
@@ -171,45 +170,20 @@ describe('kiln serve: the exact response cache', function () {
     }
     await assert.rejects(startServer({ example: true, httpPort: 0, grpcPort: -1, logLevel: 'silent', cache: { local: { maxBytes: 0 } } }), (e) => assertKilnError(e, 'E_INVALID_ARGUMENT', 'option "responseCache.local.maxBytes"') !== undefined);
     // The command line says it as `kiln: CODE: message`, exit code 1, before serving anything.
-    const child = spawn(process.execPath, [CLI, 'serve', '--example', '--port', '0', '--grpc-port', '-1', '--cache-config', 'redis,url=localhost:6379']);
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const { code, stderr } = await runKiln(['--example', '--port', '0', '--grpc-port', '-1', '--cache-config', 'redis,url=localhost:6379']);
     assert.equal(code, 1);
-    assert.equal(err.trim(), 'kiln: E_INVALID_ARGUMENT: --cache-config "redis,url=localhost:6379": url must be a redis:// or rediss:// URL, received "localhost:6379"');
+    assert.equal(stderr.trim(), 'kiln: E_INVALID_ARGUMENT: --cache-config "redis,url=localhost:6379": url must be a redis:// or rediss:// URL, received "localhost:6379"');
   });
 
   describe('two server processes sharing Redis', () => {
-    interface Served {
-      child: ChildProcessWithoutNullStreams;
-      url: string;
-      stderr: () => string;
-      exit: Promise<number | null>;
-    }
+    type Served = KilnProcess;
     let dir: string;
     let redis: RedisServer;
     const servers: Served[] = [];
 
-    /** `kiln serve` on a free port, once it has printed where it listens. */
+    /** `kiln serve` of the cached repository on a free port, once it has printed where it listens. */
     async function serve(...args: string[]): Promise<Served> {
-      const child = spawn(process.execPath, [CLI, 'serve', '--model-repository', dir, '--port', '0', '--grpc-port', '-1', '--drain-delay-secs', '0', ...args]);
-      let out = '';
-      let err = '';
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      const exit = new Promise<number | null>((resolve) => child.on('exit', resolve));
-      const url = await new Promise<string>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no listening line in 30 s: ${out} ${err}`)), 30_000);
-        child.stdout.on('data', (d: Buffer) => {
-          out += d.toString();
-          const m = /over HTTP at (http:\/\/127\.0\.0\.1:\d+) /.exec(out);
-          if (m) {
-            clearTimeout(timer);
-            resolve(m[1]);
-          }
-        });
-        void exit.then((code) => reject(new Error(`kiln serve exited ${code}: ${out} ${err}`)));
-      });
-      const served = { child, url, stderr: () => err, exit };
+      const served = await startKiln(['--model-repository', dir, '--port', '0', '--grpc-port', '-1', '--drain-delay-secs', '0', ...args]);
       servers.push(served);
       return served;
     }
